@@ -1,0 +1,512 @@
+//! The `vadyl` command line (SPEC §9): the definition of the CLI and the glue to the library.
+//!
+//! Commands work on the embedded data directory by default, or against a running server with
+//! `--server URL` where that makes sense (publication, implementation and contract reads, and
+//! invalidation). Audit commands always work on a data directory: an auditor replays and verifies
+//! the history itself. Human-readable output by default, `--json` for scripts; failures print a
+//! message on stderr and exit non-zero.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+
+use crate::audit::{self, TrustedKey};
+use crate::events::envelope::EventMetadata;
+use crate::events::sqlite::{Durability, SqliteStore};
+use crate::ids::{ContractRef, ImplementationId, PublicationVersion};
+use crate::registry::{OpenOptions, Registry, EVENTS_DB};
+
+#[derive(Parser, Debug)]
+#[command(name = "vadyl", version, about = "Event-sourced publication registry and runtime for connectors")]
+pub struct Cli {
+    /// Data directory (SQLite log, keys, snapshots); created on first use.
+    #[arg(long, global = true, env = "VADYL_DATA_DIR", default_value = "./vadyl-data")]
+    pub data_dir: PathBuf,
+    /// Talk to a running server instead of the data directory (e.g. http://127.0.0.1:8080).
+    #[arg(long, global = true, env = "VADYL_SERVER")]
+    pub server: Option<String>,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the HTTP API.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+    },
+    /// The registry's signing key.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Contracts read from the WIT package.
+    #[command(subcommand)]
+    Contract(ContractCommand),
+    /// Built implementations.
+    #[command(subcommand)]
+    Implementation(ImplementationCommand),
+    /// Publication versions: read, and roll back by invalidation.
+    #[command(subcommand)]
+    Publication(PublicationCommand),
+    /// Verify, replay, export and prove the event history.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Print the public key (creating the key pair on first use).
+    Show,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ContractCommand {
+    List,
+    /// e.g. `vadyl contract show payment.charge@1`
+    Show {
+        contract: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImplementationCommand {
+    List,
+    Show { implementation_id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PublicationCommand {
+    /// The newest valid publication version.
+    Latest,
+    /// One publication version (or one implementation in it), with its status.
+    Version {
+        version: String,
+        #[arg(long)]
+        implementation: Option<String>,
+    },
+    /// Withdraw a version; `latest` rolls back to the newest valid one.
+    Invalidate {
+        version: String,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct KeyArg {
+    /// Trusted public key: the verifier key `vadyl key show` prints, or base64/hex. Defaults to the
+    /// data directory's own key.
+    #[arg(long)]
+    pub public_key: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Recompute the hash chain and check every signed checkpoint; exit 1 naming the first bad position.
+    Verify(KeyArg),
+    /// Rebuild every projection from position 1 to POSITION and print their digests.
+    Replay {
+        #[arg(long)]
+        to: Option<u64>,
+    },
+    /// Sign a checkpoint over the whole log (if the head is not covered yet).
+    Checkpoint,
+    /// Write the history as canonical NDJSON with its signed checkpoint.
+    Export {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verify an export offline with only the public key.
+    VerifyExport {
+        file: PathBuf,
+        #[command(flatten)]
+        key: KeyArg,
+    },
+    /// Print an RFC 6962 inclusion proof of the event at POSITION against a signed checkpoint.
+    Prove {
+        #[arg(long)]
+        position: u64,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Verify an inclusion proof offline with only the public key.
+    VerifyProof {
+        file: PathBuf,
+        #[command(flatten)]
+        key: KeyArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Event log throughput beside raw-SQLite baselines measured in the same run.
+    Log(crate::bench::LogBenchOptions),
+}
+
+/// Where a command's data lives: the data directory, or a server.
+struct Conn {
+    data_dir: PathBuf,
+    server: Option<String>,
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let out = Output { json: cli.json };
+    let Cli { data_dir, server, command, .. } = cli;
+    let cli = Conn { data_dir, server };
+    match command {
+        Command::Serve { listen } => serve(&cli.data_dir, &listen),
+        Command::Key(KeyCommand::Show) => {
+            let key = crate::keys::RegistryKey::load_or_create(&cli.data_dir.join("keys"))?;
+            use crate::keys::Signer;
+            out.print(
+                &json!({
+                    "algorithm": "ed25519", "keyName": crate::keys::KEY_NAME, "keyId": key.key_id_hex(),
+                    "publicKey": key.public_key_base64(), "verifierKey": key.verifier_key(),
+                }),
+                |v| {
+                    format!(
+                        "{}\npublic key (base64): {}\nkey id: {}",
+                        v["verifierKey"].as_str().unwrap_or(""),
+                        v["publicKey"].as_str().unwrap_or(""),
+                        v["keyId"].as_str().unwrap_or("")
+                    )
+                },
+            );
+            Ok(())
+        }
+        Command::Contract(c) => {
+            let path = match &c {
+                ContractCommand::List => "/contracts".to_owned(),
+                ContractCommand::Show { contract } => {
+                    let c: ContractRef = contract.parse()?;
+                    format!("/contracts/{}/{}", c.kind, c.major_version)
+                }
+            };
+            let v = read_api(&cli, &path)?;
+            out.print(&v, |v| serde_json::to_string_pretty(v).unwrap_or_default());
+            Ok(())
+        }
+        Command::Implementation(c) => {
+            let path = match &c {
+                ImplementationCommand::List => "/implementations".to_owned(),
+                ImplementationCommand::Show { implementation_id } => {
+                    let id: ImplementationId = implementation_id.parse()?;
+                    format!("/implementations/{id}")
+                }
+            };
+            let v = read_api(&cli, &path)?;
+            out.print(&v, |v| serde_json::to_string_pretty(v).unwrap_or_default());
+            Ok(())
+        }
+        Command::Publication(c) => publication(&cli, &out, c),
+        Command::Audit(c) => audit_command(&cli.data_dir, &out, c),
+        Command::Bench(BenchCommand::Log(opts)) => {
+            let report = crate::bench::run_log_bench(&opts)?;
+            out.print(&serde_json::to_value(&report)?, |_| report.human());
+            Ok(())
+        }
+    }
+}
+
+struct Output {
+    json: bool,
+}
+
+impl Output {
+    fn print(&self, value: &Value, human: impl FnOnce(&Value) -> String) {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+        } else {
+            println!("{}", human(value));
+        }
+    }
+}
+
+fn local_actor() -> EventMetadata {
+    let user = std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_else(|_| "unknown".into());
+    EventMetadata::actor(format!("local:{user}"))
+}
+
+fn open_registry(data_dir: &Path) -> anyhow::Result<Registry> {
+    Registry::open(data_dir, OpenOptions::default())
+        .with_context(|| format!("cannot open the registry in {}", data_dir.display()))
+}
+
+fn serve(data_dir: &Path, listen: &str) -> anyhow::Result<()> {
+    let addr: std::net::SocketAddr =
+        listen.parse().with_context(|| format!("--listen {listen:?} is not an address such as 127.0.0.1:8080"))?;
+    let registry = Arc::new(open_registry(data_dir)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        let local = listener.local_addr()?;
+        // Tests and scripts read this line to learn the port when listening on :0.
+        println!("vadyl listening on http://{local} (data directory {})", registry.data_dir().display());
+        crate::http::serve(registry, listener).await
+    })
+}
+
+/// Reads `/api/Connector{path}` from the server, or answers it in-process from the data directory
+/// through the same router, so both modes give the same JSON.
+fn read_api(cli: &Conn, path: &str) -> anyhow::Result<Value> {
+    call_api(cli, reqwest::Method::GET, path, None)
+}
+
+fn call_api(cli: &Conn, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    let (status, value) = match &cli.server {
+        Some(server) => {
+            let url = format!("{}/api/Connector{path}", server.trim_end_matches('/'));
+            let client = reqwest::blocking::Client::builder().timeout(std::time::Duration::from_secs(60)).build()?;
+            let mut req = client.request(method, &url);
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            let resp = req.send().with_context(|| format!("cannot reach {url}"))?;
+            let status = resp.status().as_u16();
+            let text = resp.text()?;
+            (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        }
+        None => {
+            let registry = Arc::new(open_registry(&cli.data_dir)?);
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let result = runtime.block_on(in_process(registry.clone(), method, path, body));
+            registry.snapshot_if_stale(1000)?;
+            result?
+        }
+    };
+    if (200..300).contains(&status) {
+        Ok(value)
+    } else {
+        let detail =
+            value.get("detail").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| value.to_string());
+        bail!("{detail} (HTTP {status})")
+    }
+}
+
+async fn in_process(
+    registry: Arc<Registry>,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<(u16, Value)> {
+    use tower::ServiceExt;
+    let mut builder = axum::http::Request::builder().method(method.as_str()).uri(format!("/api/Connector{path}"));
+    let body = match body {
+        Some(b) => {
+            builder = builder.header("content-type", "application/json");
+            axum::body::Body::from(serde_json::to_vec(&b)?)
+        }
+        None => axum::body::Body::empty(),
+    };
+    let response = crate::http::router(registry.clone()).oneshot(builder.body(body)?).await?;
+    let status = response.status().as_u16();
+    let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024 * 1024).await?;
+    if (200..300).contains(&status) && method != reqwest::Method::GET {
+        tokio::task::spawn_blocking(move || registry.checkpoint(&local_actor())).await??;
+    }
+    Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+}
+
+fn publication(cli: &Conn, out: &Output, command: PublicationCommand) -> anyhow::Result<()> {
+    let human = |v: &Value| -> String {
+        let entries = v["entries"].as_array().map(|e| {
+            e.iter()
+                .map(|e| {
+                    format!(
+                        "  {} ({}, {}) {}",
+                        e["implementationId"].as_str().unwrap_or("?"),
+                        e["source"].as_str().unwrap_or("?"),
+                        e["contract"].as_str().unwrap_or("?"),
+                        e["contentHash"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        });
+        format!(
+            "publication {} ({}{})\n{}",
+            v["publicationVersion"],
+            v["status"].as_str().unwrap_or("?"),
+            if v["isLatest"] == json!(true) { ", latest" } else { "" },
+            entries.unwrap_or_default()
+        )
+    };
+    match command {
+        PublicationCommand::Latest => {
+            let v = read_api(cli, "/publication/latest")?;
+            out.print(&v, human);
+        }
+        PublicationCommand::Version { version, implementation } => {
+            let version: PublicationVersion = version.parse()?;
+            match implementation {
+                Some(id) => {
+                    let id: ImplementationId = id.parse()?;
+                    let v = read_api(cli, &format!("/publication/version/{version}/{id}"))?;
+                    out.print(&v, |v| serde_json::to_string_pretty(v).unwrap_or_default());
+                }
+                None => {
+                    let v = read_api(cli, &format!("/publication/version/{version}"))?;
+                    out.print(&v, human);
+                }
+            }
+        }
+        PublicationCommand::Invalidate { version, reason } => {
+            let version: PublicationVersion = version.parse()?;
+            let v = call_api(
+                cli,
+                reqwest::Method::POST,
+                "/publication/invalidate",
+                Some(json!({ "publicationVersion": version, "reason": reason })),
+            )?;
+            out.print(&v, |v| match v["latest"]["publicationVersion"].as_u64() {
+                Some(l) => format!("invalidated publication {version}; latest is now {l}"),
+                None => format!("invalidated publication {version}; no valid publication remains"),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn trusted_key(data_dir: &Path, arg: &KeyArg) -> anyhow::Result<TrustedKey> {
+    match &arg.public_key {
+        Some(k) => {
+            // Accept the key itself or a file holding it.
+            let text = if Path::new(k).is_file() { std::fs::read_to_string(k)? } else { k.clone() };
+            Ok(TrustedKey::parse(&text)?)
+        }
+        None => {
+            let key = crate::keys::RegistryKey::load_or_create(&data_dir.join("keys"))?;
+            Ok(TrustedKey::parse(&key.verifier_key())?)
+        }
+    }
+}
+
+/// Opens the log alone, without registering anything: audit reads must not write.
+fn open_log(data_dir: &Path) -> anyhow::Result<SqliteStore> {
+    let path = data_dir.join(EVENTS_DB);
+    if !path.exists() {
+        bail!("there is no event log at {}", path.display());
+    }
+    Ok(SqliteStore::open(&path, Durability::Full)?)
+}
+
+fn audit_command(data_dir: &Path, out: &Output, command: AuditCommand) -> anyhow::Result<()> {
+    match command {
+        AuditCommand::Verify(key) => {
+            let trusted = trusted_key(data_dir, &key)?;
+            let store = open_log(data_dir)?;
+            let report = audit::verify(&store, &trusted)?;
+            out.print(&serde_json::to_value(&report)?, |_| {
+                if report.ok() {
+                    format!(
+                        "ok: {} events, chain intact, {} checkpoints verified (head {})",
+                        report.events, report.checkpoints_verified, report.head_hash
+                    )
+                } else {
+                    report
+                        .problems
+                        .iter()
+                        .map(|p| format!("position {}: {}", p.position, p.reason))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                }
+            });
+            match report.problems.first() {
+                None => Ok(()),
+                Some(first) => {
+                    bail!("verification failed: first bad position is {} ({})", first.position, first.reason)
+                }
+            }
+        }
+        AuditCommand::Replay { to } => {
+            let store = open_log(data_dir)?;
+            let report = audit::replay_report(&store, to)?;
+            out.print(&serde_json::to_value(&report)?, |_| {
+                let s = &report.summary;
+                let mut text = format!(
+                    "replayed to position {}\nstate digest {}\n",
+                    s.position, report.digests.state
+                );
+                for (name, d) in &report.digests.projections {
+                    text.push_str(&format!("  {name:<16} {d}\n"));
+                }
+                text.push_str(&format!(
+                    "contracts {}, implementations {}, conformance runs {}, bindings {}, publications {} (latest {}, invalidated {}), checkpoints {}",
+                    s.contracts, s.implementations, s.conformance_runs, s.bindings, s.publications,
+                    s.latest_publication.map_or("none".into(), |v| v.to_string()), s.invalidated_publications, s.checkpoints
+                ));
+                text
+            });
+            Ok(())
+        }
+        AuditCommand::Checkpoint => {
+            let registry = open_registry(data_dir)?;
+            let cp = registry.checkpoint(&local_actor())?.ok_or_else(|| anyhow!("the log is empty"))?;
+            out.print(&serde_json::to_value(&cp)?, |_| cp.note.clone());
+            Ok(())
+        }
+        AuditCommand::Export { out: path } => {
+            let registry = open_registry(data_dir)?;
+            let cp = registry.checkpoint(&local_actor())?.ok_or_else(|| anyhow!("the log is empty"))?;
+            let written = audit::export(registry.store(), &cp.note, cp.tree_size, &path)?;
+            out.print(
+                &json!({"events": written, "treeSize": cp.tree_size, "rootHash": cp.root_hash, "out": path}),
+                |_| {
+                    format!(
+                        "exported {written} events to {} (checkpoint over {} events, root {})",
+                        path.display(),
+                        cp.tree_size,
+                        cp.root_hash
+                    )
+                },
+            );
+            Ok(())
+        }
+        AuditCommand::VerifyExport { file, key } => {
+            let trusted = trusted_key(data_dir, &key)?;
+            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let summary = audit::verify_export(&bytes, &trusted)?;
+            out.print(&serde_json::to_value(&summary)?, |_| {
+                format!(
+                    "ok: {} events verify against the signed checkpoint (root {})",
+                    summary.events, summary.root_hash
+                )
+            });
+            Ok(())
+        }
+        AuditCommand::Prove { position, out: path } => {
+            let registry = open_registry(data_dir)?;
+            let cp = registry.checkpoint(&local_actor())?.ok_or_else(|| anyhow!("the log is empty"))?;
+            let proof = audit::prove(registry.store(), position, &cp.note, cp.tree_size)?;
+            let text = serde_json::to_string_pretty(&proof)?;
+            match path {
+                Some(p) => std::fs::write(&p, &text).with_context(|| format!("cannot write {}", p.display()))?,
+                None => println!("{text}"),
+            }
+            Ok(())
+        }
+        AuditCommand::VerifyProof { file, key } => {
+            let trusted = trusted_key(data_dir, &key)?;
+            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let proof: audit::InclusionProof =
+                serde_json::from_str(&text).with_context(|| format!("{} is not an inclusion proof", file.display()))?;
+            let summary = audit::verify_proof(&proof, &trusted)?;
+            out.print(&serde_json::to_value(&summary)?, |_| {
+                format!(
+                    "ok: event {} ({}) is included in the signed tree of {} events (root {})",
+                    summary.position, summary.event_type, summary.tree_size, summary.root_hash
+                )
+            });
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,789 @@
+//! RFC 6962 / RFC 9162 Merkle trees over Vadyl's event log.
+//!
+//! The hash chain that links each event to its predecessor already makes the
+//! log tamper-evident, but proving anything with it is linear: to show that an
+//! event is in the log, or that today's log extends yesterday's, a verifier
+//! has to replay every event in between. A Merkle tree over the same events
+//! makes both proofs logarithmic, and using the exact tree of RFC 6962 (and its
+//! successor, RFC 9162) means that any transparency-log tooling — witnesses,
+//! monitors, the Go and Rust verifiers in the wild — can check our proofs
+//! without knowing anything about Vadyl.
+//!
+//! The leaves of the tree are the 32-byte event hashes (SHA-256 of each
+//! event's canonical encoding), run through [`leaf_hash`]. Everything else in
+//! this module works on those *leaf hashes*: [`root`], [`inclusion_proof`],
+//! [`consistency_proof`] and [`MerkleAccumulator::push`] all take values that
+//! have already been through [`leaf_hash`], just like the `leaf_hash` argument
+//! of RFC 9162's verification algorithms. Keeping the domain-separating
+//! `0x00`/`0x01` prefixes in [`leaf_hash`] and [`node_hash`] is what stops an
+//! interior node from being passed off as a leaf (the classic second-preimage
+//! attack on naive Merkle trees).
+//!
+//! This module is pure: no I/O, no clocks, no global state. The generators
+//! ([`root`], the two proof constructors) take the full slice of leaf hashes
+//! and cost O(n) hashing; the verifiers cost O(log n) and are what untrusted
+//! parties run. [`MerkleAccumulator`] maintains the root incrementally in
+//! O(log n) memory, so the writer never has to rehash the whole log on append.
+//!
+//! A proof only means something relative to a root *and* the tree size that
+//! root was computed at, so verifiers must take both from the same trusted
+//! source (a signed checkpoint), never the size from the prover.
+
+use sha2::{Digest, Sha256};
+
+/// A SHA-256 output: an event hash, a leaf hash, an interior node or a root.
+pub type Hash32 = [u8; 32];
+
+/// RFC 6962 §2.1 domain separation prefix for leaves.
+const LEAF_PREFIX: u8 = 0x00;
+/// RFC 6962 §2.1 domain separation prefix for interior nodes.
+const NODE_PREFIX: u8 = 0x01;
+
+/// Why a Merkle proof could not be produced or did not verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MerkleError {
+    /// The leaf index is not inside the tree.
+    #[error("leaf index {index} is out of range for a tree of size {tree_size}")]
+    IndexOutOfRange { index: u64, tree_size: u64 },
+    /// A consistency proof was asked for (or checked) from a larger tree to a smaller one.
+    #[error("old tree size {old_size} is larger than new tree size {new_size}")]
+    OldSizeExceedsNewSize { old_size: u64, new_size: u64 },
+    /// The proof does not have the number of hashes these tree sizes require.
+    #[error("proof has {actual} hashes, but a proof for these tree sizes has exactly {expected}")]
+    WrongProofLength { expected: usize, actual: usize },
+    /// An inclusion proof does not lead from the leaf to the expected root.
+    #[error("inclusion proof does not lead to the expected root hash")]
+    RootMismatch,
+    /// A consistency proof does not reproduce the old tree's root.
+    #[error("consistency proof does not reproduce the old root hash")]
+    OldRootMismatch,
+    /// A consistency proof does not reproduce the new tree's root (or two trees
+    /// of the same size have different roots).
+    #[error("consistency proof does not reproduce the new root hash")]
+    NewRootMismatch,
+    /// Saved accumulator state is not a valid set of peaks for its size.
+    #[error("accumulator of size {size} needs {expected} peak hashes, got {actual}")]
+    InvalidAccumulatorState { size: u64, expected: usize, actual: usize },
+}
+
+/// Hashes an event hash into a Merkle leaf: `SHA-256(0x00 || event_hash)`.
+pub fn leaf_hash(event_hash: &Hash32) -> Hash32 {
+    let mut hasher = Sha256::new();
+    hasher.update([LEAF_PREFIX]);
+    hasher.update(event_hash);
+    hasher.finalize().into()
+}
+
+/// Hashes two children into their parent: `SHA-256(0x01 || left || right)`.
+pub fn node_hash(left: &Hash32, right: &Hash32) -> Hash32 {
+    let mut hasher = Sha256::new();
+    hasher.update([NODE_PREFIX]);
+    hasher.update(left);
+    hasher.update(right);
+    hasher.finalize().into()
+}
+
+/// The root of the empty tree: `SHA-256("")`.
+pub fn empty_root() -> Hash32 {
+    Sha256::digest(b"").into()
+}
+
+/// Incremental Merkle tree: push leaf hashes in log order and read the root at
+/// the current size at any time.
+///
+/// The state is one "peak" per set bit of the size: the roots of the perfect
+/// subtrees the RFC 6962 tree decomposes into, largest (leftmost) first. A push
+/// merges equal-sized peaks like a binary counter carries, so both
+/// [`push`](Self::push) and [`root`](Self::root) are O(log n) in time and memory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MerkleAccumulator {
+    size: u64,
+    peaks: Vec<Hash32>,
+}
+
+impl MerkleAccumulator {
+    /// An empty tree.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Rebuilds an accumulator from a saved [`size`](Self::size) and
+    /// [`peaks`](Self::peaks), so a restart need not rehash the whole log.
+    pub fn from_peaks(size: u64, peaks: Vec<Hash32>) -> Result<Self, MerkleError> {
+        let expected = size.count_ones() as usize;
+        if peaks.len() != expected {
+            return Err(MerkleError::InvalidAccumulatorState { size, expected, actual: peaks.len() });
+        }
+        Ok(Self { size, peaks })
+    }
+
+    /// Appends the next leaf hash (already [`leaf_hash`]'ed).
+    pub fn push(&mut self, leaf: Hash32) {
+        let mut carry = leaf;
+        let mut size = self.size;
+        // Every trailing one bit of the size is a peak of the same height as
+        // `carry`: merge them, exactly like incrementing a binary counter.
+        while size & 1 == 1 {
+            if let Some(left) = self.peaks.pop() {
+                carry = node_hash(&left, &carry);
+            }
+            size >>= 1;
+        }
+        self.peaks.push(carry);
+        self.size += 1;
+    }
+
+    /// Number of leaves pushed so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The roots of the perfect subtrees making up the tree, leftmost first.
+    pub fn peaks(&self) -> &[Hash32] {
+        &self.peaks
+    }
+
+    /// `MTH(D[size])`: the RFC 6962 root of all leaves pushed so far.
+    pub fn root(&self) -> Hash32 {
+        let mut peaks = self.peaks.iter().rev();
+        match peaks.next() {
+            None => empty_root(),
+            Some(&last) => peaks.fold(last, |right, left| node_hash(left, &right)),
+        }
+    }
+}
+
+/// `MTH(D[n])`: the RFC 6962 root over `leaves`, which are leaf hashes.
+///
+/// Computed bottom-up in a single buffer of `n / 2` hashes: pairing adjacent
+/// nodes level by level and promoting an odd last node unchanged yields the
+/// same tree as RFC 6962's "largest power of two smaller than n" split.
+pub fn root(leaves: &[Hash32]) -> Hash32 {
+    match leaves {
+        [] => return empty_root(),
+        [single] => return *single,
+        _ => {}
+    }
+    let mut level = Vec::with_capacity(leaves.len().div_ceil(2));
+    let mut pairs = leaves.chunks_exact(2);
+    for pair in &mut pairs {
+        level.push(node_hash(&pair[0], &pair[1]));
+    }
+    level.extend_from_slice(pairs.remainder());
+
+    let mut len = level.len();
+    while len > 1 {
+        // Writing slot i only after reading slots 2i and 2i+1, which are >= i,
+        // so the level can be reduced in place.
+        for i in 0..len / 2 {
+            level[i] = node_hash(&level[2 * i], &level[2 * i + 1]);
+        }
+        if len % 2 == 1 {
+            level[len / 2] = level[len - 1];
+        }
+        len = len.div_ceil(2);
+    }
+    level.first().copied().unwrap_or_else(empty_root)
+}
+
+/// `PATH(m, D[n])` (RFC 6962 §2.1.1, RFC 9162 §2.1.3.1): the audit path for
+/// the leaf at 0-based `index`, deepest sibling first.
+pub fn inclusion_proof(leaves: &[Hash32], index: u64) -> Result<Vec<Hash32>, MerkleError> {
+    let tree_size = leaves.len() as u64;
+    let m = usize::try_from(index)
+        .ok()
+        .filter(|&m| m < leaves.len())
+        .ok_or(MerkleError::IndexOutOfRange { index, tree_size })?;
+    let mut proof = Vec::with_capacity(inclusion_proof_len(index, tree_size));
+    path(m, leaves, &mut proof);
+    Ok(proof)
+}
+
+fn path(m: usize, leaves: &[Hash32], proof: &mut Vec<Hash32>) {
+    if leaves.len() <= 1 {
+        return;
+    }
+    let k = split_point(leaves.len());
+    let (left, right) = leaves.split_at(k);
+    if m < k {
+        path(m, left, proof);
+        proof.push(root(right));
+    } else {
+        path(m - k, right, proof);
+        proof.push(root(left));
+    }
+}
+
+/// Checks that `leaf` (a leaf hash) is at `index` in the tree of `tree_size`
+/// leaves whose root is `root`, following RFC 9162 §2.1.3.2.
+///
+/// `tree_size` must come from the same trusted source as `root`.
+pub fn verify_inclusion(
+    leaf: &Hash32,
+    index: u64,
+    tree_size: u64,
+    proof: &[Hash32],
+    root: &Hash32,
+) -> Result<(), MerkleError> {
+    if index >= tree_size {
+        return Err(MerkleError::IndexOutOfRange { index, tree_size });
+    }
+    let expected = inclusion_proof_len(index, tree_size);
+    if proof.len() != expected {
+        return Err(MerkleError::WrongProofLength { expected, actual: proof.len() });
+    }
+
+    let mut fn_ = index;
+    let mut sn = tree_size - 1;
+    let mut r = *leaf;
+    for p in proof {
+        if sn == 0 {
+            return Err(MerkleError::WrongProofLength { expected, actual: proof.len() });
+        }
+        if fn_ & 1 == 1 || fn_ == sn {
+            r = node_hash(p, &r);
+            if fn_ & 1 == 0 {
+                while fn_ & 1 == 0 && fn_ != 0 {
+                    fn_ >>= 1;
+                    sn >>= 1;
+                }
+            }
+        } else {
+            r = node_hash(&r, p);
+        }
+        fn_ >>= 1;
+        sn >>= 1;
+    }
+    if sn != 0 {
+        return Err(MerkleError::WrongProofLength { expected, actual: proof.len() });
+    }
+    if r != *root {
+        return Err(MerkleError::RootMismatch);
+    }
+    Ok(())
+}
+
+/// `PROOF(m, D[n])` (RFC 6962 §2.1.2, RFC 9162 §2.1.4.1): proves that the tree
+/// of the first `old_size` leaves is a prefix of the tree of all `leaves`.
+///
+/// The proof is empty when `old_size` is 0 (every tree extends the empty
+/// tree) or equal to `leaves.len()` (the roots must simply be equal).
+pub fn consistency_proof(leaves: &[Hash32], old_size: u64) -> Result<Vec<Hash32>, MerkleError> {
+    let new_size = leaves.len() as u64;
+    let m = usize::try_from(old_size)
+        .ok()
+        .filter(|&m| m <= leaves.len())
+        .ok_or(MerkleError::OldSizeExceedsNewSize { old_size, new_size })?;
+    let mut proof = Vec::new();
+    if m > 0 && m < leaves.len() {
+        proof.reserve_exact(consistency_proof_len(old_size, new_size));
+        subproof(m, leaves, true, &mut proof);
+    }
+    Ok(proof)
+}
+
+/// `SUBPROOF(m, D[n], b)`; requires `0 < m <= leaves.len()`.
+fn subproof(m: usize, leaves: &[Hash32], whole_old_tree: bool, proof: &mut Vec<Hash32>) {
+    if m == leaves.len() {
+        if !whole_old_tree {
+            proof.push(root(leaves));
+        }
+        return;
+    }
+    let k = split_point(leaves.len());
+    let (left, right) = leaves.split_at(k);
+    if m <= k {
+        subproof(m, left, whole_old_tree, proof);
+        proof.push(root(right));
+    } else {
+        subproof(m - k, right, false, proof);
+        proof.push(root(left));
+    }
+}
+
+/// Checks that the tree of `old_size` leaves with root `old_root` is a prefix
+/// of the tree of `new_size` leaves with root `new_root`, following RFC 9162
+/// §2.1.4.2.
+///
+/// Equal sizes need an empty proof and equal roots. An `old_size` of 0 needs
+/// an empty proof and `old_root` equal to [`empty_root`].
+pub fn verify_consistency(
+    old_size: u64,
+    new_size: u64,
+    old_root: &Hash32,
+    new_root: &Hash32,
+    proof: &[Hash32],
+) -> Result<(), MerkleError> {
+    if old_size > new_size {
+        return Err(MerkleError::OldSizeExceedsNewSize { old_size, new_size });
+    }
+    if old_size == new_size || old_size == 0 {
+        if !proof.is_empty() {
+            return Err(MerkleError::WrongProofLength { expected: 0, actual: proof.len() });
+        }
+        if old_size == 0 && *old_root != empty_root() {
+            return Err(MerkleError::OldRootMismatch);
+        }
+        if old_size == new_size && old_root != new_root {
+            return Err(MerkleError::NewRootMismatch);
+        }
+        return Ok(());
+    }
+
+    let expected = consistency_proof_len(old_size, new_size);
+    let wrong_length = MerkleError::WrongProofLength { expected, actual: proof.len() };
+    if proof.len() != expected {
+        return Err(wrong_length);
+    }
+    // Step 2: when the old tree is a perfect subtree, its root is the seed and
+    // is not repeated in the proof.
+    let (seed, rest) =
+        if old_size.is_power_of_two() { (old_root, proof) } else { proof.split_first().ok_or(wrong_length.clone())? };
+    let mut fn_ = old_size - 1;
+    let mut sn = new_size - 1;
+    while fn_ & 1 == 1 {
+        fn_ >>= 1;
+        sn >>= 1;
+    }
+    let mut fr = *seed;
+    let mut sr = *seed;
+    for c in rest {
+        if sn == 0 {
+            return Err(wrong_length);
+        }
+        if fn_ & 1 == 1 || fn_ == sn {
+            fr = node_hash(c, &fr);
+            sr = node_hash(c, &sr);
+            if fn_ & 1 == 0 {
+                while fn_ & 1 == 0 && fn_ != 0 {
+                    fn_ >>= 1;
+                    sn >>= 1;
+                }
+            }
+        } else {
+            sr = node_hash(&sr, c);
+        }
+        fn_ >>= 1;
+        sn >>= 1;
+    }
+    if sn != 0 {
+        return Err(wrong_length);
+    }
+    if fr != *old_root {
+        return Err(MerkleError::OldRootMismatch);
+    }
+    if sr != *new_root {
+        return Err(MerkleError::NewRootMismatch);
+    }
+    Ok(())
+}
+
+/// The largest power of two strictly smaller than `n`; requires `n >= 2`.
+fn split_point(n: usize) -> usize {
+    1 << (usize::BITS - 1 - (n - 1).leading_zeros())
+}
+
+/// Hashes in an inclusion proof for `index < tree_size`: the levels below the
+/// point where the leaf's path and the tree's right border diverge, plus one
+/// per left sibling along the border above it.
+fn inclusion_proof_len(index: u64, tree_size: u64) -> usize {
+    let inner = u64::BITS - (index ^ (tree_size - 1)).leading_zeros();
+    let border = index.checked_shr(inner).unwrap_or(0).count_ones();
+    (inner + border) as usize
+}
+
+/// Hashes in a consistency proof for `0 < old_size < new_size`.
+fn consistency_proof_len(old_size: u64, new_size: u64) -> usize {
+    let index = old_size - 1;
+    let inner = u64::BITS - (index ^ (new_size - 1)).leading_zeros();
+    let border = index.checked_shr(inner).unwrap_or(0).count_ones();
+    // The levels under the old tree's own perfect subtree are not needed.
+    let inner = inner.saturating_sub(old_size.trailing_zeros());
+    let seed = u32::from(!old_size.is_power_of_two());
+    (seed + inner + border) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The RFC 6962 test leaves used by certificate-transparency-go and
+    /// transparency-dev/merkle. They are raw leaf data, not 32-byte event
+    /// hashes, so they are hashed with this helper instead of [`leaf_hash`].
+    const CT_LEAVES: [&str; 8] =
+        ["", "00", "10", "2021", "3031", "40414243", "5051525354555657", "606162636465666768696a6b6c6d6e6f"];
+
+    /// Roots of the first n CT leaves, n = 0..=8.
+    const CT_ROOTS: [&str; 9] = [
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+        "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
+        "aeb6bcfe274b70a14fb067a5e5578264db0fa9b51af5e0ba159158f329e06e77",
+        "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+        "4e3bbb1f7b478dcfe71fb631631519a3bca12c9aefca1612bfce4c13a86264d4",
+        "76e67dadbcdf1e10e1b74ddc608abd2f98dfb16fbce75277b5232a127f2087ef",
+        "ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c",
+        "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
+    ];
+
+    fn h(s: &str) -> Hash32 {
+        hex::decode(s).unwrap().try_into().unwrap()
+    }
+
+    fn raw_leaf_hash(data: &[u8]) -> Hash32 {
+        let mut hasher = Sha256::new();
+        hasher.update([LEAF_PREFIX]);
+        hasher.update(data);
+        hasher.finalize().into()
+    }
+
+    fn ct_leaves() -> Vec<Hash32> {
+        CT_LEAVES.iter().map(|s| raw_leaf_hash(&hex::decode(s).unwrap())).collect()
+    }
+
+    /// Distinct leaf hashes for property tests.
+    fn leaves(n: usize) -> Vec<Hash32> {
+        (0..n as u64).map(|i| leaf_hash(&Sha256::digest(i.to_be_bytes()).into())).collect()
+    }
+
+    /// RFC 6962 §2.1 MTH, written straight from the recursive definition.
+    fn reference_root(d: &[Hash32]) -> Hash32 {
+        match d.len() {
+            0 => empty_root(),
+            1 => d[0],
+            n => {
+                let k = n.next_power_of_two() / 2;
+                node_hash(&reference_root(&d[..k]), &reference_root(&d[k..]))
+            }
+        }
+    }
+
+    fn flip(hash: &Hash32) -> Hash32 {
+        let mut out = *hash;
+        out[7] ^= 0x10;
+        out
+    }
+
+    #[test]
+    fn hash_primitives() {
+        assert_eq!(empty_root(), h(CT_ROOTS[0]));
+        let event = [0xab; 32];
+        let mut leaf_input = vec![0x00];
+        leaf_input.extend_from_slice(&event);
+        assert_eq!(leaf_hash(&event), <Hash32>::from(Sha256::digest(&leaf_input)));
+        let (l, r) = ([1; 32], [2; 32]);
+        let mut node_input = vec![0x01];
+        node_input.extend_from_slice(&l);
+        node_input.extend_from_slice(&r);
+        assert_eq!(node_hash(&l, &r), <Hash32>::from(Sha256::digest(&node_input)));
+        assert_ne!(node_hash(&l, &r), node_hash(&r, &l));
+    }
+
+    #[test]
+    fn ct_known_roots() {
+        let leaves = ct_leaves();
+        let mut acc = MerkleAccumulator::new();
+        for (n, expected) in CT_ROOTS.iter().enumerate() {
+            assert_eq!(root(&leaves[..n]), h(expected), "root() of size {n}");
+            assert_eq!(acc.root(), h(expected), "accumulator of size {n}");
+            if n < leaves.len() {
+                acc.push(leaves[n]);
+            }
+        }
+        assert_eq!(hex::encode(root(&leaves)), "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328");
+    }
+
+    #[test]
+    fn ct_known_inclusion_proofs() {
+        let leaves = ct_leaves();
+        // (0-based index, tree size, proof) from certificate-transparency-go.
+        let vectors: [(u64, usize, &[&str]); 5] = [
+            (0, 1, &[]),
+            (
+                0,
+                8,
+                &[
+                    "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+                    "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+                    "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
+                ],
+            ),
+            (
+                5,
+                8,
+                &[
+                    "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+                    "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
+                    "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+                ],
+            ),
+            (2, 3, &["fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125"]),
+            (
+                1,
+                5,
+                &[
+                    "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+                    "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+                    "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+                ],
+            ),
+        ];
+        for (index, size, expected) in vectors {
+            let expected: Vec<Hash32> = expected.iter().map(|s| h(s)).collect();
+            let proof = inclusion_proof(&leaves[..size], index).unwrap();
+            assert_eq!(proof, expected, "inclusion proof for {index} in {size}");
+            let tree_root = h(CT_ROOTS[size]);
+            verify_inclusion(&leaves[index as usize], index, size as u64, &proof, &tree_root).unwrap();
+        }
+    }
+
+    #[test]
+    fn ct_known_consistency_proofs() {
+        let leaves = ct_leaves();
+        let vectors: [(u64, usize, &[&str]); 5] = [
+            (1, 1, &[]),
+            (
+                1,
+                8,
+                &[
+                    "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+                    "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+                    "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
+                ],
+            ),
+            (
+                6,
+                8,
+                &[
+                    "0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
+                    "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
+                    "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+                ],
+            ),
+            (
+                2,
+                5,
+                &[
+                    "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+                    "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+                ],
+            ),
+            (
+                6,
+                7,
+                &[
+                    "0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
+                    "b08693ec2e721597130641e8211e7eedccb4c26413963eee6c1e2ed16ffb1a5f",
+                    "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+                ],
+            ),
+        ];
+        for (old, new, expected) in vectors {
+            let expected: Vec<Hash32> = expected.iter().map(|s| h(s)).collect();
+            let proof = consistency_proof(&leaves[..new], old).unwrap();
+            assert_eq!(proof, expected, "consistency proof {old} -> {new}");
+            let (old_root, new_root) = (h(CT_ROOTS[old as usize]), h(CT_ROOTS[new]));
+            verify_consistency(old, new as u64, &old_root, &new_root, &proof).unwrap();
+        }
+    }
+
+    #[test]
+    fn root_and_accumulator_match_the_definition_for_every_size() {
+        let leaves = leaves(70);
+        let mut acc = MerkleAccumulator::new();
+        for n in 0..=leaves.len() {
+            let expected = reference_root(&leaves[..n]);
+            assert_eq!(root(&leaves[..n]), expected, "root() of size {n}");
+            assert_eq!(acc.size(), n as u64);
+            assert_eq!(acc.root(), expected, "accumulator of size {n}");
+            assert_eq!(acc.peaks().len(), n.count_ones() as usize);
+            let restored = MerkleAccumulator::from_peaks(acc.size(), acc.peaks().to_vec()).unwrap();
+            assert_eq!(restored, acc);
+            if n < leaves.len() {
+                acc.push(leaves[n]);
+            }
+        }
+    }
+
+    #[test]
+    fn accumulator_state_is_validated() {
+        assert_eq!(
+            MerkleAccumulator::from_peaks(5, vec![[0; 32]]),
+            Err(MerkleError::InvalidAccumulatorState { size: 5, expected: 2, actual: 1 })
+        );
+        assert_eq!(MerkleAccumulator::from_peaks(0, vec![]), Ok(MerkleAccumulator::new()));
+    }
+
+    #[test]
+    fn large_tree_root_matches_accumulator() {
+        // Odd size, so promotion of a lone node happens on several levels.
+        let leaves = leaves(100_003);
+        let mut acc = MerkleAccumulator::new();
+        for leaf in &leaves {
+            acc.push(*leaf);
+        }
+        assert_eq!(root(&leaves), acc.root());
+        assert_eq!(root(&leaves), reference_root(&leaves));
+    }
+
+    #[test]
+    fn every_inclusion_proof_verifies_and_tampering_fails() {
+        let all = leaves(40);
+        for n in 1..=all.len() {
+            let tree = &all[..n];
+            let size = n as u64;
+            let tree_root = root(tree);
+            for i in 0..n {
+                let index = i as u64;
+                let proof = inclusion_proof(tree, index).unwrap();
+                assert_eq!(proof.len(), inclusion_proof_len(index, size));
+                verify_inclusion(&tree[i], index, size, &proof, &tree_root).unwrap();
+
+                // A different leaf.
+                assert!(verify_inclusion(&flip(&tree[i]), index, size, &proof, &tree_root).is_err());
+                if n > 1 {
+                    let other = &tree[(i + 1) % n];
+                    assert!(verify_inclusion(other, index, size, &proof, &tree_root).is_err());
+                }
+                // Every different index, and one past the end.
+                for j in 0..=size {
+                    if j != index {
+                        assert!(
+                            verify_inclusion(&tree[i], j, size, &proof, &tree_root).is_err(),
+                            "leaf {i} of {n} verified at index {j}"
+                        );
+                    }
+                }
+                // A wrong root.
+                assert_eq!(
+                    verify_inclusion(&tree[i], index, size, &proof, &flip(&tree_root)),
+                    Err(MerkleError::RootMismatch)
+                );
+                // A truncated, an extended, and a tampered proof.
+                if let Some((_, shorter)) = proof.split_last() {
+                    assert!(matches!(
+                        verify_inclusion(&tree[i], index, size, shorter, &tree_root),
+                        Err(MerkleError::WrongProofLength { .. })
+                    ));
+                }
+                let mut longer = proof.clone();
+                longer.push(tree_root);
+                assert!(verify_inclusion(&tree[i], index, size, &longer, &tree_root).is_err());
+                for k in 0..proof.len() {
+                    let mut tampered = proof.clone();
+                    tampered[k] = flip(&tampered[k]);
+                    assert_eq!(
+                        verify_inclusion(&tree[i], index, size, &tampered, &tree_root),
+                        Err(MerkleError::RootMismatch)
+                    );
+                }
+                if proof.len() >= 2 && proof[0] != proof[1] {
+                    let mut swapped = proof.clone();
+                    swapped.swap(0, 1);
+                    assert!(verify_inclusion(&tree[i], index, size, &swapped, &tree_root).is_err());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn inclusion_errors() {
+        let tree = leaves(5);
+        assert_eq!(inclusion_proof(&tree, 5), Err(MerkleError::IndexOutOfRange { index: 5, tree_size: 5 }));
+        assert_eq!(inclusion_proof(&[], 0), Err(MerkleError::IndexOutOfRange { index: 0, tree_size: 0 }));
+        assert_eq!(
+            inclusion_proof(&tree, u64::MAX),
+            Err(MerkleError::IndexOutOfRange { index: u64::MAX, tree_size: 5 })
+        );
+        assert_eq!(
+            verify_inclusion(&tree[0], 0, 0, &[], &empty_root()),
+            Err(MerkleError::IndexOutOfRange { index: 0, tree_size: 0 })
+        );
+        assert_eq!(
+            verify_inclusion(&tree[0], 0, 5, &[], &root(&tree)),
+            Err(MerkleError::WrongProofLength { expected: 3, actual: 0 })
+        );
+        // Extreme sizes must not overflow the length computation.
+        assert_eq!(inclusion_proof_len(u64::MAX - 1, u64::MAX), 64);
+        assert_eq!(inclusion_proof_len(0, u64::MAX), 64);
+        assert!(verify_inclusion(&tree[0], 1 << 63, u64::MAX, &[[0; 32]; 64], &[0; 32]).is_err());
+    }
+
+    #[test]
+    fn every_consistency_proof_verifies_and_tampering_fails() {
+        let all = leaves(40);
+        let roots: Vec<Hash32> = (0..=all.len()).map(|n| root(&all[..n])).collect();
+        for n in 1..=all.len() {
+            for m in 1..=n {
+                let (old, new) = (m as u64, n as u64);
+                let (old_root, new_root) = (roots[m], roots[n]);
+                let proof = consistency_proof(&all[..n], old).unwrap();
+                if m < n {
+                    assert_eq!(proof.len(), consistency_proof_len(old, new));
+                } else {
+                    assert!(proof.is_empty());
+                }
+                verify_consistency(old, new, &old_root, &new_root, &proof).unwrap();
+
+                assert!(verify_consistency(old, new, &flip(&old_root), &new_root, &proof).is_err());
+                assert!(verify_consistency(old, new, &old_root, &flip(&new_root), &proof).is_err());
+                if m < n {
+                    assert!(verify_consistency(old, new, &new_root, &old_root, &proof).is_err());
+                    assert!(verify_consistency(new, old, &new_root, &old_root, &proof).is_err());
+                    assert!(verify_consistency(old, new, &old_root, &new_root, &[]).is_err());
+                }
+                if let Some((_, shorter)) = proof.split_last() {
+                    assert!(verify_consistency(old, new, &old_root, &new_root, shorter).is_err());
+                }
+                let mut longer = proof.clone();
+                longer.push(new_root);
+                assert!(verify_consistency(old, new, &old_root, &new_root, &longer).is_err());
+                let mut prefixed = vec![old_root];
+                prefixed.extend_from_slice(&proof);
+                assert!(verify_consistency(old, new, &old_root, &new_root, &prefixed).is_err());
+                for k in 0..proof.len() {
+                    let mut tampered = proof.clone();
+                    tampered[k] = flip(&tampered[k]);
+                    assert!(
+                        verify_consistency(old, new, &old_root, &new_root, &tampered).is_err(),
+                        "tampered hash {k} of {m} -> {n} verified"
+                    );
+                }
+                // The same proof must not pass for neighbouring sizes.
+                for (m2, n2) in [(m - 1, n), (m + 1, n), (m, n + 1), (m, n - 1)] {
+                    if (m2, n2) != (m, n) && m2 >= 1 && m2 <= n2 && n2 <= all.len() {
+                        let r = verify_consistency(m2 as u64, n2 as u64, &roots[m2], &roots[n2], &proof);
+                        if m2 < n2 {
+                            assert!(r.is_err(), "proof {m} -> {n} verified as {m2} -> {n2}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn consistency_edge_cases() {
+        let tree = leaves(8);
+        let r8 = root(&tree);
+        assert_eq!(consistency_proof(&tree, 0).unwrap(), Vec::<Hash32>::new());
+        verify_consistency(0, 8, &empty_root(), &r8, &[]).unwrap();
+        verify_consistency(0, 0, &empty_root(), &empty_root(), &[]).unwrap();
+        assert_eq!(verify_consistency(0, 8, &r8, &r8, &[]), Err(MerkleError::OldRootMismatch));
+        assert_eq!(
+            verify_consistency(0, 8, &empty_root(), &r8, &[r8]),
+            Err(MerkleError::WrongProofLength { expected: 0, actual: 1 })
+        );
+        assert_eq!(verify_consistency(8, 8, &r8, &flip(&r8), &[]), Err(MerkleError::NewRootMismatch));
+        assert_eq!(
+            verify_consistency(8, 8, &r8, &r8, &[r8]),
+            Err(MerkleError::WrongProofLength { expected: 0, actual: 1 })
+        );
+        assert_eq!(consistency_proof(&tree, 9), Err(MerkleError::OldSizeExceedsNewSize { old_size: 9, new_size: 8 }));
+        assert_eq!(
+            verify_consistency(9, 8, &r8, &r8, &[]),
+            Err(MerkleError::OldSizeExceedsNewSize { old_size: 9, new_size: 8 })
+        );
+        assert!(verify_consistency(3, u64::MAX, &r8, &r8, &[r8; 3]).is_err());
+    }
+}

@@ -1,0 +1,526 @@
+//! The SQLite event log: the only module that knows SQL.
+//!
+//! One writer thread owns the write connection. Appenders hand it their request over a channel and
+//! wait for the answer; the writer takes every request that is waiting (up to `MAX_GROUP`), runs
+//! them in one transaction — each inside its own savepoint, so a refused request writes nothing
+//! while its neighbours commit — and syncs once. That is group commit: 64 concurrent writers share
+//! one fsync instead of queueing for 64. Readers use their own connections (WAL lets them read
+//! while the writer writes).
+//!
+//! The database itself enforces what it can: triggers refuse UPDATE and DELETE, and an INSERT that
+//! is not exactly at the tail (position = max + 1, prev_hash = hash of the previous row).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use sha2::{Digest, Sha256};
+
+use super::envelope::{canonical_json, RecordedEvent, GENESIS_PREV_HASH};
+use super::merkle::Hash32;
+use super::store::{AppendOutcome, AppendRequest, EventStore, Head, StoreError};
+
+/// How hard a commit is made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=FULL`: every commit syncs the WAL; survives power loss.
+    Full,
+    /// `synchronous=NORMAL`: survives a killed process, may lose the last commits on power loss.
+    Normal,
+}
+
+const MAX_GROUP: usize = 256;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS events (
+    position        INTEGER PRIMARY KEY,
+    event_id        TEXT    NOT NULL UNIQUE,
+    stream_id       TEXT    NOT NULL,
+    stream_version  INTEGER NOT NULL CHECK (stream_version >= 1),
+    type            TEXT    NOT NULL,
+    schema_version  INTEGER NOT NULL CHECK (schema_version >= 1),
+    recorded_at     TEXT    NOT NULL,
+    actor           TEXT    NOT NULL,
+    correlation_id  TEXT,
+    causation_id    TEXT,
+    payload         TEXT    NOT NULL,
+    prev_hash       BLOB    NOT NULL CHECK (length(prev_hash) = 32),
+    hash            BLOB    NOT NULL CHECK (length(hash) = 32),
+    UNIQUE (stream_id, stream_version)
+);
+CREATE TRIGGER IF NOT EXISTS events_refuse_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'the event log is append-only: UPDATE refused'); END;
+CREATE TRIGGER IF NOT EXISTS events_refuse_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'the event log is append-only: DELETE refused'); END;
+CREATE TRIGGER IF NOT EXISTS events_append_at_tail BEFORE INSERT ON events
+WHEN NEW.position IS NOT COALESCE((SELECT MAX(position) FROM events), 0) + 1
+  OR NEW.prev_hash IS NOT COALESCE((SELECT hash FROM events WHERE position = NEW.position - 1), zeroblob(32))
+BEGIN SELECT RAISE(ABORT, 'the event log is append-only: an event must extend the tail of the chain'); END;
+CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT OR IGNORE INTO store_meta (key, value) VALUES ('schema', 'vadyl-events/1');
+"#;
+
+const SELECT_EVENT: &str = "SELECT position, event_id, stream_id, stream_version, type, schema_version, recorded_at, \
+     actor, correlation_id, causation_id, payload, prev_hash, hash FROM events";
+
+struct WriteJob {
+    request: AppendRequest,
+    reply: Sender<Result<AppendOutcome, StoreError>>,
+}
+
+pub struct SqliteStore {
+    path: PathBuf,
+    jobs: Option<Sender<WriteJob>>,
+    writer: Option<JoinHandle<()>>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    Ok(conn)
+}
+
+fn blob32(position: u64, bytes: Vec<u8>) -> Result<Hash32, StoreError> {
+    bytes.try_into().map_err(|_| StoreError::Corrupt { position, reason: "a stored hash is not 32 bytes".into() })
+}
+
+fn row_to_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<(RecordedEvent, Vec<u8>, Vec<u8>)> {
+    Ok((
+        RecordedEvent {
+            position: row.get::<_, i64>(0)? as u64,
+            event_id: row.get(1)?,
+            stream_id: row.get(2)?,
+            stream_version: row.get::<_, i64>(3)? as u64,
+            event_type: row.get(4)?,
+            schema_version: row.get::<_, i64>(5)? as u32,
+            recorded_at: row.get(6)?,
+            metadata: super::envelope::EventMetadata {
+                actor: row.get(7)?,
+                correlation_id: row.get(8)?,
+                causation_id: row.get(9)?,
+            },
+            payload: row.get(10)?,
+            prev_hash: GENESIS_PREV_HASH,
+            hash: GENESIS_PREV_HASH,
+        },
+        row.get(11)?,
+        row.get(12)?,
+    ))
+}
+
+fn finish_row(parts: (RecordedEvent, Vec<u8>, Vec<u8>)) -> Result<RecordedEvent, StoreError> {
+    let (mut e, prev, hash) = parts;
+    e.prev_hash = blob32(e.position, prev)?;
+    e.hash = blob32(e.position, hash)?;
+    Ok(e)
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the log at `path`.
+    pub fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
+        let conn = open_connection(path)?;
+        conn.pragma_update(
+            None,
+            "synchronous",
+            match durability {
+                Durability::Full => "FULL",
+                Durability::Normal => "NORMAL",
+            },
+        )?;
+        conn.execute_batch(SCHEMA)?;
+        let (tx, rx) = crossbeam_channel::unbounded::<WriteJob>();
+        let writer = std::thread::Builder::new()
+            .name("vadyl-log-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|e| StoreError::Database(format!("cannot start the log writer thread: {e}")))?;
+        Ok(Self { path: path.to_owned(), jobs: Some(tx), writer: Some(writer), readers: Mutex::new(Vec::new()) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let conn = match self.readers.lock().ok().and_then(|mut pool| pool.pop()) {
+            Some(c) => c,
+            None => open_connection(&self.path)?,
+        };
+        let result = f(&conn);
+        if let Ok(mut pool) = self.readers.lock() {
+            if pool.len() < 8 {
+                pool.push(conn);
+            }
+        }
+        result
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer loop after it has answered every queued job.
+        self.jobs.take();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+fn writer_loop(mut conn: Connection, rx: Receiver<WriteJob>) {
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let results = commit_group(&mut conn, &group);
+        for (job, result) in group.into_iter().zip(results) {
+            // The appender may have given up waiting; nothing to do then.
+            let _ = job.reply.send(result);
+        }
+    }
+}
+
+/// Runs a group of requests in one transaction; a failed commit fails every request in it.
+fn commit_group(conn: &mut Connection, group: &[WriteJob]) -> Vec<Result<AppendOutcome, StoreError>> {
+    let run = |conn: &mut Connection| -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Read the head inside the write lock: another process may have appended since.
+        let mut head: Option<Head> = tx
+            .query_row("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1", [], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
+            })
+            .optional()?
+            .map(|(position, hash)| blob32(position, hash).map(|hash| Head { position, hash }))
+            .transpose()?;
+        let recorded_at = now_rfc3339();
+        let mut results = Vec::with_capacity(group.len());
+        for job in group {
+            tx.execute_batch("SAVEPOINT job")?;
+            let before = head;
+            match append_one(&tx, &job.request, &mut head, &recorded_at) {
+                Ok(outcome) => {
+                    tx.execute_batch("RELEASE job")?;
+                    results.push(Ok(outcome));
+                }
+                Err(e) => {
+                    tx.execute_batch("ROLLBACK TO job; RELEASE job")?;
+                    head = before;
+                    results.push(Err(e));
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(results)
+    };
+    match run(conn) {
+        Ok(results) => results,
+        Err(e) => group.iter().map(|_| Err(StoreError::Database(format!("commit failed: {e}")))).collect(),
+    }
+}
+
+fn append_one(
+    tx: &rusqlite::Transaction<'_>,
+    request: &AppendRequest,
+    head: &mut Option<Head>,
+    recorded_at: &str,
+) -> Result<AppendOutcome, StoreError> {
+    if request.event_count() == 0 {
+        return Err(StoreError::InvalidAppend("an append must carry at least one event".into()));
+    }
+    let mut seen = HashSet::new();
+    for s in &request.streams {
+        for e in &s.events {
+            if !seen.insert(e.event_id.as_str()) {
+                return Err(StoreError::InvalidAppend(format!("event id {} appears twice in one append", e.event_id)));
+            }
+        }
+    }
+    // Idempotency: a retry of an append that already committed gets the stored events back.
+    let mut find_id = tx.prepare_cached("SELECT position FROM events WHERE event_id = ?1")?;
+    let mut stored_positions = Vec::new();
+    for s in &request.streams {
+        for e in &s.events {
+            if let Some(p) = find_id.query_row([&e.event_id], |r| r.get::<_, i64>(0)).optional()? {
+                stored_positions.push((e, p as u64, s.stream_id.as_str()));
+            }
+        }
+    }
+    if !stored_positions.is_empty() {
+        if stored_positions.len() != request.event_count() {
+            return Err(StoreError::EventIdConflict { event_id: stored_positions[0].0.event_id.clone() });
+        }
+        let mut events = Vec::with_capacity(stored_positions.len());
+        let mut by_pos = tx.prepare_cached(&format!("{SELECT_EVENT} WHERE position = ?1"))?;
+        for (proposed, position, stream_id) in stored_positions {
+            let stored = finish_row(by_pos.query_row([position as i64], row_to_event)?)?;
+            if stored.stream_id != stream_id || stored.event_type != proposed.event_type {
+                return Err(StoreError::EventIdConflict { event_id: proposed.event_id.clone() });
+            }
+            events.push(stored);
+        }
+        events.sort_by_key(|e| e.position);
+        return Ok(AppendOutcome { events, idempotent_replay: true });
+    }
+
+    let mut version_of = tx.prepare_cached(
+        "SELECT stream_version FROM events WHERE stream_id = ?1 ORDER BY stream_version DESC LIMIT 1",
+    )?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO events (position, event_id, stream_id, stream_version, type, schema_version, recorded_at, \
+         actor, correlation_id, causation_id, payload, prev_hash, hash) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?;
+    let mut events = Vec::with_capacity(request.event_count());
+    let mut streams_done = HashSet::new();
+    for s in &request.streams {
+        if !streams_done.insert(s.stream_id.as_str()) {
+            return Err(StoreError::InvalidAppend(format!("stream {} appears twice in one append", s.stream_id)));
+        }
+        let current = version_of.query_row([&s.stream_id], |r| r.get::<_, i64>(0)).optional()?.map(|v| v as u64);
+        if !s.expected.admits(current) {
+            return Err(StoreError::WrongExpectedVersion {
+                stream_id: s.stream_id.clone(),
+                expected: s.expected,
+                actual: current,
+            });
+        }
+        let mut stream_version = current.unwrap_or(0);
+        for proposed in &s.events {
+            if proposed.schema_version == 0 {
+                return Err(StoreError::InvalidAppend("schema versions start at 1".into()));
+            }
+            stream_version += 1;
+            let (position, prev_hash) = match *head {
+                Some(h) => (h.position + 1, h.hash),
+                None => (1, GENESIS_PREV_HASH),
+            };
+            let payload = canonical_json(&proposed.payload)
+                .map_err(|e| StoreError::InvalidAppend(format!("payload cannot be canonicalized: {e}")))?;
+            let mut event = RecordedEvent {
+                position,
+                event_id: proposed.event_id.clone(),
+                stream_id: s.stream_id.clone(),
+                stream_version,
+                event_type: proposed.event_type.clone(),
+                schema_version: proposed.schema_version,
+                recorded_at: recorded_at.to_owned(),
+                metadata: request.metadata.clone(),
+                payload,
+                prev_hash,
+                hash: GENESIS_PREV_HASH,
+            };
+            event.hash = Sha256::digest(event.canonical_bytes()).into();
+            insert.execute(params![
+                position as i64,
+                event.event_id,
+                event.stream_id,
+                stream_version as i64,
+                event.event_type,
+                event.schema_version,
+                event.recorded_at,
+                event.metadata.actor,
+                event.metadata.correlation_id,
+                event.metadata.causation_id,
+                event.payload,
+                &event.prev_hash[..],
+                &event.hash[..],
+            ])?;
+            *head = Some(Head { position, hash: event.hash });
+            events.push(event);
+        }
+    }
+    Ok(AppendOutcome { events, idempotent_replay: false })
+}
+
+impl EventStore for SqliteStore {
+    fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.jobs
+            .as_ref()
+            .ok_or(StoreError::WriterStopped)?
+            .send(WriteJob { request, reply })
+            .map_err(|_| StoreError::WriterStopped)?;
+        answer.recv().map_err(|_| StoreError::WriterStopped)?
+    }
+
+    fn head(&self) -> Result<Option<Head>, StoreError> {
+        self.with_reader(|conn| {
+            conn.query_row("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1", [], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
+            })
+            .optional()?
+            .map(|(position, hash)| blob32(position, hash).map(|hash| Head { position, hash }))
+            .transpose()
+        })
+    }
+
+    fn read_range(
+        &self,
+        from: u64,
+        to: u64,
+        visit: &mut dyn FnMut(RecordedEvent) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.with_reader(|conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!("{SELECT_EVENT} WHERE position >= ?1 AND position <= ?2 ORDER BY position"))?;
+            let to = i64::try_from(to).unwrap_or(i64::MAX);
+            let mut rows = stmt.query(params![from as i64, to])?;
+            while let Some(row) = rows.next()? {
+                visit(finish_row(row_to_event(row)?)?)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn event_at(&self, position: u64) -> Result<Option<RecordedEvent>, StoreError> {
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(&format!("{SELECT_EVENT} WHERE position = ?1"))?;
+            stmt.query_row([position as i64], row_to_event).optional()?.map(finish_row).transpose()
+        })
+    }
+
+    fn stream_version(&self, stream_id: &str) -> Result<Option<u64>, StoreError> {
+        self.with_reader(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT stream_version FROM events WHERE stream_id = ?1 ORDER BY stream_version DESC LIMIT 1",
+                    [stream_id],
+                    |r| r.get::<_, i64>(0),
+                )
+                .optional()?
+                .map(|v| v as u64))
+        })
+    }
+
+    fn hashes(&self, to: u64) -> Result<Vec<Hash32>, StoreError> {
+        self.with_reader(|conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT position, hash FROM events WHERE position <= ?1 ORDER BY position")?;
+            let to = i64::try_from(to).unwrap_or(i64::MAX);
+            let mut rows = stmt.query([to])?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                let position = row.get::<_, i64>(0)? as u64;
+                out.push(blob32(position, row.get(1)?)?);
+            }
+            Ok(out)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::envelope::EventMetadata;
+    use crate::events::store::{ExpectedVersion, ProposedEvent};
+
+    fn ev(id: &str) -> ProposedEvent {
+        ProposedEvent {
+            event_id: id.into(),
+            event_type: "Test".into(),
+            schema_version: 1,
+            payload: serde_json::json!({"id": id}),
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("events.db"), Durability::Normal).unwrap();
+        (dir, store)
+    }
+
+    fn append(
+        store: &SqliteStore,
+        stream: &str,
+        expected: ExpectedVersion,
+        ids: &[&str],
+    ) -> Result<AppendOutcome, StoreError> {
+        store.append(AppendRequest::single(
+            stream,
+            expected,
+            ids.iter().map(|i| ev(i)).collect(),
+            EventMetadata::actor("test"),
+        ))
+    }
+
+    #[test]
+    fn positions_and_stream_versions_are_gap_free_and_chained() {
+        let (_d, s) = store();
+        append(&s, "a", ExpectedVersion::NoStream, &["1", "2"]).unwrap();
+        append(&s, "b", ExpectedVersion::NoStream, &["3"]).unwrap();
+        let out = append(&s, "a", ExpectedVersion::Exact(2), &["4"]).unwrap();
+        assert_eq!(out.events[0].position, 4);
+        assert_eq!(out.events[0].stream_version, 3);
+        let mut prev = GENESIS_PREV_HASH;
+        let mut n = 0;
+        s.read_range(1, u64::MAX, &mut |e| {
+            n += 1;
+            assert_eq!(e.position, n);
+            assert_eq!(e.prev_hash, prev);
+            assert_eq!(e.compute_hash(), e.hash);
+            prev = e.hash;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(n, 4);
+    }
+
+    #[test]
+    fn a_conflicting_append_writes_nothing_and_a_repeat_is_idempotent() {
+        let (_d, s) = store();
+        append(&s, "a", ExpectedVersion::NoStream, &["1"]).unwrap();
+        let err = append(&s, "a", ExpectedVersion::NoStream, &["2"]).unwrap_err();
+        assert!(matches!(err, StoreError::WrongExpectedVersion { actual: Some(1), .. }), "{err}");
+        assert_eq!(s.head().unwrap().unwrap().position, 1);
+        let again = append(&s, "a", ExpectedVersion::NoStream, &["1"]).unwrap();
+        assert!(again.idempotent_replay);
+        assert_eq!(again.events[0].position, 1);
+        // Mixing a stored id with a new one is refused, not half-applied.
+        assert!(matches!(append(&s, "a", ExpectedVersion::Any, &["1", "9"]), Err(StoreError::EventIdConflict { .. })));
+        assert_eq!(s.head().unwrap().unwrap().position, 1);
+    }
+
+    #[test]
+    fn the_database_refuses_update_delete_and_out_of_place_inserts() {
+        let (d, s) = store();
+        append(&s, "a", ExpectedVersion::Any, &["1", "2"]).unwrap();
+        let conn = Connection::open(d.path().join("events.db")).unwrap();
+        let e = conn.execute("UPDATE events SET payload = '{}' WHERE position = 1", []).unwrap_err();
+        assert!(e.to_string().contains("append-only"), "{e}");
+        assert!(conn.execute("DELETE FROM events WHERE position = 2", []).is_err());
+        let gap = conn.execute(
+            "INSERT INTO events VALUES (5, 'x', 's', 1, 't', 1, 'now', 'a', NULL, NULL, '{}', zeroblob(32), zeroblob(32))",
+            [],
+        );
+        assert!(gap.is_err());
+    }
+
+    #[test]
+    fn concurrent_appends_with_the_same_expected_version_have_one_winner() {
+        let (_d, s) = store();
+        append(&s, "a", ExpectedVersion::NoStream, &["0"]).unwrap();
+        let s = std::sync::Arc::new(s);
+        let handles: Vec<_> = (0..16)
+            .map(|i| {
+                let s = s.clone();
+                std::thread::spawn(move || append(&s, "a", ExpectedVersion::Exact(1), &[&format!("w{i}")]).is_ok())
+            })
+            .collect();
+        let wins = handles.into_iter().map(|h| h.join().unwrap()).filter(|ok| *ok).count();
+        assert_eq!(wins, 1);
+        assert_eq!(s.head().unwrap().unwrap().position, 2);
+    }
+}

@@ -1,0 +1,247 @@
+//! The HTTP API (SPEC §8): the only module that knows axum.
+//!
+//! Handlers parse and validate input into typed ids, call `Registry` (reads from the projections,
+//! writes through `Registry::execute` on a blocking thread), and map errors to problem+json once,
+//! through `problem::Problem`. No handler touches the store or SQL.
+
+pub mod problem;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::events::envelope::EventMetadata;
+use crate::ids::{ContractKind, ContractRef, ImplementationId, PublicationVersion};
+use crate::projections::{Projections, PublicationView};
+use crate::registry::Registry;
+use problem::Problem;
+
+pub type ApiResult = Result<Response, Problem>;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Arc<Registry>,
+}
+
+pub fn router(registry: Arc<Registry>) -> Router {
+    let api = Router::new()
+        .route("/contracts", get(list_contracts))
+        .route("/contracts/{kind}/{major_version}", get(get_contract))
+        .route("/implementations", get(list_implementations))
+        .route("/implementations/{implementation_id}", get(get_implementation))
+        .route("/publication/latest", get(latest_publication))
+        .route("/publication/version/{version}", get(publication_version))
+        .route("/publication/version/{version}/{implementation_id}", get(publication_entry))
+        .route("/publication/invalidate", post(invalidate_publication));
+    Router::new()
+        .nest("/api/Connector", api)
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .fallback(|| async { Problem::not_found("no such route") })
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(1024 * 1024))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(AppState { registry })
+}
+
+/// A JSON body whose rejections (bad syntax, wrong content type, unknown fields) are problem+json.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Self(v)),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "send the body as JSON with Content-Type: application/json",
+            )),
+            Err(JsonRejection::JsonDataError(e)) => {
+                Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-body", e.body_text()))
+            }
+            Err(e) => Err(Problem::bad_request(e.body_text())),
+        }
+    }
+}
+
+/// Who is acting. Anonymous until access control exists; recorded on every event.
+fn actor() -> EventMetadata {
+    EventMetadata::actor("http:anonymous")
+}
+
+fn ok(value: serde_json::Value) -> ApiResult {
+    Ok(Json(value).into_response())
+}
+
+async fn list_contracts(State(st): State<AppState>) -> ApiResult {
+    let contracts = st.registry.read(|p| {
+        p.contracts
+            .values()
+            .map(|c| {
+                json!({
+                    "contract": c.contract, "kind": c.kind, "majorVersion": c.major_version,
+                    "world": c.world, "description": c.description, "witDigest": c.wit_digest,
+                    "revision": c.revision,
+                    "operations": c.operations.iter().map(|o| &o.name).collect::<Vec<_>>(),
+                    "sensitiveFields": c.sensitive_fields,
+                })
+            })
+            .collect::<Vec<_>>()
+    });
+    ok(json!({ "contracts": contracts }))
+}
+
+async fn get_contract(State(st): State<AppState>, Path((kind, major)): Path<(String, String)>) -> ApiResult {
+    let kind: ContractKind = kind.parse()?;
+    let major_version: u32 =
+        major.parse().map_err(|_| Problem::bad_request(format!("majorVersion {major:?} must be a whole number")))?;
+    let contract = ContractRef { kind, major_version };
+    st.registry
+        .read(|p| p.contract(&contract).map(|c| serde_json::to_value(c).unwrap_or_default()))
+        .map_or_else(|| Err(Problem::not_found(format!("contract {contract} is not registered"))), ok)
+}
+
+fn implementation_json(p: &Projections, id: &ImplementationId) -> Option<serde_json::Value> {
+    let view = p.implementation(id)?;
+    let mut v = serde_json::to_value(view).ok()?;
+    let in_latest = p.publications.latest().is_some_and(|l| l.entry(id).is_some());
+    v["inLatestPublication"] = json!(in_latest);
+    Some(v)
+}
+
+async fn list_implementations(State(st): State<AppState>) -> ApiResult {
+    let list = st.registry.read(|p| {
+        p.implementations.values().filter_map(|i| implementation_json(p, &i.implementation_id)).collect::<Vec<_>>()
+    });
+    ok(json!({ "implementations": list }))
+}
+
+async fn get_implementation(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    let id: ImplementationId = id.parse()?;
+    st.registry
+        .read(|p| implementation_json(p, &id))
+        .map_or_else(|| Err(Problem::not_found(format!("implementation {id} does not exist"))), ok)
+}
+
+pub fn publication_json(p: &Projections, view: &PublicationView) -> serde_json::Value {
+    let mut v = serde_json::to_value(view).unwrap_or_default();
+    v["status"] = json!(view.status());
+    v["isLatest"] = json!(p.publications.latest().map(|l| l.publication_version) == Some(view.publication_version));
+    v
+}
+
+async fn latest_publication(State(st): State<AppState>) -> ApiResult {
+    st.registry
+        .read(|p| p.publications.latest().map(|l| publication_json(p, l)))
+        .map_or_else(|| Err(Problem::not_found("nothing is published yet (or every version is invalidated)")), ok)
+}
+
+fn parse_version(v: &str) -> Result<PublicationVersion, Problem> {
+    Ok(v.parse()?)
+}
+
+async fn publication_version(State(st): State<AppState>, Path(version): Path<String>) -> ApiResult {
+    let version = parse_version(&version)?;
+    st.registry
+        .read(|p| p.publications.get(version).map(|v| publication_json(p, v)))
+        .map_or_else(|| Err(Problem::not_found(format!("publication version {version} does not exist"))), ok)
+}
+
+async fn publication_entry(State(st): State<AppState>, Path((version, id)): Path<(String, String)>) -> ApiResult {
+    let version = parse_version(&version)?;
+    let id: ImplementationId = id.parse()?;
+    st.registry.read(|p| {
+        let publication = p
+            .publications
+            .get(version)
+            .ok_or_else(|| Problem::not_found(format!("publication version {version} does not exist")))?;
+        let entry = publication
+            .entry(&id)
+            .ok_or_else(|| Problem::not_found(format!("publication version {version} does not list {id}")))?;
+        let mut v = serde_json::to_value(entry).unwrap_or_default();
+        v["publicationVersion"] = json!(version);
+        v["publicationStatus"] = json!(publication.status());
+        v["invalidated"] = json!(publication.invalidated);
+        ok(v)
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct InvalidateBody {
+    publication_version: u64,
+    reason: String,
+}
+
+async fn invalidate_publication(State(st): State<AppState>, ApiJson(body): ApiJson<InvalidateBody>) -> ApiResult {
+    let version = PublicationVersion(body.publication_version);
+    if version.0 == 0 {
+        return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "publicationVersion starts at 1"));
+    }
+    let registry = st.registry.clone();
+    let latest = tokio::task::spawn_blocking(move || registry.invalidate_publication(&actor(), version, &body.reason))
+        .await
+        .map_err(Problem::internal)??;
+    let latest = st.registry.read(|p| latest.as_ref().map(|l| publication_json(p, l)));
+    ok(json!({ "invalidated": version, "latest": latest }))
+}
+
+/// Serves until Ctrl-C / SIGTERM. Checkpoints and snapshots in the background, and once more on
+/// the way out, so a clean stop leaves a signed head and a fresh snapshot.
+pub async fn serve(registry: Arc<Registry>, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+    let addr: SocketAddr = listener.local_addr()?;
+    tracing::info!(%addr, "serving");
+    let maintenance = {
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let r = registry.clone();
+                let _ = tokio::task::spawn_blocking(move || maintain(&r)).await;
+            }
+        })
+    };
+    axum::serve(listener, router(registry.clone())).with_graceful_shutdown(shutdown_signal()).await?;
+    maintenance.abort();
+    tokio::task::spawn_blocking(move || maintain(&registry)).await?;
+    Ok(())
+}
+
+fn maintain(registry: &Registry) {
+    if let Err(e) = registry.checkpoint(&EventMetadata::actor("system")) {
+        tracing::error!(error = %e, "checkpoint failed");
+    }
+    if let Err(e) = registry.snapshot_if_stale(1) {
+        tracing::error!(error = %e, "snapshot failed");
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+}

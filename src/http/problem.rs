@@ -1,0 +1,84 @@
+//! RFC 9457 problem documents: the one place errors become HTTP statuses.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::commands::CommandError;
+use crate::registry::RegistryError;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, slug: &str, detail: impl Into<String>) -> Self {
+        Self {
+            problem_type: format!("https://vadyl.dev/problems/{slug}"),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+        }
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad-request", detail)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", detail)
+    }
+
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        // The detail is logged, not sent: internal errors may name paths and SQL.
+        tracing::error!(error = %detail, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the registry failed to handle the request; see its log",
+        )
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&self).unwrap_or_default();
+        (status, [(header::CONTENT_TYPE, "application/problem+json")], body).into_response()
+    }
+}
+
+impl From<CommandError> for Problem {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::NotFound(d) => Self::new(StatusCode::NOT_FOUND, "not-found", d),
+            CommandError::Conflict(d) => Self::new(StatusCode::CONFLICT, "conflict", d),
+            CommandError::Invalid(d) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", d),
+            CommandError::Gone(d) => Self::new(StatusCode::GONE, "gone", d),
+        }
+    }
+}
+
+impl From<RegistryError> for Problem {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::Command(c) => c.into(),
+            RegistryError::Store(crate::events::store::StoreError::WrongExpectedVersion { .. })
+            | RegistryError::Contention(_) => {
+                Self::new(StatusCode::CONFLICT, "concurrent-change", format!("{e}; retry the request"))
+            }
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<crate::ids::IdError> for Problem {
+    fn from(e: crate::ids::IdError) -> Self {
+        Self::bad_request(e.to_string())
+    }
+}

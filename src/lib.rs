@@ -1,0 +1,18 @@
+//! Vadyl: an event-sourced publication registry and runtime for connectors.
+//!
+//! The append-only event log (`events`) is the only source of truth; `projections` fold it into
+//! read models; `commands` decide new events from those models; `registry` is the application
+//! service that joins them; `http` and `cli` are thin edges. See ARCHITECTURE.md for the codemap.
+
+pub mod audit;
+pub mod bench;
+pub mod cli;
+pub mod commands;
+pub mod contracts;
+pub mod events;
+pub mod http;
+pub mod ids;
+pub mod keys;
+pub mod projections;
+pub mod registry;
+pub mod runtime;

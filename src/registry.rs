@@ -1,0 +1,400 @@
+//! The application service: the one place where decisions meet the log.
+//!
+//! `Registry` owns the store, the signing key and the live projections. Every write goes through
+//! [`Registry::execute`]: catch up with the log, run a pure command handler on the state, append its
+//! events under the expected versions of the streams as that state saw them, then fold the stored
+//! events into the state. A conflict (another writer got there first) catches up and decides again.
+//! HTTP and CLI call this; neither touches the store directly for writes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::commands::{self, CommandError};
+use crate::events::checkpoint::{self, Checkpoint};
+use crate::events::domain::{CheckpointSigned, DomainEvent, RegistryKeyRegistered};
+use crate::events::envelope::{EventMetadata, RecordedEvent};
+use crate::events::merkle::{self, MerkleAccumulator};
+use crate::events::sqlite::{Durability, SqliteStore};
+use crate::events::store::{AppendRequest, EventStore, ExpectedVersion, ProposedEvent, StoreError, StreamAppend};
+use crate::ids::PublicationVersion;
+use crate::keys::{KeyError, RegistryKey, Signer, KEY_NAME};
+use crate::projections::snapshot::{Snapshot, SNAPSHOT_FORMAT};
+use crate::projections::{ApplyError, CheckpointView, Projections, PublicationView};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the log cannot be folded: {0}")]
+    Apply(#[from] ApplyError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("the contract catalogue cannot be loaded: {0}")]
+    Contracts(String),
+    #[error("{action} {path}: {source}")]
+    Io { action: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("another writer kept changing the same streams; gave up after {0} attempts")]
+    Contention(u32),
+}
+
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    pub durability: Durability,
+    /// Record the embedded WIT contracts whose digest is new (off for read-only tools).
+    pub register_contracts: bool,
+    /// Load the projection snapshot at start-up and write one at close.
+    pub use_snapshots: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self { durability: Durability::Full, register_contracts: true, use_snapshots: true }
+    }
+}
+
+/// The state a decision is made from: projections plus each stream's version as they saw it.
+#[derive(Default)]
+struct Live {
+    projections: Projections,
+    streams: HashMap<String, u64>,
+    head_hash: [u8; 32],
+    /// The Merkle tree over every applied event, built lazily at the first checkpoint.
+    tree: Option<MerkleAccumulator>,
+}
+
+impl Live {
+    fn fold(&mut self, e: &RecordedEvent) -> Result<(), ApplyError> {
+        self.projections.apply(e)?;
+        self.streams.insert(e.stream_id.clone(), e.stream_version);
+        self.head_hash = e.hash;
+        if let Some(tree) = self.tree.as_mut() {
+            tree.push(merkle::leaf_hash(&e.hash));
+        }
+        Ok(())
+    }
+}
+
+/// The file a snapshot lives in, with the stream versions it needs beside it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SnapshotFile {
+    snapshot: Snapshot,
+    streams: BTreeMap<String, u64>,
+}
+
+pub struct Registry {
+    data_dir: PathBuf,
+    store: Arc<dyn EventStore>,
+    key: RegistryKey,
+    live: RwLock<Live>,
+    /// Serialises decide+append within this process, so decisions rarely conflict.
+    write_lock: Mutex<()>,
+    snapshot_position: Mutex<u64>,
+    use_snapshots: bool,
+}
+
+pub const EVENTS_DB: &str = "events.db";
+const SNAPSHOT_FILE: &str = "projections.snapshot.json";
+
+impl Registry {
+    pub fn open(data_dir: &Path, options: OpenOptions) -> Result<Self, RegistryError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| RegistryError::Io {
+            action: "create data directory",
+            path: data_dir.to_owned(),
+            source,
+        })?;
+        let key = RegistryKey::load_or_create(&data_dir.join("keys"))?;
+        let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(&data_dir.join(EVENTS_DB), options.durability)?);
+        let registry = Self {
+            data_dir: data_dir.to_owned(),
+            store,
+            key,
+            live: RwLock::new(Live::default()),
+            write_lock: Mutex::new(()),
+            snapshot_position: Mutex::new(0),
+            use_snapshots: options.use_snapshots,
+        };
+        if options.use_snapshots {
+            registry.load_snapshot();
+        }
+        registry.catch_up()?;
+        let system = EventMetadata::actor("system");
+        let key_event = RegistryKeyRegistered {
+            key_name: KEY_NAME.to_owned(),
+            key_id: registry.key.key_id_hex(),
+            algorithm: "ed25519".to_owned(),
+            public_key: registry.key.public_key_base64(),
+            verifier_key: registry.key.verifier_key(),
+        };
+        registry.execute(&system, |s| Ok(commands::register_key(s, key_event.clone())))?;
+        if options.register_contracts {
+            for contract in contract_events()? {
+                registry.execute(&system, |s| Ok(commands::register_contract(s, contract.clone())))?;
+            }
+        }
+        Ok(registry)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn store(&self) -> &dyn EventStore {
+        self.store.as_ref()
+    }
+
+    pub fn key(&self) -> &RegistryKey {
+        &self.key
+    }
+
+    /// Runs `f` on the current projections.
+    pub fn read<R>(&self, f: impl FnOnce(&Projections) -> R) -> R {
+        match self.live.read() {
+            Ok(live) => f(&live.projections),
+            Err(poisoned) => f(&poisoned.into_inner().projections),
+        }
+    }
+
+    fn live_mut(&self) -> std::sync::RwLockWriteGuard<'_, Live> {
+        self.live.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Folds every event the log has beyond the live state (written by this or another process).
+    pub fn catch_up(&self) -> Result<(), RegistryError> {
+        let mut live = self.live_mut();
+        let from = live.projections.position + 1;
+        let mut failure = None;
+        self.store
+            .read_range(from, u64::MAX, &mut |e| {
+                if let Err(err) = live.fold(&e) {
+                    failure = Some(err);
+                    return Err(StoreError::Corrupt { position: e.position, reason: "cannot be folded".into() });
+                }
+                Ok(())
+            })
+            .or_else(|e| if failure.is_some() { Ok(()) } else { Err(e) })?;
+        match failure {
+            Some(err) => Err(err.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Decides with `decide` on the current state and appends what it returns, atomically.
+    /// Returns the stored events (empty when the decision was to do nothing).
+    pub fn execute(
+        &self,
+        metadata: &EventMetadata,
+        decide: impl Fn(&Projections) -> Result<Vec<DomainEvent>, CommandError>,
+    ) -> Result<Vec<RecordedEvent>, RegistryError> {
+        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        const ATTEMPTS: u32 = 5;
+        for _ in 0..ATTEMPTS {
+            self.catch_up()?;
+            let request = {
+                let live = self.live.read().unwrap_or_else(|p| p.into_inner());
+                let events = decide(&live.projections)?;
+                if events.is_empty() {
+                    return Ok(Vec::new());
+                }
+                to_request(&live, events, metadata)
+            };
+            match self.store.append(request) {
+                Ok(outcome) => {
+                    let mut live = self.live_mut();
+                    for e in &outcome.events {
+                        if e.position > live.projections.position {
+                            live.fold(e)?;
+                        }
+                    }
+                    return Ok(outcome.events);
+                }
+                // Someone else appended to a stream we decided from: look again.
+                Err(StoreError::WrongExpectedVersion { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(RegistryError::Contention(ATTEMPTS))
+    }
+
+    /// Invalidates a publication version and returns the new `latest`.
+    pub fn invalidate_publication(
+        &self,
+        metadata: &EventMetadata,
+        version: PublicationVersion,
+        reason: &str,
+    ) -> Result<Option<PublicationView>, RegistryError> {
+        self.execute(metadata, |s| commands::invalidate_publication(s, version, reason))?;
+        Ok(self.read(|s| s.publications.latest().cloned()))
+    }
+
+    /// Signs a checkpoint over the whole log unless the newest event already is one; returns the
+    /// newest checkpoint.
+    pub fn checkpoint(&self, metadata: &EventMetadata) -> Result<Option<CheckpointView>, RegistryError> {
+        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.catch_up()?;
+        let signed = {
+            let mut live = self.live_mut();
+            if live.tree.is_none() {
+                let mut tree = MerkleAccumulator::new();
+                for h in self.store.hashes(live.projections.position)? {
+                    tree.push(merkle::leaf_hash(&h));
+                }
+                live.tree = Some(tree);
+            }
+            let tree_size = live.projections.position;
+            let root = live.tree.as_ref().map_or_else(merkle::empty_root, |t| t.root());
+            let cp = Checkpoint { origin: KEY_NAME.to_owned(), tree_size, root_hash: root, head_hash: live.head_hash };
+            CheckpointSigned {
+                tree_size,
+                root_hash: hex::encode(root),
+                head_hash: hex::encode(live.head_hash),
+                note: checkpoint::sign_note(&cp, KEY_NAME, self.key.signing_key()),
+            }
+        };
+        drop(_guard);
+        self.execute(metadata, |s| Ok(commands::sign_checkpoint(s, signed.clone())))?;
+        Ok(self.read(|s| s.registry.last_checkpoint.clone()))
+    }
+
+    fn snapshot_path(&self) -> PathBuf {
+        self.data_dir.join(SNAPSHOT_FILE)
+    }
+
+    /// Loads the snapshot if it is intact and still matches the log; otherwise start from zero.
+    fn load_snapshot(&self) {
+        let Ok(bytes) = std::fs::read(self.snapshot_path()) else { return };
+        let Ok(file) = serde_json::from_slice::<SnapshotFile>(&bytes) else {
+            tracing::warn!("ignoring an unreadable projection snapshot; rebuilding from the log");
+            return;
+        };
+        if file.snapshot.format != SNAPSHOT_FORMAT {
+            return;
+        }
+        let Ok(snapshot) = Snapshot::from_bytes(&file.snapshot.to_bytes()) else {
+            tracing::warn!("ignoring a projection snapshot whose digest does not match; rebuilding from the log");
+            return;
+        };
+        let matches_log = match self.store.event_at(snapshot.position) {
+            Ok(Some(e)) => hex::encode(e.hash) == snapshot.head_hash,
+            _ => false,
+        };
+        if !matches_log {
+            tracing::warn!(position = snapshot.position, "the projection snapshot does not match the log; rebuilding");
+            return;
+        }
+        let mut live = self.live_mut();
+        let mut head_hash = [0u8; 32];
+        if hex::decode_to_slice(&snapshot.head_hash, &mut head_hash).is_err() {
+            return;
+        }
+        live.projections = snapshot.state;
+        live.streams = file.streams.into_iter().collect();
+        live.head_hash = head_hash;
+        live.tree = None;
+        *self.snapshot_position.lock().unwrap_or_else(|p| p.into_inner()) = snapshot.position;
+    }
+
+    /// Writes a snapshot of the live projections (atomically: temp file, fsync, rename).
+    pub fn write_snapshot(&self) -> Result<(), RegistryError> {
+        let (bytes, position) = {
+            let live = self.live.read().unwrap_or_else(|p| p.into_inner());
+            let snapshot = Snapshot::capture(&live.projections, hex::encode(live.head_hash));
+            let streams = live.streams.iter().map(|(k, v)| (k.clone(), *v)).collect();
+            let file = SnapshotFile { snapshot, streams };
+            (serde_json::to_vec(&file).unwrap_or_default(), live.projections.position)
+        };
+        let path = self.snapshot_path();
+        let tmp = path.with_extension("json.tmp");
+        let io = |action, source| RegistryError::Io { action, path: tmp.clone(), source };
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp).map_err(|e| io("create", e))?;
+            f.write_all(&bytes).map_err(|e| io("write", e))?;
+            f.sync_all().map_err(|e| io("sync", e))?;
+        }
+        std::fs::rename(&tmp, &path).map_err(|e| io("rename", e))?;
+        *self.snapshot_position.lock().unwrap_or_else(|p| p.into_inner()) = position;
+        Ok(())
+    }
+
+    /// Writes a snapshot if the state moved at least `min_events` since the last one.
+    pub fn snapshot_if_stale(&self, min_events: u64) -> Result<(), RegistryError> {
+        if !self.use_snapshots {
+            return Ok(());
+        }
+        let last = *self.snapshot_position.lock().unwrap_or_else(|p| p.into_inner());
+        if self.read(|s| s.position) >= last + min_events.max(1) {
+            self.write_snapshot()?;
+        }
+        Ok(())
+    }
+}
+
+/// The `ContractRegistered` facts of the WIT package embedded in this binary.
+pub fn contract_events() -> Result<Vec<crate::events::domain::ContractRegistered>, RegistryError> {
+    use crate::events::domain::{ContractRegistered, OperationSchema, SensitiveFieldRef};
+    let catalogue = crate::contracts::load_embedded().map_err(|e| RegistryError::Contracts(e.to_string()))?;
+    catalogue
+        .contracts
+        .into_iter()
+        .map(|c| {
+            let contract: crate::ids::ContractRef =
+                c.id().parse().map_err(|e: crate::ids::IdError| RegistryError::Contracts(e.to_string()))?;
+            Ok(ContractRegistered {
+                contract,
+                package: c.package,
+                world: c.world,
+                interface: c.interface,
+                description: c.description,
+                wit_digest: crate::ids::ContentHash(c.wit_digest),
+                operations: c
+                    .operations
+                    .into_iter()
+                    .map(|o| OperationSchema {
+                        name: o.name,
+                        description: o.description,
+                        input_schema: o.input_schema,
+                        output_schema: o.output_schema,
+                        error_schema: o.error_schema,
+                    })
+                    .collect(),
+                sensitive_fields: c
+                    .sensitive_fields
+                    .into_iter()
+                    .map(|f| SensitiveFieldRef {
+                        operation: f.operation,
+                        direction: match f.direction {
+                            crate::contracts::Direction::Input => "input".to_owned(),
+                            crate::contracts::Direction::Output => "output".to_owned(),
+                        },
+                        pointer: f.pointer,
+                    })
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
+/// Groups decided events by stream, each under the version its stream had in the deciding state.
+fn to_request(live: &Live, events: Vec<DomainEvent>, metadata: &EventMetadata) -> AppendRequest {
+    let mut streams: Vec<StreamAppend> = Vec::new();
+    for event in events {
+        let stream_id = event.stream_id();
+        let proposed = ProposedEvent {
+            event_id: uuid::Uuid::new_v4().to_string(),
+            event_type: event.event_type().to_owned(),
+            schema_version: event.schema_version(),
+            payload: event.payload(),
+        };
+        match streams.iter_mut().find(|s| s.stream_id == stream_id) {
+            Some(s) => s.events.push(proposed),
+            None => {
+                let expected = ExpectedVersion::from_current(live.streams.get(&stream_id).copied());
+                streams.push(StreamAppend { stream_id, expected, events: vec![proposed] });
+            }
+        }
+    }
+    AppendRequest { streams, metadata: metadata.clone() }
+}

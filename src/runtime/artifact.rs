@@ -1,0 +1,58 @@
+//! Artifact identity: what the registry signs for an artifact and how a loader checks it.
+//!
+//! An artifact is addressed by the sha256 of its bytes. The registry signs the domain-separated
+//! content hash; a loader recomputes the hash from the bytes it read and verifies the signature
+//! before anything is parsed, compiled or run.
+
+use ed25519_dalek::VerifyingKey;
+
+use crate::ids::{ContentHash, SignatureBytes};
+
+/// The message the registry key signs for an artifact.
+pub fn signing_message(hash: &ContentHash) -> Vec<u8> {
+    format!("vadyl artifact v1\n{hash}").into_bytes()
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ArtifactError {
+    #[error("artifact bytes hash to {actual}, expected {expected}: the stored artifact was altered")]
+    HashMismatch { expected: ContentHash, actual: ContentHash },
+    #[error("the signature over {0} does not verify with the registry key")]
+    BadSignature(ContentHash),
+}
+
+/// Checks bytes against the content hash and signature recorded when they were built.
+pub fn verify(
+    bytes: &[u8],
+    expected: &ContentHash,
+    signature: &SignatureBytes,
+    key: &VerifyingKey,
+) -> Result<(), ArtifactError> {
+    let actual = ContentHash::of(bytes);
+    if &actual != expected {
+        return Err(ArtifactError::HashMismatch { expected: *expected, actual });
+    }
+    let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
+    key.verify_strict(&signing_message(expected), &sig).map_err(|_| ArtifactError::BadSignature(*expected))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::{Signer, SigningKey};
+
+    #[test]
+    fn altered_bytes_or_a_foreign_signature_are_refused() {
+        let key = SigningKey::from_bytes(&[1u8; 32]);
+        let bytes = b"artifact";
+        let hash = ContentHash::of(bytes);
+        let sig = SignatureBytes(key.sign(&signing_message(&hash)).to_bytes());
+        assert_eq!(verify(bytes, &hash, &sig, &key.verifying_key()), Ok(()));
+        assert!(matches!(
+            verify(b"artifacT", &hash, &sig, &key.verifying_key()),
+            Err(ArtifactError::HashMismatch { .. })
+        ));
+        let other = SigningKey::from_bytes(&[2u8; 32]);
+        assert_eq!(verify(bytes, &hash, &sig, &other.verifying_key()), Err(ArtifactError::BadSignature(hash)));
+    }
+}

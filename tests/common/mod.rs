@@ -1,0 +1,183 @@
+//! Shared test support: run the real binary, start a real server on a loopback port, and seed a
+//! registry through its own command handlers.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use vadyl::commands::{self, BuildDecision};
+use vadyl::events::domain::{CheckResult, CheckState, ConformanceRunCompleted, ImplementationBuilt};
+use vadyl::events::envelope::EventMetadata;
+use vadyl::ids::{BindingTarget, ContentHash, ImplementationId, ImplementationSource};
+use vadyl::keys::Signer;
+use vadyl::registry::{OpenOptions, Registry};
+
+pub fn vadyl_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_vadyl"))
+}
+
+/// `vadyl --data-dir DIR args…`, with the output captured.
+pub fn vadyl(data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(vadyl_bin())
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env_remove("VADYL_SERVER")
+        .output()
+        .expect("the vadyl binary runs")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A `vadyl serve` process on an ephemeral loopback port; killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Server {
+    pub fn start(data_dir: &Path) -> Self {
+        let mut child = Command::new(vadyl_bin())
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("vadyl serve starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("the server prints its address");
+        let base = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_owned();
+        Self { child, base }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/api/Connector{path}", self.base)
+    }
+
+    pub fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = reqwest::blocking::get(self.url(path)).expect("GET reaches the server");
+        read(r)
+    }
+
+    pub fn post(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let r =
+            reqwest::blocking::Client::new().post(self.url(path)).json(body).send().expect("POST reaches the server");
+        read(r)
+    }
+
+    pub fn post_raw(&self, path: &str, content_type: &str, body: &str) -> (u16, serde_json::Value, String) {
+        let r = reqwest::blocking::Client::new()
+            .post(self.url(path))
+            .header("content-type", content_type)
+            .body(body.to_owned())
+            .send()
+            .expect("POST reaches the server");
+        let ct = r.headers().get("content-type").map(|v| v.to_str().unwrap_or("").to_owned()).unwrap_or_default();
+        let (status, v) = read(r);
+        (status, v, ct)
+    }
+
+    /// Stops the server the way an operator does (SIGTERM), so it checkpoints and snapshots.
+    pub fn stop(mut self) {
+        #[cfg(unix)]
+        unsafe_free_sigterm(self.child.id());
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(unix)]
+fn unsafe_free_sigterm(pid: u32) {
+    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read(r: reqwest::blocking::Response) -> (u16, serde_json::Value) {
+    let status = r.status().as_u16();
+    let text = r.text().unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+}
+
+pub fn open(data_dir: &Path) -> Registry {
+    Registry::open(data_dir, OpenOptions::default()).expect("the registry opens")
+}
+
+pub fn actor(name: &str) -> EventMetadata {
+    EventMetadata::actor(name)
+}
+
+/// Records a build of `id` through the build command handler (what the build engines will call).
+pub fn build(reg: &Registry, id: &str, contract: &str, source: ImplementationSource) -> ImplementationId {
+    let id: ImplementationId = id.parse().unwrap();
+    let bytes = format!("artifact bytes of {id}");
+    let content_hash = ContentHash::of(bytes.as_bytes());
+    let built = ImplementationBuilt {
+        implementation_id: id.clone(),
+        source,
+        contract: contract.parse().unwrap(),
+        content_hash,
+        signature: reg.key().sign(&vadyl::runtime::artifact::signing_message(&content_hash)),
+        artifact_size: bytes.len() as u64,
+        media_type: "application/octet-stream".into(),
+    };
+    reg.execute(&actor("test:builder"), |s| match commands::record_build(s, built.clone())? {
+        BuildDecision::Created(events) => Ok(events),
+        BuildDecision::AlreadyBuilt => Ok(vec![]),
+    })
+    .unwrap();
+    id
+}
+
+/// Records a conformance run result through its command handler.
+pub fn conformance(reg: &Registry, id: &ImplementationId, run_id: &str, passed: bool) {
+    let imp = reg.read(|s| s.implementation(id).cloned()).unwrap();
+    let state = if passed { CheckState::Passed } else { CheckState::Failed };
+    let run = ConformanceRunCompleted {
+        run_id: run_id.into(),
+        implementation_id: id.clone(),
+        content_hash: imp.content_hash,
+        contract: imp.contract,
+        passed,
+        checks: vec![CheckResult {
+            id: "contract.shape".into(),
+            state,
+            detail: (!passed).then(|| "recorded by the test harness: output missing field id".into()),
+        }],
+        started_at: "2026-11-25T12:00:00Z".into(),
+        finished_at: "2026-11-25T12:00:01Z".into(),
+    };
+    reg.execute(&actor("test:conformance"), |s| commands::complete_conformance_run(s, run.clone(), reg.key())).unwrap();
+}
+
+/// Builds and admits `id`, creating the next publication version.
+pub fn publish(reg: &Registry, id: &str, contract: &str) -> ImplementationId {
+    let id = build(reg, id, contract, ImplementationSource::DeclarativeBundle);
+    conformance(reg, &id, &format!("conf_{}", id.to_string().replace([':', '.'], "_")), true);
+    id
+}
+
+pub fn bind(reg: &Registry, project: &str, alias: &str, target: &str) {
+    let target: BindingTarget = target.parse().unwrap();
+    reg.execute(&actor("test:project"), |s| {
+        commands::bind(s, project.parse().unwrap(), alias.parse().unwrap(), target.clone())
+    })
+    .unwrap();
+}
