@@ -68,9 +68,10 @@
 //!
 //! [`ContractSpec::wit_digest`] is the SHA-256 of the RFC 8785 canonical JSON of
 //! `{package, world, interface, operations, sensitiveFields}` (operations serialized as
-//! [`OperationSpec`], schemas included). Formatting, comments outside the schemas,
-//! file layout and declaration order of unrelated items do not change it; any change
-//! to an operation's shape, names, docs or sensitivity does.
+//! [`OperationSpec`], schemas included). Whitespace, file layout and unrelated items
+//! do not change it; any change to an operation's shape, names, doc comments or
+//! sensitivity does. Note that wit-parser 0.254 attaches *every* comment preceding an
+//! item (`//` and `/* */` included, not only `///`) to its docs.
 
 mod schema;
 #[cfg(test)]
@@ -235,7 +236,7 @@ pub enum ContractError {
     NoSources(String),
     #[error("invalid WIT: {0}")]
     Parse(String),
-    #[error("the WIT package has no host interface `{0}`")]
+    #[error("the WIT package has no interface `{0}`")]
     MissingHostInterface(String),
     #[error("host interface `{interface}` is invalid: {reason}")]
     InvalidHostInterface { interface: String, reason: String },
@@ -421,17 +422,31 @@ fn contract_tag(world: &str, docs: &str) -> Result<(String, u32), ContractError>
     Ok((kind.to_string(), major))
 }
 
+/// Byte offset of a whitespace-delimited `@contract` word in `line`.
+fn tag_position(line: &str) -> Option<usize> {
+    line.match_indices(CONTRACT_TAG).map(|(pos, _)| pos).find(|&pos| {
+        let before_ok = line[..pos].chars().next_back().is_none_or(char::is_whitespace);
+        let after_ok = line[pos + CONTRACT_TAG.len()..].chars().next().is_none_or(char::is_whitespace);
+        before_ok && after_ok
+    })
+}
+
 /// A world's doc comment with the `@contract <tag>` removed.
 fn strip_contract_tag(docs: &str) -> String {
     let lines: Vec<String> = docs
         .lines()
-        .filter_map(|line| match line.find(CONTRACT_TAG) {
+        .filter_map(|line| match tag_position(line) {
             None => Some(line.trim_end().to_string()),
             Some(pos) => {
                 let rest = line[pos + CONTRACT_TAG.len()..].trim_start();
-                let after = rest.find(char::is_whitespace).map_or("", |i| &rest[i..]);
-                let kept = format!("{}{}", &line[..pos], after);
-                (!kept.trim().is_empty()).then(|| kept.trim_end().to_string())
+                let after = rest.find(char::is_whitespace).map_or("", |i| rest[i..].trim());
+                let before = line[..pos].trim_end();
+                match (before.is_empty(), after.is_empty()) {
+                    (true, true) => None,
+                    (false, true) => Some(before.to_string()),
+                    (true, false) => Some(after.to_string()),
+                    (false, false) => Some(format!("{before} {after}")),
+                }
             }
         })
         .collect();

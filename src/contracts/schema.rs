@@ -4,7 +4,7 @@
 //! JSON <-> WIT bridge must follow exactly the same rules.
 
 use serde_json::{json, Map, Value};
-use wit_parser::{Docs, Resolve, Type, TypeDefKind, TypeId};
+use wit_parser::{Docs, Handle, Resolve, Type, TypeDefKind, TypeId};
 
 use super::Direction;
 
@@ -22,7 +22,8 @@ pub(crate) struct TypeError {
 }
 
 /// Converts a WIT kebab-case name to the lowerCamelCase JSON property name
-/// (`idempotency-key` -> `idempotencyKey`, `URL-path` -> `urlPATH`).
+/// (`idempotency-key` -> `idempotencyKey`). The first word is lowercased; later words get an
+/// uppercase first letter and keep the rest as written (`URL-path` -> `urlPath`, `get-URL` -> `getURL`).
 pub fn json_field_name(wit_name: &str) -> String {
     let mut out = String::with_capacity(wit_name.len());
     for (i, word) in wit_name.split('-').filter(|w| !w.is_empty()).enumerate() {
@@ -88,12 +89,18 @@ pub(crate) fn describe(resolve: &Resolve, ty: &Type) -> String {
         Type::ErrorContext => "error-context".into(),
         Type::Id(id) => {
             let def = &resolve.types[*id];
-            match &def.name {
-                Some(name) => format!("`{name}` ({})", def.kind.as_str()),
-                None => def.kind.as_str().to_string(),
+            match (&def.name, &def.kind) {
+                (Some(name), kind) => format!("`{name}` ({})", kind.as_str()),
+                (None, TypeDefKind::Handle(Handle::Own(r))) => format!("`own<{}>`", describe_name(resolve, *r)),
+                (None, TypeDefKind::Handle(Handle::Borrow(r))) => format!("`borrow<{}>`", describe_name(resolve, *r)),
+                (None, kind) => format!("anonymous {}", kind.as_str()),
             }
         }
     }
+}
+
+fn describe_name(resolve: &Resolve, id: TypeId) -> &str {
+    resolve.types[id].name.as_deref().unwrap_or("?")
 }
 
 /// Follows type aliases (`type a = b`, `use`) down to the underlying type.
