@@ -95,6 +95,8 @@ impl VerifyReport {
     }
 }
 
+const ALTERED: &str = "the stored hash does not match the event's canonical encoding (the event was altered)";
+
 /// Checks one event against its predecessor: position, chain link and recomputed hash.
 fn check_link(e: &RecordedEvent, expected_position: u64, prev_hash: &Hash32) -> Result<(), String> {
     if e.position != expected_position {
@@ -104,7 +106,7 @@ fn check_link(e: &RecordedEvent, expected_position: u64, prev_hash: &Hash32) -> 
         return Err("prevHash does not match the previous event's hash".into());
     }
     if e.compute_hash() != e.hash {
-        return Err("the stored hash does not match the event's canonical encoding (the event was altered)".into());
+        return Err(ALTERED.into());
     }
     Ok(())
 }
@@ -223,30 +225,66 @@ pub fn summarize(p: &Projections) -> ReplaySummary {
 
 /// Rebuilds every projection from position 1 to `to` (inclusive), verifying each event's hash and
 /// link on the way. Refuses a `to` beyond the head.
+///
+/// Two stages on two threads: one reads rows from the store, the other checks each link, decodes
+/// and folds, in position order; recomputing the hashes is split between them. Batches pass
+/// through a bounded channel.
 pub fn replay(store: &dyn EventStore, to: Option<u64>) -> Result<Projections, AuditError> {
+    const BATCH: usize = 1024;
     let head = store.head()?.map_or(0, |h| h.position);
     let to = to.unwrap_or(head);
     if to > head {
         return Err(AuditError::BadEvent { position: to, reason: format!("the log ends at position {head}") });
     }
-    let mut state = Projections::default();
-    let mut prev = GENESIS_PREV_HASH;
-    let mut failure = None;
-    let result = store.read_range(1, to, &mut |e| {
-        let outcome =
-            check_link(&e, state.position + 1, &prev).and_then(|()| state.apply(&e).map_err(|err| err.to_string()));
-        if let Err(reason) = outcome {
-            failure = Some(AuditError::BadEvent { position: e.position, reason });
-            return Err(StoreError::Corrupt { position: e.position, reason: "replay stopped".into() });
+    let (tx, rx) = crossbeam_channel::bounded::<Result<Vec<RecordedEvent>, AuditError>>(16);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let mut batch = Vec::with_capacity(BATCH);
+            let result = store.read_range(1, to, &mut |e| {
+                // This stage verifies the hashes of even positions, the folding stage those of odd
+                // ones: the two threads then carry about the same load.
+                if e.position % 2 == 0 && e.compute_hash() != e.hash {
+                    let _ = tx.send(Err(AuditError::BadEvent { position: e.position, reason: ALTERED.into() }));
+                    return Err(StoreError::WriterStopped);
+                }
+                batch.push(e);
+                if batch.len() == BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    // The folding side stopped (it failed): stop reading.
+                    tx.send(Ok(full)).map_err(|_| StoreError::WriterStopped)?;
+                }
+                Ok(())
+            });
+            match result {
+                Ok(()) => {
+                    let _ = tx.send(Ok(batch));
+                }
+                Err(StoreError::WriterStopped) => {}
+                Err(e) => {
+                    let _ = tx.send(Err(e.into()));
+                }
+            }
+        });
+        let mut state = Projections::default();
+        let mut prev = GENESIS_PREV_HASH;
+        for batch in rx {
+            for e in batch? {
+                let bad = |reason: String| AuditError::BadEvent { position: e.position, reason };
+                if e.position != state.position + 1 || e.prev_hash != prev {
+                    return Err(bad(check_link(&e, state.position + 1, &prev).err().unwrap_or_default()));
+                }
+                if e.position % 2 == 1 && e.compute_hash() != e.hash {
+                    return Err(bad(ALTERED.into()));
+                }
+                state.apply(&e).map_err(|err| bad(err.to_string()))?;
+                prev = e.hash;
+            }
         }
-        prev = e.hash;
-        Ok(())
-    });
-    if let Some(f) = failure {
-        return Err(f);
-    }
-    result?;
-    Ok(state)
+        if state.position != to {
+            return Err(AuditError::BadEvent { position: state.position + 1, reason: "the log ended early".into() });
+        }
+        Ok(state)
+    })
 }
 
 pub fn replay_report(store: &dyn EventStore, to: Option<u64>) -> Result<ReplayReport, AuditError> {

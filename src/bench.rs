@@ -105,7 +105,7 @@ fn bench_event(i: u64) -> ProposedEvent {
         })
     };
     ProposedEvent {
-        event_id: uuid::Uuid::new_v4().to_string(),
+        event_id: uuid::Uuid::now_v7().to_string(),
         event_type: event.event_type().to_owned(),
         schema_version: event.schema_version(),
         payload: event.payload(),

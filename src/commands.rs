@@ -52,6 +52,8 @@ pub fn register_key(state: &Projections, key: RegistryKeyRegistered) -> Vec<Doma
 pub fn sign_checkpoint(state: &Projections, checkpoint: CheckpointSigned) -> Vec<DomainEvent> {
     match &state.registry.last_checkpoint {
         Some(last) if last.recorded.position == state.position => Vec::new(),
+        // A concurrent caller already signed this tree (or a larger one).
+        Some(last) if last.tree_size >= checkpoint.tree_size => Vec::new(),
         _ if state.position == 0 => Vec::new(),
         _ => vec![DomainEvent::CheckpointSigned(checkpoint)],
     }

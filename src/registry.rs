@@ -82,6 +82,9 @@ impl Live {
 struct SnapshotFile {
     snapshot: Snapshot,
     streams: BTreeMap<String, u64>,
+    /// The Merkle accumulator's peaks (hex) at the snapshot's position, if it was built.
+    #[serde(default)]
+    merkle_peaks: Option<Vec<String>>,
 }
 
 pub struct Registry {
@@ -89,8 +92,6 @@ pub struct Registry {
     store: Arc<dyn EventStore>,
     key: RegistryKey,
     live: RwLock<Live>,
-    /// Serialises decide+append within this process, so decisions rarely conflict.
-    write_lock: Mutex<()>,
     snapshot_position: Mutex<u64>,
     use_snapshots: bool,
 }
@@ -112,7 +113,6 @@ impl Registry {
             store,
             key,
             live: RwLock::new(Live::default()),
-            write_lock: Mutex::new(()),
             snapshot_position: Mutex::new(0),
             use_snapshots: options.use_snapshots,
         };
@@ -183,13 +183,17 @@ impl Registry {
 
     /// Decides with `decide` on the current state and appends what it returns, atomically.
     /// Returns the stored events (empty when the decision was to do nothing).
+    ///
+    /// No lock is held across the append: concurrent commands on different streams are appended
+    /// in the same group commit, and the expected versions catch commands that raced on the same
+    /// stream (they decide again). Stored events are folded by reading the log in order, so the
+    /// projections never see positions out of order.
     pub fn execute(
         &self,
         metadata: &EventMetadata,
         decide: impl Fn(&Projections) -> Result<Vec<DomainEvent>, CommandError>,
     ) -> Result<Vec<RecordedEvent>, RegistryError> {
-        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
-        const ATTEMPTS: u32 = 5;
+        const ATTEMPTS: u32 = 20;
         for _ in 0..ATTEMPTS {
             self.catch_up()?;
             let request = {
@@ -202,12 +206,7 @@ impl Registry {
             };
             match self.store.append(request) {
                 Ok(outcome) => {
-                    let mut live = self.live_mut();
-                    for e in &outcome.events {
-                        if e.position > live.projections.position {
-                            live.fold(e)?;
-                        }
-                    }
+                    self.catch_up()?;
                     return Ok(outcome.events);
                 }
                 // Someone else appended to a stream we decided from: look again.
@@ -232,7 +231,6 @@ impl Registry {
     /// Signs a checkpoint over the whole log unless the newest event already is one; returns the
     /// newest checkpoint.
     pub fn checkpoint(&self, metadata: &EventMetadata) -> Result<Option<CheckpointView>, RegistryError> {
-        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         self.catch_up()?;
         let signed = {
             let mut live = self.live_mut();
@@ -253,7 +251,6 @@ impl Registry {
                 note: checkpoint::sign_note(&cp, KEY_NAME, self.key.signing_key()),
             }
         };
-        drop(_guard);
         self.execute(metadata, |s| Ok(commands::sign_checkpoint(s, signed.clone())))?;
         Ok(self.read(|s| s.registry.last_checkpoint.clone()))
     }
@@ -292,7 +289,16 @@ impl Registry {
         live.projections = snapshot.state;
         live.streams = file.streams.into_iter().collect();
         live.head_hash = head_hash;
-        live.tree = None;
+        live.tree = file.merkle_peaks.and_then(|peaks| {
+            let peaks = peaks
+                .iter()
+                .map(|h| {
+                    let mut out = [0u8; 32];
+                    hex::decode_to_slice(h, &mut out).ok().map(|()| out)
+                })
+                .collect::<Option<Vec<_>>>()?;
+            MerkleAccumulator::from_peaks(snapshot.position, peaks).ok()
+        });
         *self.snapshot_position.lock().unwrap_or_else(|p| p.into_inner()) = snapshot.position;
     }
 
@@ -302,7 +308,8 @@ impl Registry {
             let live = self.live.read().unwrap_or_else(|p| p.into_inner());
             let snapshot = Snapshot::capture(&live.projections, hex::encode(live.head_hash));
             let streams = live.streams.iter().map(|(k, v)| (k.clone(), *v)).collect();
-            let file = SnapshotFile { snapshot, streams };
+            let merkle_peaks = live.tree.as_ref().map(|t| t.peaks().iter().map(hex::encode).collect());
+            let file = SnapshotFile { snapshot, streams, merkle_peaks };
             (serde_json::to_vec(&file).unwrap_or_default(), live.projections.position)
         };
         let path = self.snapshot_path();
@@ -383,7 +390,7 @@ fn to_request(live: &Live, events: Vec<DomainEvent>, metadata: &EventMetadata) -
     for event in events {
         let stream_id = event.stream_id();
         let proposed = ProposedEvent {
-            event_id: uuid::Uuid::new_v4().to_string(),
+            event_id: uuid::Uuid::now_v7().to_string(),
             event_type: event.event_type().to_owned(),
             schema_version: event.schema_version(),
             payload: event.payload(),

@@ -61,6 +61,24 @@ fn the_database_refuses_update_and_delete_and_verify_names_an_out_of_band_edit()
 }
 
 #[test]
+fn an_event_inserted_out_of_band_is_named_by_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    history(dir.path());
+    let db = dir.path().join("events.db");
+    let forged = sqlite(
+        &db,
+        "INSERT INTO events SELECT MAX(position) + 2, 'forged', 's', 1, 'BindingCreated', 1, 'now', 'mallory', NULL, NULL, \
+         '{}', zeroblob(32), zeroblob(32) FROM events;",
+    );
+    assert!(forged.status.success(), "{}", stderr(&forged));
+    let out = vadyl(dir.path(), &["--json", "audit", "verify"]);
+    assert!(!out.status.success());
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let first = &report["problems"][0];
+    assert!(first["reason"].as_str().unwrap().contains("expected position"), "{report}");
+}
+
+#[test]
 fn a_rewritten_chain_is_caught_by_the_signed_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
     history(dir.path());

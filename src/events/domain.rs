@@ -281,47 +281,89 @@ impl DomainEvent {
 
     /// Decodes a stored payload, upcasting older schema versions first.
     pub fn decode(event_type: &str, version: u32, payload: &str) -> Result<Self, DecodeError> {
-        let current = current_version(event_type).ok_or_else(|| DecodeError::UnknownType(event_type.to_owned()))?;
-        if version > current || version == 0 {
-            return Err(DecodeError::FutureVersion { event_type: event_type.to_owned(), version, current });
-        }
-        let bad = |reason: String| DecodeError::BadPayload { event_type: event_type.to_owned(), version, reason };
-        let mut value: serde_json::Value = serde_json::from_str(payload).map_err(|e| bad(e.to_string()))?;
-        for from in version..current {
-            value = upcast(event_type, from, value).map_err(bad)?;
-        }
-        fn de<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, serde_json::Error> {
-            serde_json::from_value(v)
-        }
-        let decoded = match event_type {
-            "RegistryKeyRegistered" => de(value).map(Self::RegistryKeyRegistered),
-            "CheckpointSigned" => de(value).map(Self::CheckpointSigned),
-            "ContractRegistered" => de(value).map(Self::ContractRegistered),
-            "ImplementationBuilt" => de(value).map(Self::ImplementationBuilt),
-            "ConformanceRunCompleted" => de(value).map(Self::ConformanceRunCompleted),
-            "PublicationCreated" => de(value).map(Self::PublicationCreated),
-            "PublicationInvalidated" => de(value).map(Self::PublicationInvalidated),
-            "BindingCreated" => de(value).map(Self::BindingCreated),
-            "BindingChanged" => de(value).map(Self::BindingChanged),
-            other => return Err(DecodeError::UnknownType(other.to_owned())),
-        };
-        decoded.map_err(|e| bad(e.to_string()))
+        decode_with(UPCASTERS, current_version, event_type, version, payload)
+    }
+}
+
+/// One schema step: turns a payload of `event_type` at version `from` into version `from + 1`.
+pub struct Upcaster {
+    pub event_type: &'static str,
+    pub from: u32,
+    pub step: fn(serde_json::Value) -> Result<serde_json::Value, String>,
+}
+
+/// Every schema step this release knows. Every event type is at its first schema version today, so
+/// the list is empty. When a payload changes shape: bump its entry in [`EVENT_TYPES`], add the step
+/// here, and leave `snapshots/` untouched — its test then proves the old history still replays.
+pub const UPCASTERS: &[Upcaster] = &[];
+
+fn decode_with(
+    upcasters: &[Upcaster],
+    current_version: fn(&str) -> Option<u32>,
+    event_type: &str,
+    version: u32,
+    payload: &str,
+) -> Result<DomainEvent, DecodeError> {
+    let current = current_version(event_type).ok_or_else(|| DecodeError::UnknownType(event_type.to_owned()))?;
+    if version > current || version == 0 {
+        return Err(DecodeError::FutureVersion { event_type: event_type.to_owned(), version, current });
+    }
+    let bad = |reason: String| DecodeError::BadPayload { event_type: event_type.to_owned(), version, reason };
+    if version == current {
+        // The common case: no upcasting, so decode straight from the text.
+        return decode_current_str(event_type, payload).map_err(|e| bad(e.to_string()));
+    }
+    let mut value: serde_json::Value = serde_json::from_str(payload).map_err(|e| bad(e.to_string()))?;
+    for from in version..current {
+        let upcaster = upcasters
+            .iter()
+            .find(|u| u.event_type == event_type && u.from == from)
+            .ok_or_else(|| bad(format!("no upcaster from v{from} to v{}", from + 1)))?;
+        value = (upcaster.step)(value).map_err(&bad)?;
+    }
+    decode_current(event_type, value).map_err(|e| bad(e.to_string()))
+}
+
+fn decode_current_str(event_type: &str, text: &str) -> Result<DomainEvent, serde_json::Error> {
+    fn de<T: serde::de::DeserializeOwned>(t: &str) -> Result<T, serde_json::Error> {
+        serde_json::from_str(t)
+    }
+    use DomainEvent as E;
+    match event_type {
+        "RegistryKeyRegistered" => de(text).map(E::RegistryKeyRegistered),
+        "CheckpointSigned" => de(text).map(E::CheckpointSigned),
+        "ContractRegistered" => de(text).map(E::ContractRegistered),
+        "ImplementationBuilt" => de(text).map(E::ImplementationBuilt),
+        "ConformanceRunCompleted" => de(text).map(E::ConformanceRunCompleted),
+        "PublicationCreated" => de(text).map(E::PublicationCreated),
+        "PublicationInvalidated" => de(text).map(E::PublicationInvalidated),
+        "BindingCreated" => de(text).map(E::BindingCreated),
+        // The caller checked the type against EVENT_TYPES.
+        _ => de(text).map(E::BindingChanged),
+    }
+}
+
+fn decode_current(event_type: &str, value: serde_json::Value) -> Result<DomainEvent, serde_json::Error> {
+    fn de<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, serde_json::Error> {
+        serde_json::from_value(v)
+    }
+    use DomainEvent as E;
+    match event_type {
+        "RegistryKeyRegistered" => de(value).map(E::RegistryKeyRegistered),
+        "CheckpointSigned" => de(value).map(E::CheckpointSigned),
+        "ContractRegistered" => de(value).map(E::ContractRegistered),
+        "ImplementationBuilt" => de(value).map(E::ImplementationBuilt),
+        "ConformanceRunCompleted" => de(value).map(E::ConformanceRunCompleted),
+        "PublicationCreated" => de(value).map(E::PublicationCreated),
+        "PublicationInvalidated" => de(value).map(E::PublicationInvalidated),
+        "BindingCreated" => de(value).map(E::BindingCreated),
+        // The caller checked the type against EVENT_TYPES.
+        _ => de(value).map(E::BindingChanged),
     }
 }
 
 fn current_version(event_type: &str) -> Option<u32> {
     EVENT_TYPES.iter().find(|(t, _)| *t == event_type).map(|(_, v)| *v)
-}
-
-/// Turns a payload of `event_type` at schema version `from` into version `from + 1`.
-///
-/// Every event type is at its first schema version in this release, so there is no step yet. When a
-/// payload changes shape, bump its entry in [`EVENT_TYPES`] and add the step here, e.g.
-/// `("ImplementationBuilt", 1) => { v["mediaType"] = json!("application/octet-stream"); Ok(v) }`,
-/// and leave `snapshots/` untouched: its test then proves the old history still replays.
-fn upcast(event_type: &str, from: u32, value: serde_json::Value) -> Result<serde_json::Value, String> {
-    let _ = value;
-    Err(format!("no upcaster from {event_type} v{from} to v{}", from + 1))
 }
 
 #[cfg(test)]
@@ -339,6 +381,33 @@ mod tests {
             DomainEvent::decode("BindingCreated", 1, r#"{"project":"p","alias":"a","target":"x:1.0.0","extra":1}"#)
                 .unwrap_err();
         assert!(err.to_string().contains("extra"), "{err}");
+    }
+
+    #[test]
+    fn older_versions_are_upcast_step_by_step_before_decoding() {
+        // A world where BindingCreated is at v2 and v1 named the target `implementation`.
+        fn rename(mut v: serde_json::Value) -> Result<serde_json::Value, String> {
+            let obj = v.as_object_mut().ok_or("not an object")?;
+            let target = obj.remove("implementation").ok_or("no implementation field")?;
+            obj.insert("target".into(), target);
+            Ok(v)
+        }
+        fn versions(t: &str) -> Option<u32> {
+            if t == "BindingCreated" {
+                Some(2)
+            } else {
+                current_version(t)
+            }
+        }
+        let steps = [Upcaster { event_type: "BindingCreated", from: 1, step: rename }];
+        let v1 = r#"{"project":"p","alias":"a","implementation":"x:1.0.0"}"#;
+        let event = decode_with(&steps, versions, "BindingCreated", 1, v1).unwrap();
+        assert!(matches!(event, DomainEvent::BindingCreated(ref b) if b.target == "x:1.0.0"));
+        let v2 = r#"{"project":"p","alias":"a","target":"x:1.0.0"}"#;
+        assert_eq!(decode_with(&steps, versions, "BindingCreated", 2, v2).unwrap(), event);
+        // A missing step is a clear error, not a silent mis-decode.
+        let err = decode_with(&[], versions, "BindingCreated", 1, v1).unwrap_err();
+        assert!(err.to_string().contains("no upcaster from v1 to v2"), "{err}");
     }
 
     #[test]

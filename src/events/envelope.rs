@@ -63,7 +63,18 @@ impl RecordedEvent {
     }
 
     pub fn compute_hash(&self) -> Hash32 {
-        Sha256::digest(self.canonical_bytes()).into()
+        // Reuse one encoding buffer per thread: replay hashes millions of envelopes.
+        thread_local! {
+            static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        BUF.with(|buf| match buf.try_borrow_mut() {
+            Ok(mut buf) => {
+                buf.clear();
+                encode_into(&mut buf, self, None);
+                Sha256::digest(&buf[..]).into()
+            }
+            Err(_) => Sha256::digest(self.canonical_bytes()).into(),
+        })
     }
 
     /// Parses an export line back into an event. The caller checks the line is canonical and the
@@ -121,11 +132,54 @@ impl RecordedEvent {
 }
 
 /// RFC 8785 canonical text of any JSON value.
+///
+/// Most payloads are "plain": integers that doubles represent exactly, no fractions, keys already in
+/// RFC 8785 order. For those, serde_json's own compact output *is* the canonical form (same string
+/// escaping, same integer digits), and it is ten times faster than the general canonicalizer, so
+/// appends take that path; anything else goes through `serde_json_canonicalizer`.
 pub fn canonical_json(value: &serde_json::Value) -> Result<String, serde_json::Error> {
-    serde_json_canonicalizer::to_string(value)
+    if is_plain(value) {
+        serde_json::to_string(value)
+    } else {
+        serde_json_canonicalizer::to_string(value)
+    }
+}
+
+/// True when serde_json's compact output of `value` is already RFC 8785.
+fn is_plain(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    const EXACT: u64 = 1 << 53;
+    match value {
+        Value::Null | Value::Bool(_) | Value::String(_) => true,
+        Value::Number(n) => {
+            n.as_u64().is_some_and(|u| u <= EXACT) || n.as_i64().is_some_and(|i| i.unsigned_abs() <= EXACT)
+        }
+        Value::Array(items) => items.iter().all(is_plain),
+        Value::Object(map) => {
+            // RFC 8785 sorts keys by UTF-16 code units; byte order agrees with it as long as no key
+            // holds a character at or above U+E000. Also check the map iterates in sorted order
+            // (it does unless serde_json's `preserve_order` feature is on somewhere in the build).
+            let mut prev: Option<&String> = None;
+            for (k, v) in map {
+                if k.chars().any(|c| c >= '\u{e000}') || prev.is_some_and(|p| p.as_str() >= k.as_str()) || !is_plain(v)
+                {
+                    return false;
+                }
+                prev = Some(k);
+            }
+            true
+        }
+    }
 }
 
 fn push_str(out: &mut Vec<u8>, s: &str) {
+    // Most strings need no escaping at all: copy them between quotes.
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return;
+    }
     // serde_json's string escaping is the one RFC 8785 prescribes (short escapes for \b \f \n \r \t,
     // lowercase \u00xx for other control characters, nothing else escaped).
     serde_json::to_writer(&mut *out, s).unwrap_or_else(|_| unreachable!("writing a str to a Vec cannot fail"));
@@ -149,42 +203,48 @@ fn push_hex(out: &mut Vec<u8>, h: &Hash32) {
 }
 
 fn push_u64(out: &mut Vec<u8>, n: u64) {
-    out.extend_from_slice(n.to_string().as_bytes());
+    use std::io::Write as _;
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{n}");
+}
+
+fn encode(e: &RecordedEvent, hash: Option<&Hash32>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 + e.payload.len());
+    encode_into(&mut out, e, hash);
+    out
 }
 
 /// Keys in RFC 8785 order (UTF-16 code unit order; all keys here are ASCII, so byte order).
-fn encode(e: &RecordedEvent, hash: Option<&Hash32>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256 + e.payload.len());
+fn encode_into(out: &mut Vec<u8>, e: &RecordedEvent, hash: Option<&Hash32>) {
     out.extend_from_slice(b"{\"actor\":");
-    push_str(&mut out, &e.metadata.actor);
+    push_str(out, &e.metadata.actor);
     out.extend_from_slice(b",\"causationId\":");
-    push_opt(&mut out, &e.metadata.causation_id);
+    push_opt(out, &e.metadata.causation_id);
     out.extend_from_slice(b",\"correlationId\":");
-    push_opt(&mut out, &e.metadata.correlation_id);
+    push_opt(out, &e.metadata.correlation_id);
     out.extend_from_slice(b",\"eventId\":");
-    push_str(&mut out, &e.event_id);
+    push_str(out, &e.event_id);
     if let Some(h) = hash {
         out.extend_from_slice(b",\"hash\":");
-        push_hex(&mut out, h);
+        push_hex(out, h);
     }
     out.extend_from_slice(b",\"payload\":");
     out.extend_from_slice(e.payload.as_bytes());
     out.extend_from_slice(b",\"position\":");
-    push_u64(&mut out, e.position);
+    push_u64(out, e.position);
     out.extend_from_slice(b",\"prevHash\":");
-    push_hex(&mut out, &e.prev_hash);
+    push_hex(out, &e.prev_hash);
     out.extend_from_slice(b",\"recordedAt\":");
-    push_str(&mut out, &e.recorded_at);
+    push_str(out, &e.recorded_at);
     out.extend_from_slice(b",\"schemaVersion\":");
-    push_u64(&mut out, u64::from(e.schema_version));
+    push_u64(out, u64::from(e.schema_version));
     out.extend_from_slice(b",\"streamId\":");
-    push_str(&mut out, &e.stream_id);
+    push_str(out, &e.stream_id);
     out.extend_from_slice(b",\"streamVersion\":");
-    push_u64(&mut out, e.stream_version);
+    push_u64(out, e.stream_version);
     out.extend_from_slice(b",\"type\":");
-    push_str(&mut out, &e.event_type);
+    push_str(out, &e.event_type);
     out.push(b'}');
-    out
 }
 
 #[cfg(test)]
@@ -234,6 +294,20 @@ mod tests {
         assert_eq!(e.canonical_bytes(), reference);
         let reference_line = serde_json_canonicalizer::to_vec(&as_value(&e, true)).unwrap();
         assert_eq!(e.canonical_line(), reference_line);
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_the_reference_canonicalizer() {
+        let samples = [
+            serde_json::json!({"b": 1, "a": [true, null, "x\u{1}\"\\/\n"], "c": {"z": -9007199254740992i64, "y": 9007199254740992u64}}),
+            serde_json::json!({"big": 18446744073709551615u64, "neg": -9007199254740993i64}),
+            serde_json::json!({"f": 1.5, "e": 1e21, "z": -0.0, "i": 3.0}),
+            serde_json::json!({"\u{10000}": 1, "\u{e000}": 2, "a": 3, "é": 4}),
+            serde_json::json!([{"€": "€"}, [], {}, "", 0]),
+        ];
+        for v in samples {
+            assert_eq!(canonical_json(&v).unwrap(), serde_json_canonicalizer::to_string(&v).unwrap(), "{v}");
+        }
     }
 
     #[test]
