@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use crate::audit::{self, TrustedKey};
 use crate::events::envelope::EventMetadata;
 use crate::events::sqlite::{Durability, SqliteStore};
-use crate::ids::{ContractRef, ImplementationId, PublicationVersion};
+use crate::ids::{BindingAlias, BindingTarget, ContractRef, ImplementationId, ProjectId, PublicationVersion};
 use crate::registry::{OpenOptions, Registry, EVENTS_DB};
 
 #[derive(Parser, Debug)]
@@ -54,6 +54,9 @@ pub enum Command {
     /// Publication versions: read, and roll back by invalidation.
     #[command(subcommand)]
     Publication(PublicationCommand),
+    /// Build, test, bind and invoke connectors.
+    #[command(subcommand)]
+    Connector(ConnectorCommand),
     /// Verify, replay, export and prove the event history.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -81,6 +84,34 @@ pub enum ContractCommand {
 pub enum ImplementationCommand {
     List,
     Show { implementation_id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConnectorCommand {
+    /// Bindings of a project's aliases to published implementations.
+    #[command(subcommand)]
+    Binding(BindingCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BindingCommand {
+    /// Bind ALIAS to `name:1.0.0` (pinned) or `name@^1` (floating); changes an existing binding.
+    Create {
+        alias: String,
+        #[arg(long)]
+        implementation: String,
+        #[arg(long)]
+        project: Option<String>,
+    },
+    List {
+        #[arg(long)]
+        project: Option<String>,
+    },
+    Show {
+        alias: String,
+        #[arg(long)]
+        project: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -208,6 +239,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Publication(c) => publication(&cli, &out, c),
+        Command::Connector(ConnectorCommand::Binding(c)) => binding(&cli, &out, c),
         Command::Audit(c) => audit_command(&cli.data_dir, &out, c),
         Command::Bench(BenchCommand::Log(opts)) => {
             let report = crate::bench::run_log_bench(&opts)?;
@@ -371,6 +403,68 @@ fn publication(cli: &Conn, out: &Output, command: PublicationCommand) -> anyhow:
                 Some(l) => format!("invalidated publication {version}; latest is now {l}"),
                 None => format!("invalidated publication {version}; no valid publication remains"),
             });
+        }
+    }
+    Ok(())
+}
+
+fn project_arg(project: Option<String>) -> anyhow::Result<ProjectId> {
+    Ok(match project {
+        Some(p) => p.parse()?,
+        None => ProjectId::default_project(),
+    })
+}
+
+fn binding(cli: &Conn, out: &Output, command: BindingCommand) -> anyhow::Result<()> {
+    let human = |v: &Value| {
+        let r = &v["resolvesTo"];
+        let now = match r["status"].as_str() {
+            Some("resolved") => format!(
+                "{} (publication {}, {})",
+                r["implementationId"].as_str().unwrap_or("?"),
+                r["publicationVersion"],
+                r["contentHash"].as_str().unwrap_or("?")
+            ),
+            Some(other) => other.to_owned(),
+            None => "?".to_owned(),
+        };
+        format!(
+            "{}/{} → {}  resolves to {now}",
+            v["project"].as_str().unwrap_or("?"),
+            v["alias"].as_str().unwrap_or("?"),
+            v["target"].as_str().unwrap_or("?")
+        )
+    };
+    match command {
+        BindingCommand::Create { alias, implementation, project } => {
+            let project = project_arg(project)?;
+            let alias: BindingAlias = alias.parse()?;
+            let target: BindingTarget = implementation.parse()?;
+            let v = call_api(
+                cli,
+                reqwest::Method::POST,
+                "/bindings",
+                Some(json!({ "project": project, "alias": alias, "implementation": target })),
+            )?;
+            out.print(&v, human);
+        }
+        BindingCommand::List { project } => {
+            let project = project_arg(project)?;
+            let v = read_api(cli, &format!("/bindings?project={project}"))?;
+            out.print(&v, |v| {
+                let list = v["bindings"].as_array().cloned().unwrap_or_default();
+                if list.is_empty() {
+                    format!("project {project} has no bindings")
+                } else {
+                    list.iter().map(&human).collect::<Vec<_>>().join("\n")
+                }
+            });
+        }
+        BindingCommand::Show { alias, project } => {
+            let project = project_arg(project)?;
+            let alias: BindingAlias = alias.parse()?;
+            let v = read_api(cli, &format!("/bindings/{alias}?project={project}"))?;
+            out.print(&v, human);
         }
     }
     Ok(())

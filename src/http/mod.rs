@@ -4,6 +4,7 @@
 //! writes through `Registry::execute` on a blocking thread), and map errors to problem+json once,
 //! through `problem::Problem`. No handler touches the store or SQL.
 
+pub mod bindings;
 pub mod problem;
 
 use std::net::SocketAddr;
@@ -42,7 +43,9 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/publication/latest", get(latest_publication))
         .route("/publication/version/{version}", get(publication_version))
         .route("/publication/version/{version}/{implementation_id}", get(publication_entry))
-        .route("/publication/invalidate", post(invalidate_publication));
+        .route("/publication/invalidate", post(invalidate_publication))
+        .route("/bindings", post(bindings::create).get(bindings::list))
+        .route("/bindings/{alias}", get(bindings::show));
     Router::new()
         .nest("/api/Connector", api)
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
@@ -74,12 +77,26 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// Query parameters whose rejections are problem+json too.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Self(v)),
+            Err(e) => Err(Problem::bad_request(e.body_text())),
+        }
+    }
+}
+
 /// Who is acting. Anonymous until access control exists; recorded on every event.
-fn actor() -> EventMetadata {
+pub(crate) fn actor() -> EventMetadata {
     EventMetadata::actor("http:anonymous")
 }
 
-fn ok(value: serde_json::Value) -> ApiResult {
+pub(crate) fn ok(value: serde_json::Value) -> ApiResult {
     Ok(Json(value).into_response())
 }
 
