@@ -5,3 +5,4 @@
 //! and refuses bytes whose sha256 or ed25519 signature does not verify.
 
 pub mod artifact;
+pub mod artifacts;
