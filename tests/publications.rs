@@ -141,6 +141,13 @@ fn invalidation_rolls_latest_back_and_keeps_versions_readable() {
     assert_eq!(content_type, "application/problem+json");
     let (status, _, _) = server.post_raw("/publication/invalidate", "text/plain", "{}");
     assert_eq!(status, 415);
+    let huge = format!("{{\"publicationVersion\": 2, \"reason\": \"{}\"}}", "x".repeat(2 * 1024 * 1024));
+    let (status, problem, content_type) = server.post_raw("/publication/invalidate", "application/json", &huge);
+    assert_eq!(status, 413, "{problem}");
+    assert_eq!(content_type, "application/problem+json");
+    let (status, problem, content_type) = server.post_raw("/publication/latest", "application/json", "{}");
+    assert_eq!(status, 405, "{problem}");
+    assert_eq!(content_type, "application/problem+json");
     for (path, want) in [
         ("/publication/version/0", 400),
         ("/publication/version/abc", 400),

@@ -50,7 +50,11 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .nest("/api/Connector", api)
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .fallback(|| async { Problem::not_found("no such route") })
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(1024 * 1024))
+        .method_not_allowed_fallback(|| async {
+            Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "this route does not take that method")
+        })
+        // Bodies are bounded where they are read (extractors), so the refusal is a problem document.
+        .layer(axum::extract::DefaultBodyLimit::max(1024 * 1024))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(AppState { registry })
 }
@@ -71,6 +75,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             )),
             Err(JsonRejection::JsonDataError(e)) => {
                 Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-body", e.body_text()))
+            }
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", e.body_text()))
             }
             Err(e) => Err(Problem::bad_request(e.body_text())),
         }
