@@ -4,5 +4,6 @@
 //! Architecture invariant: the runtime never reads an artifact except through its content hash,
 //! and refuses bytes whose sha256 or ed25519 signature does not verify.
 
+pub mod adapter;
 pub mod artifact;
 pub mod artifacts;

@@ -1,0 +1,263 @@
+//! The adapter boundary and the host loop every implementation source runs under.
+//!
+//! An operation is a deterministic step function (the WIT calling convention of the contracts):
+//! given the input and the egress exchanges completed so far, an implementation either finishes
+//! (`Done`), fails with a typed contract error (`Failed`), or asks the host to perform one egress plan
+//! it built through the host (`Egress`). The host executes the plan — allow-list, auth, retries,
+//! timeouts all live on the host side — appends the exchange and calls the step again. Native
+//! adapters, the declarative engine and Wasm components all sit behind [`Adapter`], so they share
+//! this loop and its guarantees, and an invocation is replayable from its recorded exchanges.
+
+use serde::{Deserialize, Serialize};
+
+/// What the host hands back for an executed plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Exchange {
+    pub plan: u64,
+    /// 0-based position of this exchange in the invocation.
+    pub sequence: u32,
+    pub outcome: ExchangeOutcome,
+    pub elapsed_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum ExchangeOutcome {
+    Response { status: u16, headers: Vec<(String, String)>, body: Vec<u8> },
+    NetworkError { message: String },
+}
+
+/// A typed contract error (the contracts' `contract-error`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContractFailure {
+    pub code: String,
+    pub message: String,
+    pub retryable: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_code: Option<String>,
+}
+
+/// One step of an operation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    Done(serde_json::Value),
+    Egress(u64),
+    Failed(ContractFailure),
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AdapterError {
+    #[error("the implementation has no operation {0:?}")]
+    UnknownOperation(String),
+    #[error("the implementation misbehaved: {0}")]
+    Misbehaved(String),
+    #[error("host service refused: {0}")]
+    Host(String),
+}
+
+/// One implementation, whatever its source.
+pub trait Adapter: Send + Sync {
+    fn step(
+        &self,
+        host: &mut dyn StepHost,
+        operation: &str,
+        input: &serde_json::Value,
+        exchanges: &[Exchange],
+    ) -> Result<Step, AdapterError>;
+}
+
+/// The host services an implementation may use while it decides a step. Implemented by the
+/// invocation host; the declarative engine and native adapters call it exactly as a component's
+/// imports would.
+pub trait StepHost {
+    /// EgressBuildPlan: validates and registers a plan, returning its id. A host outside the
+    /// allow-list is refused here.
+    fn build_plan(&mut self, plan: PlanRequest) -> Result<u64, AdapterError>;
+    /// ObservabilityLog: the host redacts before anything is stored.
+    fn log(&mut self, level: &str, message: &str, fields: serde_json::Value);
+    /// ObservabilityRecordSpan.
+    fn record_span(&mut self, name: &str, attributes: serde_json::Value);
+    /// TimeNow, in ms since the epoch (recorded for replay).
+    fn now_ms(&mut self) -> u64;
+}
+
+/// A request for an egress plan, before the host validated it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanRequest {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// Name of the secret whose auth the host attaches (SecretsAttachAuthToEgressPlan), if any.
+    pub auth: Option<String>,
+    pub idempotency_key: Option<(String, String)>,
+}
+
+/// Why a host loop stopped without an answer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LoopError {
+    #[error(transparent)]
+    Adapter(#[from] AdapterError),
+    #[error("the operation asked for more than {0} egress exchanges")]
+    TooManyExchanges(usize),
+    #[error("egress failed: {0}")]
+    Egress(String),
+    #[error("the step asked to run plan {0}, which it did not build in this invocation")]
+    UnknownPlan(u64),
+}
+
+/// The result of driving an operation to its end.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Done(serde_json::Value),
+    Failed(ContractFailure),
+}
+
+/// Drives `adapter` through `operation`: step, execute the requested plan with `execute`, step again,
+/// until it finishes. `execute` performs one plan (with its retries) and returns the exchange.
+pub fn run<H: StepHost>(
+    adapter: &dyn Adapter,
+    host: &mut H,
+    operation: &str,
+    input: &serde_json::Value,
+    max_exchanges: usize,
+    mut execute: impl FnMut(&mut H, u64, u32) -> Result<Exchange, LoopError>,
+) -> Result<(Outcome, Vec<Exchange>), LoopError> {
+    let mut exchanges: Vec<Exchange> = Vec::new();
+    loop {
+        match adapter.step(host, operation, input, &exchanges)? {
+            Step::Done(output) => return Ok((Outcome::Done(output), exchanges)),
+            Step::Failed(f) => return Ok((Outcome::Failed(f), exchanges)),
+            Step::Egress(plan) => {
+                if exchanges.len() >= max_exchanges {
+                    return Err(LoopError::TooManyExchanges(max_exchanges));
+                }
+                let sequence = u32::try_from(exchanges.len()).unwrap_or(u32::MAX);
+                let exchange = execute(host, plan, sequence)?;
+                exchanges.push(exchange);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Asks for one plan, then answers with the upstream's status.
+    struct OneCall;
+
+    impl Adapter for OneCall {
+        fn step(
+            &self,
+            host: &mut dyn StepHost,
+            operation: &str,
+            _input: &serde_json::Value,
+            exchanges: &[Exchange],
+        ) -> Result<Step, AdapterError> {
+            if operation != "ping" {
+                return Err(AdapterError::UnknownOperation(operation.into()));
+            }
+            match exchanges.first() {
+                None => {
+                    let plan = host.build_plan(PlanRequest {
+                        method: "GET".into(),
+                        url: "http://127.0.0.1/ping".into(),
+                        headers: vec![],
+                        body: vec![],
+                        auth: None,
+                        idempotency_key: None,
+                    })?;
+                    Ok(Step::Egress(plan))
+                }
+                Some(Exchange { outcome: ExchangeOutcome::Response { status, .. }, .. }) => {
+                    Ok(Step::Done(serde_json::json!({ "status": status })))
+                }
+                Some(_) => Ok(Step::Failed(ContractFailure {
+                    code: "upstream-unavailable".into(),
+                    message: "network".into(),
+                    retryable: true,
+                    retry_after_ms: None,
+                    provider_code: None,
+                })),
+            }
+        }
+    }
+
+    /// Loops forever asking for plans.
+    struct Greedy;
+
+    impl Adapter for Greedy {
+        fn step(
+            &self,
+            host: &mut dyn StepHost,
+            _: &str,
+            _: &serde_json::Value,
+            _: &[Exchange],
+        ) -> Result<Step, AdapterError> {
+            let plan = host.build_plan(PlanRequest {
+                method: "GET".into(),
+                url: "http://127.0.0.1/".into(),
+                headers: vec![],
+                body: vec![],
+                auth: None,
+                idempotency_key: None,
+            })?;
+            Ok(Step::Egress(plan))
+        }
+    }
+
+    #[derive(Default)]
+    struct TestHost {
+        plans: Vec<PlanRequest>,
+    }
+
+    impl StepHost for TestHost {
+        fn build_plan(&mut self, plan: PlanRequest) -> Result<u64, AdapterError> {
+            self.plans.push(plan);
+            Ok(self.plans.len() as u64)
+        }
+        fn log(&mut self, _: &str, _: &str, _: serde_json::Value) {}
+        fn record_span(&mut self, _: &str, _: serde_json::Value) {}
+        fn now_ms(&mut self) -> u64 {
+            0
+        }
+    }
+
+    fn respond(status: u16) -> impl FnMut(&mut TestHost, u64, u32) -> Result<Exchange, LoopError> {
+        move |host, plan, sequence| {
+            if plan as usize > host.plans.len() {
+                return Err(LoopError::UnknownPlan(plan));
+            }
+            Ok(Exchange {
+                plan,
+                sequence,
+                outcome: ExchangeOutcome::Response { status, headers: vec![], body: vec![] },
+                elapsed_ms: 1,
+            })
+        }
+    }
+
+    #[test]
+    fn the_loop_runs_a_plan_and_resumes_the_step() {
+        let mut host = TestHost::default();
+        let (outcome, exchanges) = run(&OneCall, &mut host, "ping", &serde_json::Value::Null, 4, respond(204)).unwrap();
+        assert_eq!(outcome, Outcome::Done(serde_json::json!({"status": 204})));
+        assert_eq!(exchanges.len(), 1);
+        assert_eq!(host.plans.len(), 1);
+    }
+
+    #[test]
+    fn the_loop_bounds_exchanges_and_reports_adapter_errors() {
+        let mut host = TestHost::default();
+        let err = run(&Greedy, &mut host, "x", &serde_json::Value::Null, 3, respond(200)).unwrap_err();
+        assert_eq!(err, LoopError::TooManyExchanges(3));
+        let err = run(&OneCall, &mut host, "nope", &serde_json::Value::Null, 3, respond(200)).unwrap_err();
+        assert_eq!(err, LoopError::Adapter(AdapterError::UnknownOperation("nope".into())));
+    }
+}
