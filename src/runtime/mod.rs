@@ -7,3 +7,5 @@
 pub mod adapter;
 pub mod artifact;
 pub mod artifacts;
+pub mod host;
+pub mod redaction;

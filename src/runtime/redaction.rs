@@ -1,0 +1,559 @@
+//! Redaction and canary scanning: finding secret values, in any of their usual encodings, in text
+//! that is about to leave the host, and cutting them out.
+//!
+//! Two jobs share this module, both pure (no I/O):
+//!
+//! - [`Redactor`] knows a set of secret values and looks for each one raw and in the encodings a
+//!   connector is likely to put it in: lowercase/uppercase hex, standard and URL-safe base64 (padded
+//!   and not), percent-encoding and JSON string escaping. The host runs it over logs, spans, errors
+//!   and outputs before storing them, and the conformance check `secrets.no-raw-material` runs it
+//!   with planted canaries to prove that nothing leaked.
+//!
+//!   Base64 needs care: a secret embedded in a longer string (`Basic base64(user:secret)`) is encoded
+//!   differently depending on its byte offset modulo 3, and the characters at its edges mix in the
+//!   neighbouring bytes. So for each of the three alignments the redactor keeps the characters that
+//!   depend only on the secret (plus, for a secret at the end of the encoded data, the padded tail).
+//!   What survives redaction is at most one edge character on each side, i.e. a few bits, never
+//!   enough to recover the value.
+//!
+//!   Matching uses one Aho-Corasick automaton over every form of every secret, and every match is
+//!   found (overlapping ones too), so two secrets that share bytes are both removed.
+//!
+//! - [`redact_pointers`] blanks the fields a contract marks sensitive, addressed by JSON Pointers
+//!   (RFC 6901) in which the token `*` stands for every element of an array.
+
+use std::fmt;
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use base64::Engine;
+use serde_json::Value;
+
+/// What replaces a redacted value or occurrence.
+pub const REDACTED: &str = "[REDACTED]";
+
+/// Secrets shorter than this are matched only raw: their encodings are too short to search for
+/// without redacting unrelated text.
+pub const MIN_ENCODED_SECRET_LEN: usize = 4;
+
+/// Why redaction could not be done as asked.
+#[derive(Debug, thiserror::Error)]
+pub enum RedactionError {
+    #[error("cannot build the secret matcher ({patterns} patterns, {bytes} bytes): {source}")]
+    Matcher { patterns: usize, bytes: usize, source: aho_corasick::BuildError },
+    #[error("invalid JSON Pointer {pointer:?}: {reason}; the whole value was redacted instead")]
+    InvalidPointer { pointer: String, reason: &'static str },
+}
+
+/// The encoding in which a secret was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Form {
+    /// The bytes themselves.
+    Raw,
+    /// Lowercase hexadecimal.
+    HexLower,
+    /// Uppercase hexadecimal.
+    HexUpper,
+    /// Standard base64 (`+/`), padded or not, at any byte alignment.
+    Base64,
+    /// URL-safe base64 (`-_`), padded or not, at any byte alignment.
+    Base64Url,
+    /// Percent-encoding (`%XX` for every byte outside RFC 3986's unreserved set).
+    PercentEncoded,
+    /// The body of a JSON string literal (quotes, backslashes and control characters escaped).
+    JsonEscaped,
+}
+
+/// Where a secret was first found in a haystack. Carries no part of the secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Finding {
+    pub form: Form,
+    /// Byte offset of the match.
+    pub offset: usize,
+    /// Byte length of the match.
+    pub len: usize,
+}
+
+/// Finds and removes known secret values. Cheap to share; build once per set of secrets.
+pub struct Redactor {
+    /// `None` when there is nothing to look for.
+    matcher: Option<AhoCorasick>,
+    /// The form of each pattern, by pattern index.
+    forms: Vec<Form>,
+    /// Longest pattern, in bytes (bounds how far `find` must look past a match).
+    max_len: usize,
+}
+
+impl fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the patterns: they are the secrets.
+        f.debug_struct("Redactor").field("patterns", &self.forms.len()).finish()
+    }
+}
+
+impl Redactor {
+    /// Builds a redactor for `secrets`. Empty values are ignored; values shorter than
+    /// [`MIN_ENCODED_SECRET_LEN`] are matched raw only.
+    pub fn new(secrets: impl IntoIterator<Item = Vec<u8>>) -> Result<Self, RedactionError> {
+        let mut patterns: Vec<Vec<u8>> = Vec::new();
+        let mut forms = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut push = |pattern: Vec<u8>, form: Form| {
+            if !pattern.is_empty() && seen.insert(pattern.clone()) {
+                patterns.push(pattern);
+                forms.push(form);
+            }
+        };
+        for secret in secrets {
+            for (pattern, form) in forms_of(&secret) {
+                push(pattern, form);
+            }
+        }
+        let max_len = patterns.iter().map(Vec::len).max().unwrap_or(0);
+        if patterns.is_empty() {
+            return Ok(Self { matcher: None, forms, max_len });
+        }
+        let matcher = AhoCorasick::builder().match_kind(MatchKind::Standard).build(&patterns).map_err(|source| {
+            RedactionError::Matcher { patterns: patterns.len(), bytes: patterns.iter().map(Vec::len).sum(), source }
+        })?;
+        Ok(Self { matcher: Some(matcher), forms, max_len })
+    }
+
+    /// Whether the redactor has anything to look for.
+    pub fn is_empty(&self) -> bool {
+        self.matcher.is_none()
+    }
+
+    /// The leftmost occurrence of any form of any secret (the longest one when several start there).
+    pub fn find(&self, haystack: &[u8]) -> Option<Finding> {
+        let matcher = self.matcher.as_ref()?;
+        let mut best: Option<Finding> = None;
+        for m in matcher.find_overlapping_iter(haystack) {
+            if let Some(b) = best {
+                // Matches arrive by end offset; once they end this far right, none can start before `b`.
+                if m.end().saturating_sub(self.max_len) > b.offset {
+                    break;
+                }
+                if m.start() > b.offset || (m.start() == b.offset && m.len() <= b.len) {
+                    continue;
+                }
+            }
+            best = Some(Finding { form: self.forms[m.pattern().as_usize()], offset: m.start(), len: m.len() });
+        }
+        best
+    }
+
+    /// Replaces every occurrence of every form with `[REDACTED]`; overlapping or adjacent occurrences
+    /// become one marker. A raw secret that is not valid UTF-8 on its own can split a character; the
+    /// leftover bytes become U+FFFD.
+    pub fn redact_str(&self, s: &str) -> String {
+        let spans = self.spans(s.as_bytes());
+        if spans.is_empty() {
+            return s.to_owned();
+        }
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut at = 0;
+        for (start, end) in spans {
+            out.extend_from_slice(&bytes[at..start]);
+            out.extend_from_slice(REDACTED.as_bytes());
+            at = end;
+        }
+        out.extend_from_slice(&bytes[at..]);
+        match String::from_utf8(out) {
+            Ok(text) => text,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        }
+    }
+
+    /// Redacts every string and object key in `v`, recursively. A number whose text contains a
+    /// secret becomes the string `[REDACTED]`. Two keys that redact to the same text collapse into one
+    /// (the later wins): the output is for display and audit, not for round-tripping.
+    pub fn redact_json(&self, v: &Value) -> Value {
+        if self.is_empty() {
+            return v.clone();
+        }
+        match v {
+            Value::String(s) => Value::String(self.redact_str(s)),
+            Value::Number(n) if self.find(n.to_string().as_bytes()).is_some() => Value::String(REDACTED.to_owned()),
+            Value::Array(items) => Value::Array(items.iter().map(|item| self.redact_json(item)).collect()),
+            Value::Object(map) => {
+                Value::Object(map.iter().map(|(k, item)| (self.redact_str(k), self.redact_json(item))).collect())
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => v.clone(),
+        }
+    }
+
+    /// Every occurrence as merged, sorted `(start, end)` byte ranges.
+    fn spans(&self, haystack: &[u8]) -> Vec<(usize, usize)> {
+        let Some(matcher) = &self.matcher else { return Vec::new() };
+        let mut spans: Vec<(usize, usize)> =
+            matcher.find_overlapping_iter(haystack).map(|m| (m.start(), m.end())).collect();
+        spans.sort_unstable();
+        let mut merged: Vec<(usize, usize)> = Vec::with_capacity(spans.len());
+        for (start, end) in spans {
+            match merged.last_mut() {
+                Some(last) if start <= last.1 => last.1 = last.1.max(end),
+                _ => merged.push((start, end)),
+            }
+        }
+        merged
+    }
+}
+
+/// Every searchable form of one secret.
+fn forms_of(secret: &[u8]) -> Vec<(Vec<u8>, Form)> {
+    let mut out = Vec::new();
+    if secret.is_empty() {
+        return out;
+    }
+    out.push((secret.to_vec(), Form::Raw));
+    let percent = percent_encode(secret);
+    if percent != secret {
+        out.push((percent, Form::PercentEncoded));
+    }
+    if let Ok(text) = std::str::from_utf8(secret) {
+        if let Ok(quoted) = serde_json::to_string(text) {
+            let body = &quoted[1..quoted.len() - 1];
+            if body.as_bytes() != secret {
+                out.push((body.as_bytes().to_vec(), Form::JsonEscaped));
+            }
+        }
+    }
+    if secret.len() < MIN_ENCODED_SECRET_LEN {
+        return out;
+    }
+    out.push((hex::encode(secret).into_bytes(), Form::HexLower));
+    out.push((hex::encode_upper(secret).into_bytes(), Form::HexUpper));
+    for (padded, unpadded, form) in
+        [(STANDARD, STANDARD_NO_PAD, Form::Base64), (URL_SAFE, URL_SAFE_NO_PAD, Form::Base64Url)]
+    {
+        for pattern in base64_forms(secret, &padded, &unpadded) {
+            out.push((pattern, form));
+        }
+    }
+    out
+}
+
+/// Base64 of `secret` at byte offsets 0, 1 and 2 modulo 3: for each, the characters that depend on
+/// the secret alone (when more data follows) and the padded and unpadded tails (when it ends there).
+fn base64_forms(secret: &[u8], padded: &impl Engine, unpadded: &impl Engine) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for k in 0..3usize {
+        let mut data = vec![0u8; k];
+        data.extend_from_slice(secret);
+        let with_pad = padded.encode(&data);
+        let without_pad = unpadded.encode(&data);
+        // Character i covers bits [6i, 6i + 6); the secret covers bits [8k, 8(k + n)).
+        let first = (8 * k).div_ceil(6);
+        let end = 8 * data.len() / 6;
+        out.push(without_pad.as_bytes()[first..end].to_vec());
+        out.push(without_pad.as_bytes()[first..].to_vec());
+        out.push(with_pad.as_bytes()[first..].to_vec());
+    }
+    out
+}
+
+fn percent_encode(bytes: &[u8]) -> Vec<u8> {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = Vec::with_capacity(bytes.len());
+    for &b in bytes {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b);
+        } else {
+            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
+        }
+    }
+    out
+}
+
+/// Replaces the values at `pointers` (RFC 6901 JSON Pointers) with the string `[REDACTED]`.
+///
+/// The token `*` addresses every element of an array (`/metadata/*/1`); on an object it is the
+/// member named `*`, as RFC 6901 says. Paths that do not exist are skipped. A pointer that is not a
+/// valid JSON Pointer is a bug in whoever produced it; rather than leave the field it meant exposed,
+/// the whole value is redacted and the error names the pointer.
+pub fn redact_pointers(value: &mut Value, pointers: &[String]) -> Result<(), RedactionError> {
+    let mut parsed = Vec::with_capacity(pointers.len());
+    for pointer in pointers {
+        match parse_pointer(pointer) {
+            Ok(tokens) => parsed.push(tokens),
+            Err(reason) => {
+                *value = Value::String(REDACTED.to_owned());
+                return Err(RedactionError::InvalidPointer { pointer: pointer.chars().take(200).collect(), reason });
+            }
+        }
+    }
+    for tokens in &parsed {
+        redact_at(value, tokens);
+    }
+    Ok(())
+}
+
+/// Splits a pointer into unescaped reference tokens (`~1` is `/`, `~0` is `~`).
+fn parse_pointer(pointer: &str) -> Result<Vec<String>, &'static str> {
+    if pointer.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(rest) = pointer.strip_prefix('/') else { return Err("a JSON Pointer must be empty or start with '/'") };
+    rest.split('/')
+        .map(|token| {
+            let mut out = String::with_capacity(token.len());
+            let mut chars = token.chars();
+            while let Some(c) = chars.next() {
+                if c != '~' {
+                    out.push(c);
+                    continue;
+                }
+                match chars.next() {
+                    Some('0') => out.push('~'),
+                    Some('1') => out.push('/'),
+                    _ => return Err("'~' must be followed by '0' or '1'"),
+                }
+            }
+            Ok(out)
+        })
+        .collect()
+}
+
+fn redact_at(value: &mut Value, tokens: &[String]) {
+    let Some((token, rest)) = tokens.split_first() else {
+        *value = Value::String(REDACTED.to_owned());
+        return;
+    };
+    match value {
+        Value::Array(items) if token == "*" => items.iter_mut().for_each(|item| redact_at(item, rest)),
+        Value::Array(items) => {
+            if let Some(item) = array_index(token).and_then(|i| items.get_mut(i)) {
+                redact_at(item, rest);
+            }
+        }
+        Value::Object(map) => {
+            if let Some(item) = map.get_mut(token.as_str()) {
+                redact_at(item, rest);
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => {}
+    }
+}
+
+/// RFC 6901 array index: `0` or a decimal without leading zeros.
+fn array_index(token: &str) -> Option<usize> {
+    if token.is_empty() || (token.len() > 1 && token.starts_with('0')) || !token.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    token.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const CANARY: &str = "vadyl-canary-7f3a9c2e51d04b86";
+
+    fn redactor(secrets: &[&[u8]]) -> Redactor {
+        Redactor::new(secrets.iter().map(|s| s.to_vec())).unwrap()
+    }
+
+    fn form_in(r: &Redactor, text: &str) -> Option<Form> {
+        r.find(text.as_bytes()).map(|f| f.form)
+    }
+
+    #[test]
+    fn finds_the_raw_and_hex_forms_and_redacts_them() {
+        let r = redactor(&[CANARY.as_bytes()]);
+        let raw = format!("GET /v1?token={CANARY}&x=1");
+        assert_eq!(r.find(raw.as_bytes()), Some(Finding { form: Form::Raw, offset: 14, len: CANARY.len() }));
+        assert_eq!(r.redact_str(&raw), "GET /v1?token=[REDACTED]&x=1");
+        let lower = format!("digest={}.", hex::encode(CANARY));
+        let upper = format!("DIGEST={}.", hex::encode_upper(CANARY));
+        assert_eq!(form_in(&r, &lower), Some(Form::HexLower));
+        assert_eq!(form_in(&r, &upper), Some(Form::HexUpper));
+        assert_eq!(r.redact_str(&lower), "digest=[REDACTED].");
+        assert_eq!(r.redact_str(&upper), "DIGEST=[REDACTED].");
+    }
+
+    #[test]
+    fn finds_base64_at_every_alignment_and_redacts_every_secret_determined_character() {
+        let r = redactor(&[CANARY.as_bytes()]);
+        let engines: [(base64::engine::GeneralPurpose, Form); 4] = [
+            (STANDARD, Form::Base64),
+            (STANDARD_NO_PAD, Form::Base64),
+            (URL_SAFE, Form::Base64Url),
+            (URL_SAFE_NO_PAD, Form::Base64Url),
+        ];
+        for (engine, form) in engines {
+            for prefix_len in 0..7 {
+                for suffix_len in 0..4 {
+                    let mut data = b"\xfb\xffpre:x"[..prefix_len].to_vec();
+                    data.extend_from_slice(CANARY.as_bytes());
+                    data.extend_from_slice(&b"\xfe?z"[..suffix_len]);
+                    let encoded = engine.encode(&data);
+                    let text = format!("before {encoded} after");
+                    let ctx = format!("{form:?} prefix {prefix_len} suffix {suffix_len}: {text}");
+                    // Where the alphabets agree (no `+/` or `-_` in the matched part) either form may be reported.
+                    let found = form_in(&r, &text);
+                    assert!(found == Some(form) || found == Some(Form::Base64), "{ctx}: {found:?}");
+
+                    let redacted = r.redact_str(&text);
+                    assert_eq!(r.find(redacted.as_bytes()), None, "{ctx}");
+                    let body = redacted.strip_prefix("before ").and_then(|s| s.strip_suffix(" after")).unwrap();
+                    let at = body.find(REDACTED).unwrap();
+                    let kept_tail = &body[at + REDACTED.len()..];
+                    assert_eq!(&body[..at], &encoded[..at], "{ctx}");
+                    assert!(encoded.ends_with(kept_tail), "{ctx}");
+                    // Every character determined by the secret alone was removed.
+                    let first = (8 * prefix_len).div_ceil(6);
+                    let end = 8 * (prefix_len + CANARY.len()) / 6;
+                    assert!(at <= first && encoded.len() - kept_tail.len() >= end, "{ctx} -> {redacted}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn finds_a_canary_inside_basic_auth() {
+        let r = redactor(&[CANARY.as_bytes()]);
+        let header = format!("Authorization: Basic {}", STANDARD.encode(format!("user:{CANARY}")));
+        assert_eq!(form_in(&r, &header), Some(Form::Base64));
+        let redacted = r.redact_str(&header);
+        assert!(redacted.starts_with("Authorization: Basic dXNlcj") && redacted.contains(REDACTED), "{redacted}");
+        assert_eq!(r.find(redacted.as_bytes()), None);
+    }
+
+    #[test]
+    fn finds_percent_encoded_and_json_escaped_forms() {
+        let secret = "p@ss w/rd\"\\!";
+        let r = redactor(&[secret.as_bytes()]);
+        let query = "https://api.example/v1?key=p%40ss%20w%2Frd%22%5C%21&a=b";
+        assert_eq!(form_in(&r, query), Some(Form::PercentEncoded));
+        assert_eq!(r.redact_str(query), "https://api.example/v1?key=[REDACTED]&a=b");
+        let json_text = serde_json::to_string(&json!({ "password": secret })).unwrap();
+        assert_eq!(form_in(&r, &json_text), Some(Form::JsonEscaped));
+        assert_eq!(r.redact_str(&json_text), r#"{"password":"[REDACTED]"}"#);
+    }
+
+    #[test]
+    fn short_secrets_are_matched_raw_only() {
+        let r = redactor(&[b"abc"]);
+        assert_eq!(form_in(&r, "xxabcxx"), Some(Form::Raw));
+        assert_eq!(form_in(&r, "hex 616263 and base64 YWJj"), None);
+        assert_eq!(r.redact_str("xxabcxx"), "xx[REDACTED]xx");
+    }
+
+    #[test]
+    fn clean_text_and_empty_redactors_change_nothing() {
+        let r = redactor(&[CANARY.as_bytes()]);
+        let text = "The quick brown fox jumps over the lazy dog. dmFkeWwtY2FuYXJ5 76616479";
+        assert_eq!(r.find(text.as_bytes()), None);
+        assert_eq!(r.redact_str(text), text);
+        let empty = redactor(&[b""]);
+        assert!(empty.is_empty());
+        assert_eq!(empty.find(b"anything"), None);
+        assert_eq!(empty.redact_str("anything"), "anything");
+        assert_eq!(empty.redact_json(&json!({"a": "anything"})), json!({"a": "anything"}));
+    }
+
+    #[test]
+    fn overlapping_and_adjacent_secrets_are_removed_entirely() {
+        let r = redactor(&[b"abcdef12", b"ef12ghij", b"zzzz"]);
+        assert_eq!(r.redact_str("xxabcdef12ghijyy"), "xx[REDACTED]yy");
+        assert_eq!(r.redact_str("abcdef12zzzz-zzzz"), "[REDACTED]-[REDACTED]");
+    }
+
+    #[test]
+    fn find_reports_the_leftmost_occurrence() {
+        let r = redactor(&[CANARY.as_bytes(), b"second-secret-value"]);
+        let text = format!("0123456789{} then second-secret-value then {CANARY}", hex::encode_upper(CANARY));
+        assert_eq!(r.find(text.as_bytes()), Some(Finding { form: Form::HexUpper, offset: 10, len: 2 * CANARY.len() }));
+    }
+
+    #[test]
+    fn binary_secrets_are_found_in_bytes_and_encodings() {
+        let secret = [0xff, 0x00, 0xfe, 0x01, 0x80, 0x7f];
+        let r = redactor(&[&secret]);
+        let mut bytes = b"head".to_vec();
+        bytes.extend_from_slice(&secret);
+        assert_eq!(r.find(&bytes).map(|f| (f.form, f.offset)), Some((Form::Raw, 4)));
+        let text = format!("sig={}", URL_SAFE_NO_PAD.encode(secret));
+        assert_eq!(form_in(&r, &text), Some(Form::Base64Url));
+        assert_eq!(r.redact_str(&text), "sig=[REDACTED]");
+    }
+
+    #[test]
+    fn debug_does_not_print_the_secrets() {
+        let r = redactor(&[CANARY.as_bytes()]);
+        let debug = format!("{r:?}");
+        assert!(debug.starts_with("Redactor"));
+        assert_eq!(r.find(debug.as_bytes()), None);
+    }
+
+    #[test]
+    fn redact_json_covers_strings_keys_and_numbers() {
+        let r = redactor(&[CANARY.as_bytes(), b"12345678"]);
+        let v = json!({
+            CANARY: ["x", format!("Bearer {CANARY}"), 5, { "pin": 12345678, "ok": true, "none": null }],
+            "encoded": hex::encode(CANARY),
+        });
+        assert_eq!(
+            r.redact_json(&v),
+            json!({
+                REDACTED: ["x", "Bearer [REDACTED]", 5, { "pin": REDACTED, "ok": true, "none": null }],
+                "encoded": REDACTED,
+            })
+        );
+    }
+
+    #[test]
+    fn redact_pointers_follows_rfc_6901_with_a_star_for_array_elements() {
+        let mut v = json!({
+            "metadata": [["k1", "v1"], ["k2", "v2"]],
+            "card": { "number": "4242", "brand": "visa" },
+            "a/b": { "~x": 1, "y": 2 },
+            "list": [1, 2],
+            "obj": { "*": "star", "other": "kept" },
+        });
+        let pointers: Vec<String> = [
+            "/metadata/*/1",
+            "/card/number",
+            "/a~1b/~0x",
+            "/missing/x",
+            "/list/5",
+            "/list/01",
+            "/list/-",
+            "/card/brand/deeper",
+            "/obj/*",
+        ]
+        .map(String::from)
+        .into();
+        redact_pointers(&mut v, &pointers).unwrap();
+        assert_eq!(
+            v,
+            json!({
+                "metadata": [["k1", REDACTED], ["k2", REDACTED]],
+                "card": { "number": REDACTED, "brand": "visa" },
+                "a/b": { "~x": REDACTED, "y": 2 },
+                "list": [1, 2],
+                "obj": { "*": REDACTED, "other": "kept" },
+            })
+        );
+        let mut list = json!([{"s": 1}, {"s": 2}, {"t": 3}]);
+        redact_pointers(&mut list, &["/*/s".to_owned(), "/1".to_owned()]).unwrap();
+        assert_eq!(list, json!([{"s": REDACTED}, REDACTED, {"t": 3}]));
+        let mut whole = json!({"a": 1});
+        redact_pointers(&mut whole, &[String::new()]).unwrap();
+        assert_eq!(whole, json!(REDACTED));
+    }
+
+    #[test]
+    fn an_invalid_pointer_redacts_everything_and_says_which() {
+        for (pointer, reason) in [("card", "start with '/'"), ("/a~2b", "'~' must be followed")] {
+            let mut v = json!({"card": "4242"});
+            let err = redact_pointers(&mut v, &["/ok".to_owned(), pointer.to_owned()]).unwrap_err();
+            assert_eq!(v, json!(REDACTED));
+            assert!(matches!(&err, RedactionError::InvalidPointer { pointer: p, .. } if p == pointer));
+            assert!(err.to_string().contains(reason), "{err}");
+        }
+    }
+}
