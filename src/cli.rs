@@ -57,6 +57,9 @@ pub enum Command {
     /// Build, test, bind and invoke connectors.
     #[command(subcommand)]
     Connector(ConnectorCommand),
+    /// Secrets, stored encrypted; their values are never shown.
+    #[command(subcommand)]
+    Secret(SecretCommand),
     /// Verify, replay, export and prove the event history.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -84,6 +87,25 @@ pub enum ContractCommand {
 pub enum ImplementationCommand {
     List,
     Show { implementation_id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SecretCommand {
+    /// Store a new version of NAME; the value comes from standard input (or --from-env VAR), never
+    /// from the command line, where `ps` would show it.
+    Set {
+        name: String,
+        #[arg(long)]
+        project: Option<String>,
+        /// Read the value from this environment variable instead of standard input.
+        #[arg(long)]
+        from_env: Option<String>,
+    },
+    /// Redacted metadata of a project's secrets: name, version, fingerprint.
+    List {
+        #[arg(long)]
+        project: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -240,6 +262,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Publication(c) => publication(&cli, &out, c),
         Command::Connector(ConnectorCommand::Binding(c)) => binding(&cli, &out, c),
+        Command::Secret(c) => secret(&cli, &out, c),
         Command::Audit(c) => audit_command(&cli.data_dir, &out, c),
         Command::Bench(BenchCommand::Log(opts)) => {
             let report = crate::bench::run_log_bench(&opts)?;
@@ -465,6 +488,48 @@ fn binding(cli: &Conn, out: &Output, command: BindingCommand) -> anyhow::Result<
             let alias: BindingAlias = alias.parse()?;
             let v = read_api(cli, &format!("/bindings/{alias}?project={project}"))?;
             out.print(&v, human);
+        }
+    }
+    Ok(())
+}
+
+fn secret(cli: &Conn, out: &Output, command: SecretCommand) -> anyhow::Result<()> {
+    if cli.server.is_some() {
+        bail!("secrets are set on the registry's own data directory, not through --server");
+    }
+    let registry = open_registry(&cli.data_dir)?;
+    let secrets = &registry.services().secrets;
+    match command {
+        SecretCommand::Set { name, project, from_env } => {
+            let project = project_arg(project)?;
+            let value = match from_env {
+                Some(var) => std::env::var(&var).with_context(|| format!("environment variable {var} is not set"))?,
+                None => {
+                    use std::io::Read;
+                    let mut v = String::new();
+                    std::io::stdin().read_to_string(&mut v).context("cannot read the secret from standard input")?;
+                    v
+                }
+            };
+            // A trailing newline from `echo` or a heredoc is not part of the secret.
+            let value = value.strip_suffix('\n').map(|v| v.strip_suffix('\r').unwrap_or(v)).unwrap_or(&value);
+            if value.is_empty() {
+                bail!("the secret value is empty");
+            }
+            let meta = secrets.set(&project, &name, value.as_bytes())?;
+            out.print(&serde_json::to_value(&meta)?, |_| {
+                format!("stored {} version {} in project {project} ({})", meta.name, meta.version, meta.fingerprint)
+            });
+        }
+        SecretCommand::List { project } => {
+            let project = project_arg(project)?;
+            let list = secrets.list(&project)?;
+            out.print(&serde_json::to_value(&list)?, |_| {
+                list.iter()
+                    .map(|m| format!("{} v{} {}", m.name, m.version, m.fingerprint))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
         }
     }
     Ok(())

@@ -21,6 +21,12 @@ use crate::ids::PublicationVersion;
 use crate::keys::{KeyError, RegistryKey, Signer, KEY_NAME};
 use crate::projections::snapshot::{Snapshot, SNAPSHOT_FORMAT};
 use crate::projections::{ApplyError, CheckpointView, Projections, PublicationView};
+use crate::runtime::artifacts::ArtifactStore;
+use crate::runtime::host::clock::{Clock, SystemClock};
+use crate::runtime::host::egress::{Executor, ExecutorConfig, TokioSleeper};
+use crate::runtime::host::memory::MemoryStore;
+use crate::runtime::host::secrets::SecretStore;
+use crate::runtime::invoke::HostServices;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -38,6 +44,8 @@ pub enum RegistryError {
     Io { action: &'static str, path: PathBuf, source: std::io::Error },
     #[error("another writer kept changing the same streams; gave up after {0} attempts")]
     Contention(u32),
+    #[error("host services: {0}")]
+    Host(String),
 }
 
 #[derive(Debug, Clone)]
@@ -91,6 +99,8 @@ pub struct Registry {
     data_dir: PathBuf,
     store: Arc<dyn EventStore>,
     key: RegistryKey,
+    artifacts: ArtifactStore,
+    services: HostServices,
     live: RwLock<Live>,
     snapshot_position: Mutex<u64>,
     use_snapshots: bool,
@@ -108,10 +118,27 @@ impl Registry {
         })?;
         let key = RegistryKey::load_or_create(&data_dir.join("keys"))?;
         let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(&data_dir.join(EVENTS_DB), options.durability)?);
+        let host = |e: String| RegistryError::Host(e);
+        let artifacts = ArtifactStore::open(&data_dir.join("artifacts")).map_err(|e| host(e.to_string()))?;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let services = HostServices {
+            secrets: Arc::new(
+                SecretStore::open(&data_dir.join("secrets.db"), &data_dir.join("keys"))
+                    .map_err(|e| host(e.to_string()))?,
+            ),
+            memory: Arc::new(
+                MemoryStore::open(&data_dir.join("memory.db"), clock.clone()).map_err(|e| host(e.to_string()))?,
+            ),
+            executor: Executor::new(ExecutorConfig::default()).map_err(|e| host(e.to_string()))?,
+            clock,
+            sleeper: Arc::new(TokioSleeper),
+        };
         let registry = Self {
             data_dir: data_dir.to_owned(),
             store,
             key,
+            artifacts,
+            services,
             live: RwLock::new(Live::default()),
             snapshot_position: Mutex::new(0),
             use_snapshots: options.use_snapshots,
@@ -147,6 +174,14 @@ impl Registry {
 
     pub fn key(&self) -> &RegistryKey {
         &self.key
+    }
+
+    pub fn artifacts(&self) -> &ArtifactStore {
+        &self.artifacts
+    }
+
+    pub fn services(&self) -> &HostServices {
+        &self.services
     }
 
     /// Runs `f` on the current projections.

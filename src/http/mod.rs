@@ -5,6 +5,7 @@
 //! through `problem::Problem`. No handler touches the store or SQL.
 
 pub mod bindings;
+pub mod memory;
 pub mod problem;
 
 use std::net::SocketAddr;
@@ -45,7 +46,8 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/publication/version/{version}/{implementation_id}", get(publication_entry))
         .route("/publication/invalidate", post(invalidate_publication))
         .route("/bindings", post(bindings::create).get(bindings::list))
-        .route("/bindings/{alias}", get(bindings::show));
+        .route("/bindings/{alias}", get(bindings::show))
+        .route("/memory/get", get(memory::get));
     Router::new()
         .nest("/api/Connector", api)
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))

@@ -86,16 +86,30 @@ pub trait StepHost {
 }
 
 /// A request for an egress plan, before the host validated it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PlanRequest {
     pub method: String,
     pub url: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
-    /// Name of the secret whose auth the host attaches (SecretsAttachAuthToEgressPlan), if any.
-    pub auth: Option<String>,
+    /// The auth the host attaches (SecretsAttachAuthToEgressPlan), by secret reference.
+    pub auth: Option<EgressAuth>,
     pub idempotency_key: Option<(String, String)>,
+    pub retry: Option<crate::runtime::host::egress::RetryPolicy>,
+    pub timeout_ms: Option<u64>,
+}
+
+/// Auth attached by the host, naming secrets, never holding them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EgressAuth {
+    /// `Authorization: Bearer <secret>`
+    Bearer { secret: String },
+    /// `Authorization: Basic base64(username:secret)`
+    Basic { username: String, password_secret: String },
+    /// `<header>: <prefix><secret>`
+    Header { header: String, prefix: Option<String>, secret: String },
+    /// `<header>: <prefix><hex or base64 HMAC-SHA256(secret, body)>`
+    HmacSha256 { header: String, prefix: Option<String>, secret: String, base64: bool },
 }
 
 /// Why a host loop stopped without an answer.
@@ -172,6 +186,8 @@ mod tests {
                         body: vec![],
                         auth: None,
                         idempotency_key: None,
+                        retry: None,
+                        timeout_ms: None,
                     })?;
                     Ok(Step::Egress(plan))
                 }
@@ -207,6 +223,8 @@ mod tests {
                 body: vec![],
                 auth: None,
                 idempotency_key: None,
+                retry: None,
+                timeout_ms: None,
             })?;
             Ok(Step::Egress(plan))
         }

@@ -8,4 +8,5 @@ pub mod adapter;
 pub mod artifact;
 pub mod artifacts;
 pub mod host;
+pub mod invoke;
 pub mod redaction;

@@ -1,0 +1,324 @@
+//! The invocation host: runs one operation of one implementation under the host services.
+//!
+//! It implements [`StepHost`] for the adapter (plans are validated against the implementation's
+//! allow-list when they are built; logs and spans are redacted before they are kept), executes each
+//! plan through the egress executor with auth attached from the secrets service at send time, and
+//! records everything the implementation learned from outside (exchanges, time readings) so an
+//! invocation can be audited and replayed.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::adapter::{
+    Adapter, AdapterError, EgressAuth, Exchange, ExchangeOutcome, LoopError, Outcome, PlanRequest, Step, StepHost,
+};
+use super::host::clock::Clock;
+use super::host::egress::{
+    AllowList, AttachAuth, EgressError, EgressPlan, EgressRequest, Executor, Method, PlanLimits, RetryPolicy, Sleeper,
+};
+use super::host::secrets::{SecretRef, SecretStore};
+use super::redaction::Redactor;
+use crate::ids::ProjectId;
+
+/// The host services an invocation runs with.
+pub struct HostServices {
+    pub secrets: Arc<SecretStore>,
+    pub memory: Arc<super::host::memory::MemoryStore>,
+    pub executor: Executor,
+    pub clock: Arc<dyn Clock>,
+    pub sleeper: Arc<dyn Sleeper>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogRecord {
+    pub level: String,
+    pub message: String,
+    pub fields: serde_json::Value,
+    pub at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpanRecord {
+    pub name: String,
+    pub attributes: serde_json::Value,
+    pub at_ms: u64,
+}
+
+/// What one egress plan did, as kept for audit (bodies redacted).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EgressRecord {
+    pub plan: u64,
+    pub method: String,
+    /// The URL without query string.
+    pub url: String,
+    pub attempts: u32,
+    pub status: Option<u16>,
+    pub stop: String,
+}
+
+/// Everything an invocation produced besides its outcome.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Trace {
+    pub logs: Vec<LogRecord>,
+    pub spans: Vec<SpanRecord>,
+    pub egress: Vec<EgressRecord>,
+    /// Plans the implementation tried to build that the host refused (e.g. hosts outside the
+    /// allow-list), with the reason.
+    pub refused_plans: Vec<String>,
+    /// Time readings handed to the implementation, in order (for replay).
+    pub time_readings: Vec<u64>,
+}
+
+struct Planned {
+    plan: EgressPlan,
+    auth: Option<EgressAuth>,
+    retry: RetryPolicy,
+}
+
+/// The per-invocation host.
+pub struct InvocationHost<'a> {
+    services: &'a HostServices,
+    project: ProjectId,
+    allow: AllowList,
+    redactor: Redactor,
+    plans: Vec<Planned>,
+    pub trace: Trace,
+}
+
+impl<'a> InvocationHost<'a> {
+    /// `redactor` covers the secrets this invocation may use and the sensitive input values.
+    pub fn new(services: &'a HostServices, project: ProjectId, allow: AllowList, redactor: Redactor) -> Self {
+        Self { services, project, allow, redactor, plans: Vec::new(), trace: Trace::default() }
+    }
+
+    fn now(&self) -> u64 {
+        self.services.clock.now_ms()
+    }
+
+    /// Executes plan `id` (with its retries) and returns the exchange the implementation sees.
+    pub async fn execute(&mut self, id: u64, sequence: u32) -> Result<Exchange, LoopError> {
+        let index = usize::try_from(id).ok().and_then(|i| i.checked_sub(1)).ok_or(LoopError::UnknownPlan(id))?;
+        let planned = self.plans.get(index).ok_or(LoopError::UnknownPlan(id))?;
+        let auth = SecretAuth {
+            secrets: self.services.secrets.clone(),
+            project: self.project.clone(),
+            auth: planned.auth.clone(),
+        };
+        let started = self.now();
+        let result = self
+            .services
+            .executor
+            .execute(&planned.plan, &self.allow, &auth, &planned.retry, self.services.sleeper.as_ref())
+            .await;
+        let elapsed_ms = self.now().saturating_sub(started);
+        let mut url = planned.plan.url().clone();
+        url.set_query(None);
+        let method = format!("{:?}", planned.plan.method()).to_uppercase();
+        let outcome = match result {
+            Ok(outcome) => {
+                self.trace.egress.push(EgressRecord {
+                    plan: id,
+                    method,
+                    url: url.to_string(),
+                    attempts: u32::try_from(outcome.attempts.len()).unwrap_or(u32::MAX),
+                    status: outcome.final_response.as_ref().map(|r| r.status),
+                    stop: outcome.stop.to_string(),
+                });
+                match outcome.final_response {
+                    Some(r) => ExchangeOutcome::Response { status: r.status, headers: r.headers, body: r.body },
+                    None => ExchangeOutcome::NetworkError {
+                        message: outcome.last_error().map_or_else(|| outcome.stop.to_string(), |e| e.message.clone()),
+                    },
+                }
+            }
+            Err(e) => {
+                let message = self.redactor.redact_str(&e.to_string());
+                self.trace.egress.push(EgressRecord {
+                    plan: id,
+                    method,
+                    url: url.to_string(),
+                    attempts: 0,
+                    status: None,
+                    stop: message.clone(),
+                });
+                ExchangeOutcome::NetworkError { message: format!("refused by the host: {message}") }
+            }
+        };
+        Ok(Exchange { plan: id, sequence, outcome, elapsed_ms })
+    }
+}
+
+impl StepHost for InvocationHost<'_> {
+    fn build_plan(&mut self, plan: PlanRequest) -> Result<u64, AdapterError> {
+        let method = parse_method(&plan.method)?;
+        let request = EgressRequest {
+            method,
+            url: plan.url,
+            headers: plan.headers,
+            body: plan.body,
+            timeout_ms: plan.timeout_ms,
+            idempotency_key: plan.idempotency_key,
+        };
+        match EgressPlan::build(request, &self.allow, &PlanLimits::default()) {
+            Ok(built) => {
+                self.plans.push(Planned {
+                    plan: built,
+                    auth: plan.auth,
+                    retry: plan.retry.unwrap_or_else(RetryPolicy::never),
+                });
+                Ok(self.plans.len() as u64)
+            }
+            Err(e) => {
+                let reason = self.redactor.redact_str(&e.to_string());
+                self.trace.refused_plans.push(reason.clone());
+                Err(AdapterError::Host(reason))
+            }
+        }
+    }
+
+    fn log(&mut self, level: &str, message: &str, fields: serde_json::Value) {
+        let at_ms = self.now();
+        self.trace.logs.push(LogRecord {
+            level: level.to_owned(),
+            message: self.redactor.redact_str(message),
+            fields: self.redactor.redact_json(&fields),
+            at_ms,
+        });
+    }
+
+    fn record_span(&mut self, name: &str, attributes: serde_json::Value) {
+        let at_ms = self.now();
+        self.trace.spans.push(SpanRecord {
+            name: self.redactor.redact_str(name),
+            attributes: self.redactor.redact_json(&attributes),
+            at_ms,
+        });
+    }
+
+    fn now_ms(&mut self) -> u64 {
+        let now = self.now();
+        self.trace.time_readings.push(now);
+        now
+    }
+}
+
+fn parse_method(m: &str) -> Result<Method, AdapterError> {
+    Ok(match m.to_ascii_uppercase().as_str() {
+        "GET" => Method::Get,
+        "POST" => Method::Post,
+        "PUT" => Method::Put,
+        "PATCH" => Method::Patch,
+        "DELETE" => Method::Delete,
+        "HEAD" => Method::Head,
+        "OPTIONS" => Method::Options,
+        other => return Err(AdapterError::Host(format!("unsupported HTTP method {other:?}"))),
+    })
+}
+
+/// Drives an operation to its end on this host (the async twin of `adapter::run`).
+pub async fn run_operation(
+    adapter: &dyn Adapter,
+    host: &mut InvocationHost<'_>,
+    operation: &str,
+    input: &serde_json::Value,
+    max_exchanges: usize,
+) -> Result<(Outcome, Vec<Exchange>), LoopError> {
+    let mut exchanges: Vec<Exchange> = Vec::new();
+    loop {
+        match adapter.step(host, operation, input, &exchanges)? {
+            Step::Done(output) => return Ok((Outcome::Done(output), exchanges)),
+            Step::Failed(f) => return Ok((Outcome::Failed(f), exchanges)),
+            Step::Egress(plan) => {
+                if exchanges.len() >= max_exchanges {
+                    return Err(LoopError::TooManyExchanges(max_exchanges));
+                }
+                let sequence = u32::try_from(exchanges.len()).unwrap_or(u32::MAX);
+                let exchange = host.execute(plan, sequence).await?;
+                exchanges.push(exchange);
+            }
+        }
+    }
+}
+
+/// Attaches auth from the secrets service, inside the egress boundary only.
+struct SecretAuth {
+    secrets: Arc<SecretStore>,
+    project: ProjectId,
+    auth: Option<EgressAuth>,
+}
+
+fn header_value(value: &[u8]) -> Result<reqwest::header::HeaderValue, EgressError> {
+    let mut v = reqwest::header::HeaderValue::from_bytes(value)
+        .map_err(|_| EgressError::AuthFailed { reason: "the secret is not a valid header value".into() })?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+impl SecretAuth {
+    fn with_secret<R>(&self, name: &str, f: impl FnOnce(&[u8]) -> R) -> Result<R, EgressError> {
+        self.secrets
+            .with_plaintext(&self.project, &SecretRef::latest(name), f)
+            .map_err(|e| EgressError::AuthFailed { reason: e.to_string() })
+    }
+}
+
+impl AttachAuth for SecretAuth {
+    fn attach(&self, request: &mut reqwest::Request) -> Result<(), EgressError> {
+        use base64::Engine;
+        use reqwest::header::{HeaderName, AUTHORIZATION};
+        let Some(auth) = &self.auth else { return Ok(()) };
+        let (name, value) = match auth {
+            EgressAuth::Bearer { secret } => {
+                let value = self.with_secret(secret, |s| {
+                    let mut v = b"Bearer ".to_vec();
+                    v.extend_from_slice(s);
+                    header_value(&v)
+                })??;
+                (AUTHORIZATION, value)
+            }
+            EgressAuth::Basic { username, password_secret } => {
+                let value = self.with_secret(password_secret, |s| {
+                    let mut raw = format!("{username}:").into_bytes();
+                    raw.extend_from_slice(s);
+                    let encoded = base64::engine::general_purpose::STANDARD.encode(&raw);
+                    header_value(format!("Basic {encoded}").as_bytes())
+                })??;
+                (AUTHORIZATION, value)
+            }
+            EgressAuth::Header { header, prefix, secret } => {
+                let name = HeaderName::from_bytes(header.as_bytes())
+                    .map_err(|_| EgressError::AuthFailed { reason: format!("{header:?} is not a header name") })?;
+                let value = self.with_secret(secret, |s| {
+                    let mut v = prefix.clone().unwrap_or_default().into_bytes();
+                    v.extend_from_slice(s);
+                    header_value(&v)
+                })??;
+                (name, value)
+            }
+            EgressAuth::HmacSha256 { header, prefix, secret, base64 } => {
+                use hmac::Mac;
+                let name = HeaderName::from_bytes(header.as_bytes())
+                    .map_err(|_| EgressError::AuthFailed { reason: format!("{header:?} is not a header name") })?;
+                let body = request.body().and_then(|b| b.as_bytes()).unwrap_or_default().to_vec();
+                let tag = self
+                    .with_secret(secret, |s| {
+                        hmac::Hmac::<sha2::Sha256>::new_from_slice(s).map(|mut mac| {
+                            mac.update(&body);
+                            mac.finalize().into_bytes().to_vec()
+                        })
+                    })?
+                    .map_err(|_| EgressError::AuthFailed { reason: "the HMAC key is unusable".into() })?;
+                let encoded =
+                    if *base64 { base64::engine::general_purpose::STANDARD.encode(tag) } else { hex::encode(tag) };
+                (name, header_value(format!("{}{encoded}", prefix.as_deref().unwrap_or_default()).as_bytes())?)
+            }
+        };
+        request.headers_mut().insert(name, value);
+        Ok(())
+    }
+}
