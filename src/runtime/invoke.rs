@@ -87,13 +87,43 @@ pub struct InvocationHost<'a> {
     allow: AllowList,
     redactor: Redactor,
     plans: Vec<Planned>,
+    /// Conformance runs send every plan to the host-controlled upstream instead (after checking the
+    /// plan's real destination against `allow`).
+    redirect: Option<(url::Url, AllowList)>,
     pub trace: Trace,
 }
 
 impl<'a> InvocationHost<'a> {
     /// `redactor` covers the secrets this invocation may use and the sensitive input values.
     pub fn new(services: &'a HostServices, project: ProjectId, allow: AllowList, redactor: Redactor) -> Self {
-        Self { services, project, allow, redactor, plans: Vec::new(), trace: Trace::default() }
+        Self { services, project, allow, redactor, plans: Vec::new(), redirect: None, trace: Trace::default() }
+    }
+
+    /// Sends every plan to `origin` (an `http://127.0.0.1:PORT` upstream the host controls) once its
+    /// real destination passed the allow-list: what conformance runs use.
+    pub fn redirecting_to(mut self, origin: &str) -> Result<Self, EgressError> {
+        let url = url::Url::parse(origin).map_err(|e| EgressError::InvalidUrl { reason: e.to_string() })?;
+        let host = url.host_str().unwrap_or_default().to_owned();
+        let rule = super::host::egress::AllowRule::new(super::host::egress::Scheme::Http, host, url.port());
+        self.redirect = Some((url, AllowList::new(vec![rule])?));
+        Ok(self)
+    }
+
+    /// The allow-list a plan is finally built against, and its URL after any redirection.
+    fn destination(&self, url: &str) -> Result<(String, &AllowList), EgressError> {
+        let Some((origin, upstream_allow)) = &self.redirect else {
+            return Ok((url.to_owned(), &self.allow));
+        };
+        let mut parsed = url::Url::parse(url).map_err(|e| EgressError::InvalidUrl { reason: e.to_string() })?;
+        self.allow.check(&parsed)?;
+        let rewritten = parsed
+            .set_scheme(origin.scheme())
+            .and_then(|()| parsed.set_host(origin.host_str()).map_err(|_| ()))
+            .and_then(|()| parsed.set_port(origin.port()));
+        if rewritten.is_err() {
+            return Err(EgressError::InvalidUrl { reason: "cannot send this URL to the conformance upstream".into() });
+        }
+        Ok((parsed.to_string(), upstream_allow))
     }
 
     fn now(&self) -> u64 {
@@ -110,10 +140,11 @@ impl<'a> InvocationHost<'a> {
             auth: planned.auth.clone(),
         };
         let started = self.now();
+        let allow = self.redirect.as_ref().map_or(&self.allow, |(_, upstream)| upstream);
         let result = self
             .services
             .executor
-            .execute(&planned.plan, &self.allow, &auth, &planned.retry, self.services.sleeper.as_ref())
+            .execute(&planned.plan, allow, &auth, &planned.retry, self.services.sleeper.as_ref())
             .await;
         let elapsed_ms = self.now().saturating_sub(started);
         let mut url = planned.plan.url().clone();
@@ -156,15 +187,18 @@ impl<'a> InvocationHost<'a> {
 impl StepHost for InvocationHost<'_> {
     fn build_plan(&mut self, plan: PlanRequest) -> Result<u64, AdapterError> {
         let method = parse_method(&plan.method)?;
-        let request = EgressRequest {
-            method,
-            url: plan.url,
-            headers: plan.headers,
-            body: plan.body,
-            timeout_ms: plan.timeout_ms,
-            idempotency_key: plan.idempotency_key,
-        };
-        match EgressPlan::build(request, &self.allow, &PlanLimits::default()) {
+        let built = self.destination(&plan.url).and_then(|(url, allow)| {
+            let request = EgressRequest {
+                method,
+                url,
+                headers: plan.headers,
+                body: plan.body,
+                timeout_ms: plan.timeout_ms,
+                idempotency_key: plan.idempotency_key,
+            };
+            EgressPlan::build(request, allow, &PlanLimits::default())
+        });
+        match built {
             Ok(built) => {
                 self.plans.push(Planned {
                     plan: built,
