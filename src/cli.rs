@@ -110,9 +110,30 @@ pub enum SecretCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum ConnectorCommand {
+    /// Build an implementation into a signed, content-addressed artifact.
+    #[command(subcommand)]
+    Build(BuildCommand),
+    /// Print the JSON Schema of an implementation format.
+    #[command(subcommand)]
+    Schema(SchemaCommand),
     /// Bindings of a project's aliases to published implementations.
     #[command(subcommand)]
     Binding(BindingCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BuildCommand {
+    /// Build a DeclarativeBundle manifest (JSON).
+    Declarative {
+        #[arg(long)]
+        manifest: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SchemaCommand {
+    /// The DeclarativeBundle manifest schema.
+    Declarative,
 }
 
 #[derive(Subcommand, Debug)]
@@ -262,6 +283,29 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Publication(c) => publication(&cli, &out, c),
         Command::Connector(ConnectorCommand::Binding(c)) => binding(&cli, &out, c),
+        Command::Connector(ConnectorCommand::Build(BuildCommand::Declarative { manifest })) => {
+            let text =
+                std::fs::read_to_string(&manifest).with_context(|| format!("cannot read {}", manifest.display()))?;
+            let document: Value =
+                serde_json::from_str(&text).with_context(|| format!("{} is not JSON", manifest.display()))?;
+            let v = call_api(&cli, reqwest::Method::POST, "/build/declarative", Some(document))?;
+            out.print(&v, |v| {
+                format!(
+                    "{} {} ({}, {})\ncontent hash {}\nsignature {}",
+                    if v["created"] == json!(true) { "built" } else { "already built:" },
+                    v["implementationId"].as_str().unwrap_or("?"),
+                    v["source"].as_str().unwrap_or("?"),
+                    v["contract"].as_str().unwrap_or("?"),
+                    v["contentHash"].as_str().unwrap_or("?"),
+                    v["signature"].as_str().unwrap_or("?")
+                )
+            });
+            Ok(())
+        }
+        Command::Connector(ConnectorCommand::Schema(SchemaCommand::Declarative)) => {
+            println!("{}", serde_json::to_string_pretty(&crate::declarative::manifest_json_schema())?);
+            Ok(())
+        }
         Command::Secret(c) => secret(&cli, &out, c),
         Command::Audit(c) => audit_command(&cli.data_dir, &out, c),
         Command::Bench(BenchCommand::Log(opts)) => {
@@ -341,8 +385,15 @@ fn call_api(cli: &Conn, method: reqwest::Method, path: &str, body: Option<Value>
     if (200..300).contains(&status) {
         Ok(value)
     } else {
-        let detail =
+        let mut detail =
             value.get("detail").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| value.to_string());
+        for e in value.get("errors").and_then(Value::as_array).into_iter().flatten() {
+            detail.push_str(&format!(
+                "\n  {}: {}",
+                e["path"].as_str().unwrap_or("?"),
+                e["message"].as_str().unwrap_or("?")
+            ));
+        }
         bail!("{detail} (HTTP {status})")
     }
 }

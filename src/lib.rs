@@ -15,6 +15,7 @@ pub mod events;
 pub mod http;
 pub mod ids;
 pub mod keys;
+pub mod lifecycle;
 pub mod projections;
 pub mod registry;
 pub mod runtime;

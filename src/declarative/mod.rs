@@ -5,6 +5,7 @@
 //! * [`mod@validate`] — validation against a contract, producing a [`ValidManifest`] and its canonical
 //!   bytes (the content hash input).
 
+pub mod engine;
 pub mod manifest;
 pub mod template;
 pub mod validate;

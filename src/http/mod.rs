@@ -5,6 +5,7 @@
 //! through `problem::Problem`. No handler touches the store or SQL.
 
 pub mod bindings;
+pub mod build;
 pub mod memory;
 pub mod problem;
 
@@ -47,7 +48,9 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/publication/invalidate", post(invalidate_publication))
         .route("/bindings", post(bindings::create).get(bindings::list))
         .route("/bindings/{alias}", get(bindings::show))
-        .route("/memory/get", get(memory::get));
+        .route("/memory/get", get(memory::get))
+        .route("/build/declarative", post(build::declarative))
+        .route("/build/declarative/schema", get(build::declarative_schema));
     Router::new()
         .nest("/api/Connector", api)
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))

@@ -14,6 +14,9 @@ pub struct Problem {
     pub title: String,
     pub status: u16,
     pub detail: String,
+    /// Itemised problems (e.g. every invalid manifest field, with its JSON Pointer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<serde_json::Value>,
 }
 
 impl Problem {
@@ -23,7 +26,13 @@ impl Problem {
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
             detail: detail.into(),
+            errors: None,
         }
+    }
+
+    pub fn with_errors(mut self, errors: serde_json::Value) -> Self {
+        self.errors = Some(errors);
+        self
     }
 
     pub fn bad_request(detail: impl Into<String>) -> Self {
@@ -80,5 +89,21 @@ impl From<RegistryError> for Problem {
 impl From<crate::ids::IdError> for Problem {
     fn from(e: crate::ids::IdError) -> Self {
         Self::bad_request(e.to_string())
+    }
+}
+
+impl From<crate::lifecycle::LifecycleError> for Problem {
+    fn from(e: crate::lifecycle::LifecycleError) -> Self {
+        use crate::lifecycle::LifecycleError;
+        match e {
+            LifecycleError::InvalidManifest(errors) => {
+                let detail = LifecycleError::InvalidManifest(errors.clone()).to_string();
+                let items = errors.iter().map(|e| serde_json::json!({"path": e.path, "message": e.message})).collect();
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-manifest", detail)
+                    .with_errors(serde_json::Value::Array(items))
+            }
+            LifecycleError::Registry(r) => r.into(),
+            LifecycleError::Artifact(a) => Self::internal(a),
+        }
     }
 }

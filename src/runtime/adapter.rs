@@ -39,6 +39,9 @@ pub struct ContractFailure {
     pub retry_after_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider_code: Option<String>,
+    /// Non-sensitive diagnostics, as `[key, value]` pairs.
+    #[serde(default)]
+    pub details: Vec<(String, String)>,
 }
 
 /// One step of an operation.
@@ -200,6 +203,7 @@ mod tests {
                     retryable: true,
                     retry_after_ms: None,
                     provider_code: None,
+                    details: vec![],
                 })),
             }
         }
