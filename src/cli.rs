@@ -119,6 +119,20 @@ pub enum ConnectorCommand {
     /// Bindings of a project's aliases to published implementations.
     #[command(subcommand)]
     Binding(BindingCommand),
+    /// Run the conformance suite; a passing run publishes the implementation.
+    #[command(subcommand)]
+    Conformance(ConformanceCommand),
+    /// Run an operation of a bound implementation.
+    Invoke {
+        alias: String,
+        #[arg(long)]
+        operation: String,
+        /// The operation's input, as JSON.
+        #[arg(long)]
+        input: String,
+        #[arg(long)]
+        project: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -127,6 +141,14 @@ pub enum BuildCommand {
     Declarative {
         #[arg(long)]
         manifest: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConformanceCommand {
+    Run {
+        #[arg(long)]
+        implementation: String,
     },
 }
 
@@ -299,6 +321,81 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     v["contentHash"].as_str().unwrap_or("?"),
                     v["signature"].as_str().unwrap_or("?")
                 )
+            });
+            Ok(())
+        }
+        Command::Connector(ConnectorCommand::Conformance(ConformanceCommand::Run { implementation })) => {
+            let id: ImplementationId = implementation.parse()?;
+            let report = match &cli.server {
+                Some(_) => {
+                    call_api(&cli, reqwest::Method::POST, "/conformance/run", Some(json!({"implementationId": id})))?
+                }
+                None => {
+                    let registry = open_registry(&cli.data_dir)?;
+                    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+                    let json_mode = out.json;
+                    let report = runtime.block_on(crate::conformance::run_with_progress(
+                        &registry,
+                        &local_actor(),
+                        &id,
+                        &mut |vector| {
+                            if !json_mode {
+                                eprintln!("  running vector {vector} …");
+                            }
+                        },
+                    ))?;
+                    registry.checkpoint(&local_actor())?;
+                    serde_json::to_value(&report)?
+                }
+            };
+            out.print(&report, |v| {
+                let mut text = format!(
+                    "conformance run {} of {}: {}\n",
+                    v["runId"].as_str().unwrap_or("?"),
+                    v["implementationId"].as_str().unwrap_or("?"),
+                    if v["passed"] == json!(true) { "passed: true" } else { "passed: false" }
+                );
+                for c in v["checks"].as_array().into_iter().flatten() {
+                    text.push_str(&format!(
+                        "  {:<28} {}{}\n",
+                        c["id"].as_str().unwrap_or("?"),
+                        c["state"].as_str().unwrap_or("?"),
+                        c["detail"].as_str().map(|d| format!(" — {d}")).unwrap_or_default()
+                    ));
+                }
+                if let Some(p) = v["publicationVersion"].as_u64() {
+                    text.push_str(&format!("published in publication version {p}"));
+                }
+                text.trim_end().to_owned()
+            });
+            if report["passed"] != json!(true) {
+                bail!("conformance failed");
+            }
+            Ok(())
+        }
+        Command::Connector(ConnectorCommand::Invoke { alias, operation, input, project }) => {
+            let project = project_arg(project)?;
+            let alias: BindingAlias = alias.parse()?;
+            let input: Value = serde_json::from_str(&input).context("--input is not JSON")?;
+            let v = call_api(
+                &cli,
+                reqwest::Method::POST,
+                "/invoke",
+                Some(json!({"project": project, "alias": alias, "operation": operation, "input": input})),
+            )?;
+            out.print(&v, |v| {
+                let head = format!(
+                    "{} via {} (publication {}, {})",
+                    v["invocationId"].as_str().unwrap_or("?"),
+                    v["implementationId"].as_str().unwrap_or("?"),
+                    v["publicationVersion"],
+                    v["contentHash"].as_str().unwrap_or("?")
+                );
+                if v["output"].is_null() {
+                    format!("{head}\nfailed: {}", serde_json::to_string_pretty(&v["error"]).unwrap_or_default())
+                } else {
+                    format!("{head}\n{}", serde_json::to_string_pretty(&v["output"]).unwrap_or_default())
+                }
             });
             Ok(())
         }

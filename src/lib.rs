@@ -14,6 +14,7 @@ pub mod declarative;
 pub mod events;
 pub mod http;
 pub mod ids;
+pub mod invocation;
 pub mod keys;
 pub mod lifecycle;
 pub mod projections;

@@ -26,6 +26,7 @@ use crate::runtime::host::clock::{Clock, SystemClock};
 use crate::runtime::host::egress::{Executor, ExecutorConfig, TokioSleeper};
 use crate::runtime::host::memory::MemoryStore;
 use crate::runtime::host::secrets::SecretStore;
+use crate::runtime::invocations::InvocationLog;
 use crate::runtime::invoke::HostServices;
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +102,7 @@ pub struct Registry {
     key: RegistryKey,
     artifacts: ArtifactStore,
     services: HostServices,
+    invocations: InvocationLog,
     live: RwLock<Live>,
     snapshot_position: Mutex<u64>,
     use_snapshots: bool,
@@ -133,12 +135,14 @@ impl Registry {
             clock,
             sleeper: Arc::new(TokioSleeper),
         };
+        let invocations = InvocationLog::open(&data_dir.join("invocations.db")).map_err(|e| host(e.to_string()))?;
         let registry = Self {
             data_dir: data_dir.to_owned(),
             store,
             key,
             artifacts,
             services,
+            invocations,
             live: RwLock::new(Live::default()),
             snapshot_position: Mutex::new(0),
             use_snapshots: options.use_snapshots,
@@ -182,6 +186,10 @@ impl Registry {
 
     pub fn services(&self) -> &HostServices {
         &self.services
+    }
+
+    pub fn invocations(&self) -> &InvocationLog {
+        &self.invocations
     }
 
     /// Runs `f` on the current projections.

@@ -92,6 +92,34 @@ pub struct Manifest {
     pub redaction: Redaction,
     /// One entry per operation of the contract, keyed by operation name (e.g. `charge`).
     pub operations: BTreeMap<String, Operation>,
+    /// How this connector's upstream answers in each of the contract's conformance vectors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conformance: Option<ConformanceFixtures>,
+}
+
+/// Upstream responses for the contract's conformance vectors (SPEC §7): the contract says what
+/// must happen in each vector, the connector says what its provider answers there. The suite serves
+/// these from a host-controlled upstream, in order, one per request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConformanceFixtures {
+    /// Vector name -> the responses to serve, in order.
+    pub fixtures: BTreeMap<String, Vec<FixtureResponse>>,
+}
+
+/// One scripted upstream response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FixtureResponse {
+    /// HTTP status.
+    #[schemars(range(min = 100, max = 599))]
+    pub status: u16,
+    /// Response headers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// JSON body (a string is sent as text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
 }
 
 /// The contract a manifest implements: `kind@majorVersion`.

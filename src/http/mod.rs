@@ -6,6 +6,8 @@
 
 pub mod bindings;
 pub mod build;
+pub mod conformance;
+pub mod invoke;
 pub mod memory;
 pub mod problem;
 
@@ -49,6 +51,8 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/bindings", post(bindings::create).get(bindings::list))
         .route("/bindings/{alias}", get(bindings::show))
         .route("/memory/get", get(memory::get))
+        .route("/invoke", post(invoke::invoke))
+        .route("/conformance/run", post(conformance::run))
         .route("/build/declarative", post(build::declarative))
         .route("/build/declarative/schema", get(build::declarative_schema));
     Router::new()

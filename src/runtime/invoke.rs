@@ -90,13 +90,21 @@ pub struct InvocationHost<'a> {
     /// Conformance runs send every plan to the host-controlled upstream instead (after checking the
     /// plan's real destination against `allow`).
     redirect: Option<(url::Url, AllowList)>,
+    sleeper: Arc<dyn Sleeper>,
     pub trace: Trace,
 }
 
 impl<'a> InvocationHost<'a> {
     /// `redactor` covers the secrets this invocation may use and the sensitive input values.
     pub fn new(services: &'a HostServices, project: ProjectId, allow: AllowList, redactor: Redactor) -> Self {
-        Self { services, project, allow, redactor, plans: Vec::new(), redirect: None, trace: Trace::default() }
+        let sleeper = services.sleeper.clone();
+        Self { services, project, allow, redactor, plans: Vec::new(), redirect: None, sleeper, trace: Trace::default() }
+    }
+
+    /// Waits between retries with `sleeper` (conformance records the waits instead of waiting).
+    pub fn with_sleeper(mut self, sleeper: Arc<dyn Sleeper>) -> Self {
+        self.sleeper = sleeper;
+        self
     }
 
     /// Sends every plan to `origin` (an `http://127.0.0.1:PORT` upstream the host controls) once its
@@ -124,6 +132,11 @@ impl<'a> InvocationHost<'a> {
             return Err(EgressError::InvalidUrl { reason: "cannot send this URL to the conformance upstream".into() });
         }
         Ok((parsed.to_string(), upstream_allow))
+    }
+
+    /// The redactor every record of this invocation goes through.
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
     }
 
     fn now(&self) -> u64 {

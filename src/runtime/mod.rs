@@ -8,5 +8,6 @@ pub mod adapter;
 pub mod artifact;
 pub mod artifacts;
 pub mod host;
+pub mod invocations;
 pub mod invoke;
 pub mod redaction;
