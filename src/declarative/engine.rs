@@ -183,11 +183,12 @@ impl DeclarativeAdapter {
         }
         let mut headers = Vec::new();
         for (k, t) in &req.headers {
-            match template::render(t, &ctx) {
-                Ok(v) if v.contains(['\r', '\n']) => {
+            // An optional input that is absent leaves the header out.
+            match template::render_leaf(t, &ctx).map(|v| as_text(&v)) {
+                Ok(Some(v)) if v.contains(['\r', '\n']) => {
                     return Ok(failure("invalid-input", format!("header {k} would contain a line break"), false))
                 }
-                Ok(v) if !v.is_empty() => headers.push((k.clone(), v)),
+                Ok(Some(v)) if !v.is_empty() => headers.push((k.clone(), v)),
                 Ok(_) => {}
                 Err(e) => return Ok(bad("headers", &e)),
             }
@@ -223,7 +224,7 @@ impl DeclarativeAdapter {
         };
         let idempotency_key = match &op.idempotency {
             None => None,
-            Some(i) => match template::render(&i.value, &ctx) {
+            Some(i) => match template::render_leaf(&i.value, &ctx).map(|v| as_text(&v).unwrap_or_default()) {
                 Ok(v) if !v.trim().is_empty() => Some((i.header.clone(), v)),
                 Ok(_) if i.when_missing == MissingKey::Reject => {
                     return Ok(failure("invalid-input", "this operation needs an idempotency key", false))
