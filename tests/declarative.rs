@@ -171,3 +171,126 @@ fn a_manifest_whose_output_breaks_the_contract_fails_conformance_and_publishes_n
     let latest = vadyl(&data, &["publication", "latest"]);
     assert!(!latest.status.success(), "a failed run published something: {}", stdout(&latest));
 }
+
+#[test]
+fn over_http_a_rollback_moves_floating_bindings_back_and_pinned_ones_answer_410() {
+    let fake = FakeStripe::start_blocking(SECRET).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    set_secret(&data);
+    let server = Server::start(&data);
+    for version in ["1.0.0", "1.1.0"] {
+        let (status, built) = server.post("/build/declarative", &manifest_for(&fake, version));
+        assert_eq!(status, 201, "{built}");
+        let (status, report) =
+            server.post("/conformance/run", &json!({"implementationId": format!("stripe-charge-adapter:{version}")}));
+        assert_eq!(status, 200, "{report}");
+        assert_eq!(report["passed"], true, "{report}");
+    }
+    let (status, same) = server.post("/build/declarative", &manifest_for(&fake, "1.1.0"));
+    assert_eq!(status, 200, "identical content is idempotent: {same}");
+    let mut other = manifest_for(&fake, "1.1.0");
+    other["description"] = json!("different content, same id");
+    let (status, conflict) = server.post("/build/declarative", &other);
+    assert_eq!(status, 409, "{conflict}");
+
+    for (alias, target) in [("floating", "stripe-charge-adapter@^1"), ("pinned", "stripe-charge-adapter:1.1.0")] {
+        let (status, b) =
+            server.post("/bindings", &json!({"project": "shop", "alias": alias, "implementation": target}));
+        assert_eq!(status, 201, "{b}");
+    }
+    let charge = |alias: &str| {
+        server.post(
+            "/invoke",
+            &json!({"project": "shop", "alias": alias, "operation": "charge",
+                    "input": {"amount": 700, "currency": "usd", "source": "tok_visa", "metadata": []}}),
+        )
+    };
+    let (status, before) = charge("floating");
+    assert_eq!(status, 200, "{before}");
+    assert_eq!(before["implementationId"], "stripe-charge-adapter:1.1.0");
+
+    // Roll back the publication that admitted 1.1.0.
+    let (status, _) =
+        server.post("/publication/invalidate", &json!({"publicationVersion": 2, "reason": "1.1.0 double-charges"}));
+    assert_eq!(status, 200);
+    let (status, after) = charge("floating");
+    assert_eq!(status, 200, "{after}");
+    assert_eq!(after["implementationId"], "stripe-charge-adapter:1.0.0");
+    assert_eq!(after["publicationVersion"], 1);
+    let (status, gone) = charge("pinned");
+    assert_eq!(status, 410, "{gone}");
+    assert!(gone["detail"].as_str().unwrap().contains("no longer"), "{gone}");
+    // Another project cannot invoke shop's bindings: same answer as a name that does not exist.
+    let (status, _) =
+        server.post("/invoke", &json!({"project": "other", "alias": "floating", "operation": "charge", "input": {}}));
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn hostile_manifests_and_requests_get_a_clear_4xx_and_change_nothing() {
+    let fake = FakeStripe::start_blocking(SECRET).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data);
+    let good = manifest_for(&fake, "1.0.0");
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut m = good.clone();
+        f(&mut m);
+        m
+    };
+    let cases: Vec<(&str, Value)> = vec![
+        ("unknown field", with(&|m| m["surprise"] = json!(true))),
+        ("wrong type", with(&|m| m["operations"]["charge"]["retry"]["maxAttempts"] = json!("four"))),
+        ("path traversal in the name", with(&|m| m["name"] = json!("../../etc"))),
+        (
+            "template injection",
+            with(&|m| m["operations"]["charge"]["request"]["headers"]["X"] = json!("{% include '/etc/passwd' %}")),
+        ),
+        (
+            "host not allowed",
+            with(&|m| m["operations"]["charge"]["request"]["url"] = json!("https://evil.example.com/v1/charges")),
+        ),
+        (
+            "templated host",
+            with(&|m| {
+                m["operations"]["charge"]["request"]["url"] = json!("https://{{ input.currency }}.example.com/x")
+            }),
+        ),
+        (
+            "raw secret literal",
+            with(&|m| {
+                m["operations"]["charge"]["request"]["headers"]["Authorization"] = json!("Bearer sk_live_abcdef123456")
+            }),
+        ),
+        ("unknown contract", with(&|m| m["contract"]["kind"] = json!("payment.teleport"))),
+        (
+            "missing operation",
+            with(&|m| {
+                m["operations"].as_object_mut().unwrap().remove("refund");
+            }),
+        ),
+    ];
+    for (what, manifest) in cases {
+        let (status, problem) = server.post("/build/declarative", &manifest);
+        assert!((400..500).contains(&status), "{what}: {status} {problem}");
+        assert!(problem["detail"].is_string(), "{what}: {problem}");
+    }
+    let (status, _, _) = server.post_raw("/build/declarative", "application/json", "{\"manifestVersion\": 1,");
+    assert_eq!(status, 400);
+    let (status, _, _) = server.post_raw("/build/declarative", "application/json", &"[".repeat(2 << 20));
+    assert_eq!(status, 413);
+    for body in [
+        json!({"implementationId": "../../etc/passwd:1.0.0"}),
+        json!({"implementationId": "stripe-charge-adapter:1.0.0", "extra": 1}),
+        json!({"implementationId": 5}),
+    ] {
+        let (status, problem) = server.post("/conformance/run", &body);
+        assert!((400..500).contains(&status), "{body}: {status} {problem}");
+    }
+    let (status, _) = server.post("/conformance/run", &json!({"implementationId": "ghost:1.0.0"}));
+    assert_eq!(status, 404);
+    server.stop();
+    let reg = common::open(&data);
+    assert_eq!(reg.read(|s| s.implementations.len()), 0, "nothing was built");
+}
