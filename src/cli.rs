@@ -246,6 +246,8 @@ pub enum AuditCommand {
 pub enum BenchCommand {
     /// Event log throughput beside raw-SQLite baselines measured in the same run.
     Log(crate::bench::LogBenchOptions),
+    /// Declarative invocation through the full path beside a direct call of the same upstream.
+    Invoke(crate::bench_invoke::InvokeBenchOptions),
 }
 
 /// Where a command's data lives: the data directory, or a server.
@@ -405,6 +407,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Secret(c) => secret(&cli, &out, c),
         Command::Audit(c) => audit_command(&cli.data_dir, &out, c),
+        Command::Bench(BenchCommand::Invoke(opts)) => {
+            let report = crate::bench_invoke::run_invoke_bench(&opts)?;
+            out.print(&serde_json::to_value(&report)?, |_| {
+                let d = &report.declarative;
+                format!(
+                    "declarative invoke: median {:.0} µs, p99 {:.0} µs; direct call median {:.0} µs, p99 {:.0} µs; added {:.0} µs at the median ({} invocations)",
+                    d.median_us, d.p99_us, d.baseline_median_us, d.baseline_p99_us, d.added_median_us, d.invocations
+                )
+            });
+            Ok(())
+        }
         Command::Bench(BenchCommand::Log(opts)) => {
             let report = crate::bench::run_log_bench(&opts)?;
             out.print(&serde_json::to_value(&report)?, |_| report.human());

@@ -112,12 +112,19 @@ fn resolve(
 }
 
 /// Checks `input` against the operation's input schema; every problem with its JSON Pointer.
-pub fn check_input(contract: &ContractView, operation: &str, input: &Value) -> Result<(), InvokeError> {
+pub fn check_input(
+    registry: &Registry,
+    contract: &ContractView,
+    operation: &str,
+    input: &Value,
+) -> Result<(), InvokeError> {
     let op = contract.operations.iter().find(|o| o.name == operation).ok_or_else(|| {
         CommandError::NotFound(format!("contract {} has no operation {operation:?}", contract.contract))
     })?;
-    let validator = jsonschema::validator_for(&op.input_schema)
-        .map_err(|e| InvokeError::Internal(format!("the contract's input schema does not compile: {e}")))?;
+    let validator = registry.cached_validator((contract.wit_digest, operation.to_owned()), || {
+        jsonschema::validator_for(&op.input_schema)
+            .map_err(|e| InvokeError::Internal(format!("the contract's input schema does not compile: {e}")))
+    })?;
     let problems: Vec<(String, String)> =
         validator.iter_errors(input).map(|e| (e.instance_path().to_string(), e.to_string())).take(20).collect();
     if problems.is_empty() {
@@ -212,16 +219,17 @@ pub fn failure_json(f: &crate::runtime::adapter::ContractFailure) -> Value {
 /// Runs an invocation end to end.
 pub async fn invoke(registry: &Registry, request: InvokeRequest) -> Result<InvokeResult, InvokeError> {
     let (implementation_id, publication, contract) = resolve(registry, &request)?;
-    check_input(&contract, &request.operation, &request.input)?;
+    check_input(registry, &contract, &request.operation, &request.input)?;
     let view = registry
         .read(|s| s.implementation(&implementation_id).cloned())
         .ok_or_else(|| InvokeError::Internal(format!("{implementation_id} vanished")))?;
-    let adapter = lifecycle::load_declarative(registry, &implementation_id)?;
+    let adapter =
+        registry.cached_adapter(view.content_hash, || lifecycle::load_declarative(registry, &implementation_id))?;
     let redactor = redactor_for(registry, &request.project, &adapter, &contract, &request.operation, &request.input)?;
     let allow = allow_list(&adapter)?;
     let services = registry.services();
     let mut host = InvocationHost::new(services, request.project.clone(), allow, redactor);
-    let result = run_operation(&adapter, &mut host, &request.operation, &request.input, MAX_EXCHANGES).await;
+    let result = run_operation(adapter.as_ref(), &mut host, &request.operation, &request.input, MAX_EXCHANGES).await;
     let trace = host.trace.clone();
     let redactor = host.redactor();
     let (output, error) = match result {

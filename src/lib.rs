@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod bench;
+pub mod bench_invoke;
 pub mod cli;
 pub mod commands;
 pub mod conformance;

@@ -103,6 +103,10 @@ pub struct Registry {
     artifacts: ArtifactStore,
     services: HostServices,
     invocations: InvocationLog,
+    /// Loaded artifacts by content hash: verified and parsed once, then shared.
+    adapters: Mutex<HashMap<crate::ids::ContentHash, Arc<crate::declarative::engine::DeclarativeAdapter>>>,
+    /// Compiled input validators by (contract WIT digest, operation).
+    validators: Mutex<HashMap<(crate::ids::ContentHash, String), Arc<jsonschema::Validator>>>,
     live: RwLock<Live>,
     snapshot_position: Mutex<u64>,
     use_snapshots: bool,
@@ -143,6 +147,8 @@ impl Registry {
             artifacts,
             services,
             invocations,
+            adapters: Mutex::new(HashMap::new()),
+            validators: Mutex::new(HashMap::new()),
             live: RwLock::new(Live::default()),
             snapshot_position: Mutex::new(0),
             use_snapshots: options.use_snapshots,
@@ -190,6 +196,34 @@ impl Registry {
 
     pub fn invocations(&self) -> &InvocationLog {
         &self.invocations
+    }
+
+    /// The adapter of an artifact, loading (and verifying) it on first use.
+    pub fn cached_adapter<E>(
+        &self,
+        hash: crate::ids::ContentHash,
+        load: impl FnOnce() -> Result<crate::declarative::engine::DeclarativeAdapter, E>,
+    ) -> Result<Arc<crate::declarative::engine::DeclarativeAdapter>, E> {
+        if let Some(a) = self.adapters.lock().unwrap_or_else(|p| p.into_inner()).get(&hash) {
+            return Ok(a.clone());
+        }
+        let adapter = Arc::new(load()?);
+        self.adapters.lock().unwrap_or_else(|p| p.into_inner()).insert(hash, adapter.clone());
+        Ok(adapter)
+    }
+
+    /// A compiled validator, compiling on first use.
+    pub fn cached_validator<E>(
+        &self,
+        key: (crate::ids::ContentHash, String),
+        compile: impl FnOnce() -> Result<jsonschema::Validator, E>,
+    ) -> Result<Arc<jsonschema::Validator>, E> {
+        if let Some(v) = self.validators.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(v.clone());
+        }
+        let v = Arc::new(compile()?);
+        self.validators.lock().unwrap_or_else(|p| p.into_inner()).insert(key, v.clone());
+        Ok(v)
     }
 
     /// Runs `f` on the current projections.

@@ -103,3 +103,15 @@ fn bench_log_reports_every_measurement_beside_its_baseline() {
     }
     assert_eq!(v["replay"]["events"], 3000);
 }
+
+#[test]
+fn bench_invoke_reports_latency_beside_a_direct_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = vadyl(dir.path(), &["--json", "bench", "invoke", "--invocations", "20"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    for field in ["medianUs", "p99Us", "baselineMedianUs"] {
+        assert!(v["declarative"][field].as_f64().unwrap() > 0.0, "{field} in {v}");
+    }
+    assert!(v["declarative"]["addedMedianUs"].is_number(), "{v}");
+}

@@ -208,7 +208,7 @@ pub async fn run_with_progress(
     for vector in &suite.vectors {
         progress(&vector.name);
         let v = &vector.name;
-        if check_input(&contract, &vector.operation, &vector.input).is_err() {
+        if check_input(registry, &contract, &vector.operation, &vector.input).is_err() {
             findings.fail("contract.shape", format!("{v}: the vector's input does not fit the contract (suite bug)"));
             continue;
         }

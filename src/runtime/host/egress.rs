@@ -916,7 +916,17 @@ pub struct Executor {
     config: ExecutorConfig,
     user_agent: HeaderValue,
     resolver: Arc<dyn HostResolver>,
+    /// Clients by the exact (host, checked addresses) they are pinned to. Reusing one keeps its
+    /// connections alive across invocations without weakening the pinning: a client only ever
+    /// reaches the addresses it was built for, and a changed resolution gets a new client.
+    clients: Mutex<std::collections::HashMap<PinKey, reqwest::Client>>,
 }
+
+/// What a cached client is pinned to: the host name (if any) and its checked addresses.
+type PinKey = (Option<String>, Vec<SocketAddr>);
+
+/// Bound on cached pinned clients (the cache is cleared when it grows past this).
+const MAX_CACHED_CLIENTS: usize = 256;
 
 impl std::fmt::Debug for Executor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -959,7 +969,7 @@ impl Executor {
         }
         let user_agent = HeaderValue::from_str(&config.user_agent)
             .map_err(|_| EgressError::InvalidConfig { reason: "the user agent is not a valid header value" })?;
-        Ok(Executor { config, user_agent, resolver })
+        Ok(Executor { config, user_agent, resolver, clients: Mutex::new(std::collections::HashMap::new()) })
     }
 
     /// Sends `plan`, following redirects and retrying as `retry` says. Policy refusals end with an error;
@@ -1165,17 +1175,29 @@ impl Executor {
     /// A client for one hop: no proxy (it would bypass the guard), no automatic redirects, no resolver but
     /// the pinned addresses.
     fn client(&self, pin: Option<(&str, &[SocketAddr])>) -> Result<reqwest::Client, EgressError> {
+        let key = (pin.map(|(h, _)| h.to_owned()), pin.map(|(_, a)| a.to_vec()).unwrap_or_default());
+        if let Some(client) = self.clients.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(client.clone());
+        }
         let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .connect_timeout(self.config.connect_timeout)
             .user_agent(self.user_agent.clone())
             .dns_resolver(Arc::new(PinnedOnly))
-            .pool_max_idle_per_host(0);
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(8);
         if let Some((host, addrs)) = pin {
             builder = builder.resolve_to_addrs(host, addrs);
         }
-        builder.build().map_err(|error| EgressError::Client { reason: error_chain(&error.without_url()) })
+        let client =
+            builder.build().map_err(|error| EgressError::Client { reason: error_chain(&error.without_url()) })?;
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if clients.len() >= MAX_CACHED_CLIENTS {
+            clients.clear();
+        }
+        clients.insert(key, client.clone());
+        Ok(client)
     }
 }
 
