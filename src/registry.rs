@@ -226,8 +226,11 @@ impl Registry {
         Ok(v)
     }
 
-    /// Runs `f` on the current projections.
+    /// Runs `f` on the current projections, after folding anything another process appended.
     pub fn read<R>(&self, f: impl FnOnce(&Projections) -> R) -> R {
+        if let Err(e) = self.catch_up() {
+            tracing::error!(error = %e, "cannot catch up with the log; answering from the state as it is");
+        }
         match self.live.read() {
             Ok(live) => f(&live.projections),
             Err(poisoned) => f(&poisoned.into_inner().projections),
