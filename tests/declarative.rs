@@ -294,3 +294,72 @@ fn hostile_manifests_and_requests_get_a_clear_4xx_and_change_nothing() {
     let reg = common::open(&data);
     assert_eq!(reg.read(|s| s.implementations.len()), 0, "nothing was built");
 }
+
+#[test]
+fn each_conformance_check_fails_on_a_manifest_built_to_break_it() {
+    let fake = FakeStripe::start_blocking(SECRET).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    set_secret(&data);
+    let base = manifest_for(&fake, "3.0.0");
+    let fixture = |m: &mut Value, vector: &str, responses: Value| m["conformance"]["fixtures"][vector] = responses;
+    type Breaker = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, &str, Breaker)> = vec![
+        (
+            "3.0.1",
+            "egress.allowed-hosts",
+            Box::new(move |m: &mut Value| {
+                fixture(
+                    m,
+                    "charge-succeeds",
+                    json!([{"status": 302, "headers": {"Location": "https://evil.example.com/steal"}}]),
+                )
+            }),
+        ),
+        (
+            "3.0.2",
+            "secrets.no-raw-material",
+            Box::new(move |m: &mut Value| {
+                fixture(
+                    m,
+                    "charge-declined",
+                    json!([{"status": 402, "body": {"error": {
+                    "type": "card_error", "code": "card_declined",
+                    "message": "Declined for key {{request.headers.authorization}}"}}}]),
+                )
+            }),
+        ),
+        (
+            "3.0.3",
+            "egress.idempotency-on-retry",
+            Box::new(|m: &mut Value| {
+                let op = m["operations"]["charge"].as_object_mut().unwrap();
+                op.remove("idempotency");
+                op.remove("retry");
+            }),
+        ),
+        (
+            "3.0.4",
+            "contract.errors",
+            Box::new(|m: &mut Value| m["operations"]["charge"]["errors"][0]["code"] = json!("internal")),
+        ),
+    ];
+    for (version, check, breaker) in cases {
+        let mut m = base.clone();
+        m["version"] = json!(version);
+        breaker(&mut m);
+        let manifest = write_manifest(dir.path(), &m, &format!("{version}.json"));
+        let out = vadyl(&data, &["connector", "build", "declarative", "--manifest", &manifest]);
+        assert!(out.status.success(), "{version}: {}", stderr(&out));
+        let id = format!("stripe-charge-adapter:{version}");
+        let out = vadyl(&data, &["--json", "connector", "conformance", "run", "--implementation", &id]);
+        assert!(!out.status.success(), "{version} passed conformance");
+        let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        let state = report["checks"].as_array().unwrap().iter().find(|c| c["id"] == check).unwrap();
+        assert_eq!(state["state"], "failed", "{version}: {check} should fail: {report}");
+        assert!(state["detail"].as_str().is_some_and(|d| !d.is_empty()), "{report}");
+        assert!(!stdout(&out).contains(SECRET));
+    }
+    let latest = vadyl(&data, &["publication", "latest"]);
+    assert!(!latest.status.success(), "a failed run published something: {}", stdout(&latest));
+}

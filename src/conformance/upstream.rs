@@ -84,11 +84,24 @@ async fn answer(
     for (k, v) in &r.headers {
         builder = builder.header(k.as_str(), v.as_str());
     }
+    // `{{request.headers.NAME}}` in a scripted body is replaced by that request header: a provider
+    // that echoes what it was sent (some put the credential in error messages) is a case the suite
+    // must be able to stage.
+    let echo = |text: String| -> String {
+        let mut out = text;
+        for (name, value) in headers.iter() {
+            let marker = format!("{{{{request.headers.{}}}}}", name.as_str());
+            if out.contains(&marker) {
+                out = out.replace(&marker, &String::from_utf8_lossy(value.as_bytes()));
+            }
+        }
+        out
+    };
     let body = match r.body {
-        Some(serde_json::Value::String(text)) => axum::body::Body::from(text),
+        Some(serde_json::Value::String(text)) => axum::body::Body::from(echo(text)),
         Some(json) => {
             builder = builder.header("content-type", "application/json");
-            axum::body::Body::from(serde_json::to_vec(&json).unwrap_or_default())
+            axum::body::Body::from(echo(serde_json::to_string(&json).unwrap_or_default()))
         }
         None => axum::body::Body::empty(),
     };

@@ -67,8 +67,8 @@ pub struct Trace {
     pub logs: Vec<LogRecord>,
     pub spans: Vec<SpanRecord>,
     pub egress: Vec<EgressRecord>,
-    /// Plans the implementation tried to build that the host refused (e.g. hosts outside the
-    /// allow-list), with the reason.
+    /// Egress the host refused (plans to hosts outside the allow-list, redirects off it, blocked
+    /// addresses), with the reason.
     pub refused_plans: Vec<String>,
     /// Time readings handed to the implementation, in order (for replay).
     pub time_readings: Vec<u64>,
@@ -182,6 +182,16 @@ impl<'a> InvocationHost<'a> {
             }
             Err(e) => {
                 let message = self.redactor.redact_str(&e.to_string());
+                // A destination refused while the plan ran (a redirect off the allow-list, an address
+                // the guard blocks) is an egress violation just like a refused plan.
+                if matches!(
+                    e,
+                    EgressError::HostNotAllowed { .. }
+                        | EgressError::RedirectNotAllowed { .. }
+                        | EgressError::AddressNotAllowed { .. }
+                ) {
+                    self.trace.refused_plans.push(message.clone());
+                }
                 self.trace.egress.push(EgressRecord {
                     plan: id,
                     method,
