@@ -339,6 +339,13 @@ fn each_conformance_check_fails_on_a_manifest_built_to_break_it() {
             }),
         ),
         (
+            "3.0.5",
+            "observability.redaction",
+            Box::new(|m: &mut Value| {
+                m["operations"]["charge"]["request"]["query"] = json!({"card": "{{ input.source }}"});
+            }),
+        ),
+        (
             "3.0.4",
             "contract.errors",
             Box::new(|m: &mut Value| m["operations"]["charge"]["errors"][0]["code"] = json!("internal")),

@@ -377,6 +377,13 @@ pub async fn run_with_progress(
                         .fail("observability.redaction", format!("{v}: a sensitive input field appears in {place}"));
                 }
             }
+            // A sensitive field in a URL ends up in every access log between here and the provider.
+            if received.iter().any(|r| scan.find(r.path_and_query.as_bytes()).is_some()) {
+                findings.fail(
+                    "observability.redaction",
+                    format!("{v}: a sensitive input field is sent in the request URL, where proxy and provider logs keep it"),
+                );
+            }
         }
         vector_reports.push(json!({
             "name": v, "operation": vector.operation, "outcome": outcome_kind,
