@@ -370,3 +370,103 @@ fn each_conformance_check_fails_on_a_manifest_built_to_break_it() {
     let latest = vadyl(&data, &["publication", "latest"]);
     assert!(!latest.status.success(), "a failed run published something: {}", stdout(&latest));
 }
+
+/// What the receiver got: each request's headers and body.
+type Deliveries = std::sync::Arc<std::sync::Mutex<Vec<(Vec<(String, String)>, String)>>>;
+
+/// A webhook receiver on loopback that records what it gets.
+fn receiver() -> (String, Deliveries) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let store = seen.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let app = axum::Router::new().route(
+                "/hook",
+                axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+                    let store = store.clone();
+                    async move {
+                        let h = headers
+                            .iter()
+                            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+                            .collect();
+                        store.lock().unwrap().push((h, body));
+                        "received"
+                    }
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+            tx.send(listener.local_addr().unwrap().port()).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    let port = rx.recv().unwrap();
+    (format!("http://127.0.0.1:{port}/hook"), seen)
+}
+
+#[test]
+fn the_webhook_manifest_signs_with_a_host_held_secret_and_is_delivered() {
+    use base64::Engine;
+    use hmac::Mac;
+    let (url, seen) = receiver();
+    let port: u16 = url.split(':').nth(2).unwrap().split('/').next().unwrap().parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let signing_secret = "whsec_e2e_c0ffee_0123456789";
+    let mut child = Command::new(common::vadyl_bin())
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["secret", "set", "webhook-signing-secret"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(signing_secret.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/webhook.connector.json")).unwrap();
+    let mut m: Value = serde_json::from_str(&text).unwrap();
+    m["egress"]["allow"].as_array_mut().unwrap().push(json!({"scheme": "http", "host": "127.0.0.1", "port": port}));
+    let manifest = write_manifest(dir.path(), &m, "webhook.json");
+    for args in [
+        vec!["connector", "build", "declarative", "--manifest", manifest.as_str()],
+        vec!["connector", "conformance", "run", "--implementation", "webhook-signer:1.0.0"],
+        vec!["connector", "binding", "create", "hooks", "--implementation", "webhook-signer@^1"],
+    ] {
+        let out = vadyl(&data, &args);
+        assert!(out.status.success(), "{args:?}: {}{}", stdout(&out), stderr(&out));
+    }
+    let payload = r#"{"order":"o-77","card":"4242-secret-ish"}"#;
+    let input = json!({"endpointUrl": url, "eventType": "order.paid", "eventId": "evt_77", "payload": payload,
+                       "occurredAt": "2026-11-25T12:00:00Z", "headers": [["x-tenant", "shop"]]});
+    let out = vadyl(
+        &data,
+        &["--json", "connector", "invoke", "hooks", "--operation", "deliver", "--input", &input.to_string()],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let result: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(result["output"]["delivered"], true, "{result}");
+    let seen = seen.lock().unwrap().clone();
+    let (headers, body) = seen.last().unwrap();
+    assert_eq!(body, payload);
+    let get = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap();
+    let timestamp = get("webhook-timestamp");
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(signing_secret.as_bytes()).unwrap();
+    mac.update(format!("evt_77.{timestamp}.{payload}").as_bytes());
+    let expected = format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()));
+    assert_eq!(get("webhook-signature"), expected, "the receiver can verify the Standard Webhooks signature");
+    assert_eq!(result["output"]["signature"], expected);
+    assert_eq!(get("webhook-id"), "evt_77");
+    assert_eq!(get("x-tenant"), "shop");
+    let scan =
+        vadyl::runtime::redaction::Redactor::new([signing_secret.as_bytes().to_vec(), b"4242-secret-ish".to_vec()])
+            .unwrap();
+    for (place, bytes) in everything_stored(&data) {
+        if place.contains("secrets.db") {
+            continue;
+        }
+        assert!(scan.find(&bytes).is_none(), "{place} holds the signing secret or the sensitive payload");
+    }
+    assert!(scan.find(stdout(&out).as_bytes()).is_none());
+}

@@ -110,11 +110,6 @@ fn egress_auth(auth: &Auth, input: &Value) -> Result<EgressAuth, AdapterError> {
             EgressAuth::Header { header: a.header.clone(), prefix: a.prefix.clone(), secret: a.secret.clone() }
         }
         Auth::Hmac(a) => {
-            if a.signed_payload.is_some() || a.timestamp_header.is_some() {
-                return Err(AdapterError::Misbehaved(
-                    "HMAC over a signed-payload template is not supported by this engine yet; sign the body".into(),
-                ));
-            }
             if !matches!(a.algorithm, super::manifest::HmacAlgorithm::Sha256) {
                 return Err(AdapterError::Misbehaved("only HMAC-SHA256 request signing is supported".into()));
             }
@@ -193,6 +188,32 @@ impl DeclarativeAdapter {
                 Err(e) => return Ok(bad("headers", &e)),
             }
         }
+        if let Some(extra) = &req.extra_headers {
+            // `[[name, value], …]` from the input (e.g. webhook.deliver's `headers`).
+            match template::render_leaf(extra, &ctx) {
+                Ok(Value::Array(pairs)) => {
+                    for pair in pairs {
+                        match (pair.get(0).and_then(Value::as_str), pair.get(1).and_then(Value::as_str)) {
+                            (Some(k), Some(v)) if !v.contains(['\r', '\n']) => {
+                                headers.push((k.to_owned(), v.to_owned()))
+                            }
+                            _ => {
+                                return Ok(failure(
+                                    "invalid-input",
+                                    "extra headers must be [name, value] text pairs",
+                                    false,
+                                ))
+                            }
+                        }
+                    }
+                }
+                Ok(Value::Null) => {}
+                Ok(_) => {
+                    return Ok(failure("invalid-input", "extra headers must be a list of [name, value] pairs", false))
+                }
+                Err(e) => return Ok(bad("extra headers", &e)),
+            }
+        }
         let body = match &req.body {
             None => Vec::new(),
             Some(Body::Json(j)) => match template::render_value(&j.template, &ctx) {
@@ -233,8 +254,16 @@ impl DeclarativeAdapter {
                 Err(e) => return Ok(bad("idempotency key", &e)),
             },
         };
+        let requested = op
+            .retry
+            .as_ref()
+            .and_then(|r| r.requested_attempts.as_deref())
+            .and_then(|t| template::render_leaf(t, &ctx).ok())
+            .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok())))
+            .and_then(|n| u32::try_from(n).ok());
         let retry = op.retry.as_ref().map(|r| RetryPolicy {
-            max_attempts: r.max_attempts,
+            // The caller may ask for fewer attempts than the manifest allows, never more.
+            max_attempts: requested.map_or(r.max_attempts, |n| n.clamp(1, r.max_attempts)),
             initial_backoff_ms: r.initial_backoff_ms,
             max_backoff_ms: r.max_backoff_ms,
             multiplier: r.multiplier,
@@ -248,7 +277,43 @@ impl DeclarativeAdapter {
             max_retry_after_ms: r.max_retry_after_ms,
             retry_hint_header: r.retry_hint_header.clone(),
         });
-        let auth = self.manifest.auth.as_ref().map(|a| egress_auth(a, input)).transpose()?;
+        let auth = match &self.manifest.auth {
+            // A signed-payload scheme (Standard Webhooks): the engine renders the text to sign and
+            // has the host MAC it (SecretsHmac); the secret never leaves the host.
+            Some(Auth::Hmac(a)) if a.signed_payload.is_some() => {
+                let timestamp = host.now_ms() / 1000;
+                let mut sign_ctx = ctx.clone();
+                sign_ctx["timestamp"] = Value::from(timestamp);
+                sign_ctx["body"] = Value::String(String::from_utf8_lossy(&body).into_owned());
+                let payload = match template::render(a.signed_payload.as_deref().unwrap_or_default(), &sign_ctx) {
+                    Ok(p) => p,
+                    Err(e) => return Ok(bad("signed payload", &e)),
+                };
+                let secret = a
+                    .secret_from_input
+                    .as_deref()
+                    .and_then(|field| input.get(field))
+                    .and_then(Value::as_str)
+                    .map_or_else(|| a.secret.clone(), str::to_owned);
+                let mac = match host.hmac_sha256(&secret, payload.as_bytes()) {
+                    Ok(mac) => mac,
+                    Err(AdapterError::Host(reason)) => return Ok(failure("host-denied", reason, false)),
+                    Err(e) => return Err(e),
+                };
+                use base64::Engine;
+                let encoded = match a.encoding {
+                    MacEncoding::Hex => hex::encode(&mac),
+                    _ => base64::engine::general_purpose::STANDARD.encode(&mac),
+                };
+                headers.push((a.header.clone(), format!("{}{encoded}", a.prefix.as_deref().unwrap_or_default())));
+                if let Some(th) = &a.timestamp_header {
+                    headers.push((th.clone(), timestamp.to_string()));
+                }
+                None
+            }
+            Some(a) => Some(egress_auth(a, input)?),
+            None => None,
+        };
         let mut span_url = url.clone();
         span_url.set_query(None);
         host.record_span(
@@ -291,14 +356,20 @@ impl DeclarativeAdapter {
                 (None, Vec::new(), Vec::new(), Some(("network".to_owned(), message.clone())))
             }
         };
+        let signature = match &self.manifest.auth {
+            Some(Auth::Hmac(a)) => {
+                exchange.sent_headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(&a.header)).map(|(_, v)| v.clone())
+            }
+            _ => None,
+        };
         let doc = ResponseDocument {
             status,
             headers,
             body,
             network_error,
-            attempts: 1,
+            attempts: exchange.attempts.max(1),
             completed_at,
-            signature: None,
+            signature,
             input: input.clone(),
             config: self.config.clone(),
         }

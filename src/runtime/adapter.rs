@@ -19,6 +19,10 @@ pub struct Exchange {
     pub sequence: u32,
     pub outcome: ExchangeOutcome,
     pub elapsed_ms: u64,
+    /// Attempts the host made (retries included).
+    pub attempts: u32,
+    /// The headers of the plan as the implementation built them (never the host-attached auth).
+    pub sent_headers: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,6 +90,8 @@ pub trait StepHost {
     fn record_span(&mut self, name: &str, attributes: serde_json::Value);
     /// TimeNow, in ms since the epoch (recorded for replay).
     fn now_ms(&mut self) -> u64;
+    /// SecretsHmac: HMAC-SHA256 of `data` with the named secret, which the caller never sees.
+    fn hmac_sha256(&mut self, secret: &str, data: &[u8]) -> Result<Vec<u8>, AdapterError>;
 }
 
 /// A request for an egress plan, before the host validated it.
@@ -249,6 +255,9 @@ mod tests {
         fn now_ms(&mut self) -> u64 {
             0
         }
+        fn hmac_sha256(&mut self, _: &str, _: &[u8]) -> Result<Vec<u8>, AdapterError> {
+            Err(AdapterError::Host("no secrets in this test".into()))
+        }
     }
 
     fn respond(status: u16) -> impl FnMut(&mut TestHost, u64, u32) -> Result<Exchange, LoopError> {
@@ -261,6 +270,8 @@ mod tests {
                 sequence,
                 outcome: ExchangeOutcome::Response { status, headers: vec![], body: vec![] },
                 elapsed_ms: 1,
+                attempts: 1,
+                sent_headers: vec![],
             })
         }
     }

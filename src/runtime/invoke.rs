@@ -163,8 +163,16 @@ impl<'a> InvocationHost<'a> {
         let mut url = planned.plan.url().clone();
         url.set_query(None);
         let method = format!("{:?}", planned.plan.method()).to_uppercase();
+        let sent_headers: Vec<(String, String)> = planned
+            .plan
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        let mut attempts = 0u32;
         let outcome = match result {
             Ok(outcome) => {
+                attempts = u32::try_from(outcome.attempts.len()).unwrap_or(u32::MAX);
                 self.trace.egress.push(EgressRecord {
                     plan: id,
                     method,
@@ -203,7 +211,7 @@ impl<'a> InvocationHost<'a> {
                 ExchangeOutcome::NetworkError { message: format!("refused by the host: {message}") }
             }
         };
-        Ok(Exchange { plan: id, sequence, outcome, elapsed_ms })
+        Ok(Exchange { plan: id, sequence, outcome, elapsed_ms, attempts, sent_headers })
     }
 }
 
@@ -261,6 +269,13 @@ impl StepHost for InvocationHost<'_> {
         let now = self.now();
         self.trace.time_readings.push(now);
         now
+    }
+
+    fn hmac_sha256(&mut self, secret: &str, data: &[u8]) -> Result<Vec<u8>, AdapterError> {
+        self.services
+            .secrets
+            .hmac(&self.project, &SecretRef::latest(secret), super::host::secrets::HmacAlgorithm::Sha256, data)
+            .map_err(|e| AdapterError::Host(self.redactor.redact_str(&e.to_string())))
     }
 }
 
