@@ -241,10 +241,22 @@ pub async fn invoke(registry: &Registry, request: InvokeRequest) -> Result<Invok
     let invocation_id = format!("inv_{}", uuid::Uuid::now_v7().simple());
     let mut stored_input = request.input.clone();
     let _ = redact_pointers(&mut stored_input, &sensitive_input_pointers(&adapter, &contract, &request.operation));
+    // The record keeps the output without the fields the contract or the manifest mark sensitive.
+    let mut stored_output = output.clone();
+    if let Some(out) = stored_output.as_mut() {
+        let mut pointers: Vec<String> = contract
+            .sensitive_fields
+            .iter()
+            .filter(|f| f.operation == request.operation && f.direction == "output")
+            .map(|f| f.pointer.clone())
+            .collect();
+        pointers.extend(adapter.manifest().redaction.output_pointers.iter().cloned());
+        let _ = redact_pointers(out, &pointers);
+    }
     let record = json!({
         "invocationId": invocation_id, "project": request.project, "implementationId": implementation_id,
         "contentHash": view.content_hash, "publicationVersion": publication, "operation": request.operation,
-        "input": redactor.redact_json(&stored_input), "output": output, "error": error, "trace": trace,
+        "input": redactor.redact_json(&stored_input), "output": stored_output, "error": error, "trace": trace,
     });
     let now = services.clock.now_ms();
     registry

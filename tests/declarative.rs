@@ -470,3 +470,29 @@ fn the_webhook_manifest_signs_with_a_host_held_secret_and_is_delivered() {
     }
     assert!(scan.find(stdout(&out).as_bytes()).is_none());
 }
+
+#[test]
+fn an_upstream_redirect_off_the_allow_list_is_refused_by_the_host_as_a_typed_error() {
+    let fake = FakeStripe::start_blocking(SECRET).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    set_secret(&data);
+    let manifest = write_manifest(dir.path(), &manifest_for(&fake, "1.0.0"), "m.json");
+    for args in [
+        vec!["connector", "build", "declarative", "--manifest", manifest.as_str()],
+        vec!["connector", "conformance", "run", "--implementation", "stripe-charge-adapter:1.0.0"],
+        vec!["connector", "binding", "create", "stripe", "--implementation", "stripe-charge-adapter@^1"],
+    ] {
+        let out = vadyl(&data, &args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+    fake.push_fault(support::fake_stripe::Fault::redirect("http://169.254.169.254/latest/meta-data")).unwrap();
+    let input =
+        r#"{"amount": 100, "currency": "usd", "source": "tok_visa", "idempotencyKey": "redir-1", "metadata": []}"#;
+    let out = vadyl(&data, &["--json", "connector", "invoke", "stripe", "--operation", "charge", "--input", input]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let result: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(result["error"]["code"], "host-denied", "{result}");
+    assert_eq!(result["error"]["retryable"], false);
+    assert!(!stdout(&out).contains(SECRET));
+}

@@ -352,6 +352,8 @@ impl DeclarativeAdapter {
             .unwrap_or_default();
         let (status, headers, body, network_error) = match &exchange.outcome {
             ExchangeOutcome::Response { status, headers, body } => (Some(*status), headers.clone(), body.clone(), None),
+            // What the host refused is the host's answer, not the upstream's: a typed denial.
+            ExchangeOutcome::Refused { message } => return failure("host-denied", message.clone(), false),
             ExchangeOutcome::NetworkError { message } => {
                 (None, Vec::new(), Vec::new(), Some(("network".to_owned(), message.clone())))
             }

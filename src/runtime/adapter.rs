@@ -28,8 +28,18 @@ pub struct Exchange {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "kind")]
 pub enum ExchangeOutcome {
-    Response { status: u16, headers: Vec<(String, String)>, body: Vec<u8> },
-    NetworkError { message: String },
+    Response {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
+    NetworkError {
+        message: String,
+    },
+    /// The host refused to send (a redirect off the allow-list, a blocked address).
+    Refused {
+        message: String,
+    },
 }
 
 /// A typed contract error (the contracts' `contract-error`).

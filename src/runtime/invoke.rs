@@ -208,7 +208,7 @@ impl<'a> InvocationHost<'a> {
                     status: None,
                     stop: message.clone(),
                 });
-                ExchangeOutcome::NetworkError { message: format!("refused by the host: {message}") }
+                ExchangeOutcome::Refused { message: format!("refused by the host: {message}") }
             }
         };
         Ok(Exchange { plan: id, sequence, outcome, elapsed_ms, attempts, sent_headers })
