@@ -194,6 +194,16 @@ fn collect_strings(input: &Value, pointer: &str, out: &mut Vec<Vec<u8>>) {
     probe.take();
 }
 
+/// What a declarative implementation is granted: the secrets its published manifest names.
+pub fn grants(adapter: &DeclarativeAdapter) -> Vec<String> {
+    adapter
+        .manifest()
+        .auth
+        .as_ref()
+        .map(|a| a.secret_names().into_iter().map(|(_, n)| format!("secret:{n}")).collect())
+        .unwrap_or_default()
+}
+
 pub fn allow_list(adapter: &DeclarativeAdapter) -> Result<AllowList, InvokeError> {
     let rules = adapter
         .manifest()
@@ -228,7 +238,8 @@ pub async fn invoke(registry: &Registry, request: InvokeRequest) -> Result<Invok
     let redactor = redactor_for(registry, &request.project, &adapter, &contract, &request.operation, &request.input)?;
     let allow = allow_list(&adapter)?;
     let services = registry.services();
-    let mut host = InvocationHost::new(services, request.project.clone(), allow, redactor);
+    let mut host =
+        InvocationHost::new(services, request.project.clone(), allow, redactor).with_grants(grants(&adapter));
     let result = run_operation(adapter.as_ref(), &mut host, &request.operation, &request.input, MAX_EXCHANGES).await;
     let trace = host.trace.clone();
     let redactor = host.redactor();

@@ -447,8 +447,8 @@ fn the_webhook_manifest_signs_with_a_host_held_secret_and_is_delivered() {
     assert!(out.status.success(), "{}", stderr(&out));
     let result: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(result["output"]["delivered"], true, "{result}");
-    let seen = seen.lock().unwrap().clone();
-    let (headers, body) = seen.last().unwrap();
+    let deliveries = seen.lock().unwrap().clone();
+    let (headers, body) = deliveries.last().unwrap();
     assert_eq!(body, payload);
     let get = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap();
     let timestamp = get("webhook-timestamp");
@@ -469,6 +469,21 @@ fn the_webhook_manifest_signs_with_a_host_held_secret_and_is_delivered() {
         assert!(scan.find(&bytes).is_none(), "{place} holds the signing secret or the sensitive payload");
     }
     assert!(scan.find(stdout(&out).as_bytes()).is_none());
+
+    // The caller may name the signing secret, but only one the published manifest was granted:
+    // another secret of the project is refused at the host boundary (CapabilityAssert).
+    let mut other = input.clone();
+    other["eventId"] = json!("evt_78");
+    other["signingSecretRef"] = json!("stripe-secret-key");
+    let before = seen.lock().unwrap().len();
+    let out = vadyl(
+        &data,
+        &["--json", "connector", "invoke", "hooks", "--operation", "deliver", "--input", &other.to_string()],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let denied: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(denied["error"]["code"], "permission-denied", "{denied}");
+    assert_eq!(seen.lock().unwrap().len(), before, "nothing was delivered");
 }
 
 #[test]

@@ -234,7 +234,8 @@ pub async fn run_with_progress(
         let host = InvocationHost::new(services, project.clone(), allow.clone(), redactor)
             .redirecting_to(&upstream.origin())
             .map_err(|e| ConformanceError::Setup(e.to_string()))?
-            .with_sleeper(Arc::new(RecordingSleeper::default()));
+            .with_sleeper(Arc::new(RecordingSleeper::default()))
+            .with_grants(crate::invocation::grants(&adapter));
         let mut host = host;
         let result = run_operation(&adapter, &mut host, &vector.operation, &vector.input, MAX_EXCHANGES).await;
         let trace = host.trace.clone();

@@ -295,6 +295,9 @@ impl DeclarativeAdapter {
                     .and_then(|field| input.get(field))
                     .and_then(Value::as_str)
                     .map_or_else(|| a.secret.clone(), str::to_owned);
+                if let Err(AdapterError::Host(reason)) = host.assert_capability(&format!("secret:{secret}")) {
+                    return Ok(failure("permission-denied", reason, false));
+                }
                 let mac = match host.hmac_sha256(&secret, payload.as_bytes()) {
                     Ok(mac) => mac,
                     Err(AdapterError::Host(reason)) => return Ok(failure("host-denied", reason, false)),

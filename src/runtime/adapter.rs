@@ -102,6 +102,9 @@ pub trait StepHost {
     fn now_ms(&mut self) -> u64;
     /// SecretsHmac: HMAC-SHA256 of `data` with the named secret, which the caller never sees.
     fn hmac_sha256(&mut self, secret: &str, data: &[u8]) -> Result<Vec<u8>, AdapterError>;
+    /// CapabilityAssert: fails unless this invocation was granted `capability` (e.g.
+    /// `secret:stripe-secret-key`).
+    fn assert_capability(&mut self, capability: &str) -> Result<(), AdapterError>;
 }
 
 /// A request for an egress plan, before the host validated it.
@@ -267,6 +270,9 @@ mod tests {
         }
         fn hmac_sha256(&mut self, _: &str, _: &[u8]) -> Result<Vec<u8>, AdapterError> {
             Err(AdapterError::Host("no secrets in this test".into()))
+        }
+        fn assert_capability(&mut self, capability: &str) -> Result<(), AdapterError> {
+            Err(AdapterError::Host(format!("{capability} is not granted in this test")))
         }
     }
 

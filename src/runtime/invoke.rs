@@ -91,6 +91,8 @@ pub struct InvocationHost<'a> {
     /// plan's real destination against `allow`).
     redirect: Option<(url::Url, AllowList)>,
     sleeper: Arc<dyn Sleeper>,
+    /// Capabilities this invocation holds (`secret:<name>`, …); everything else is denied.
+    grants: std::collections::BTreeSet<String>,
     pub trace: Trace,
 }
 
@@ -98,7 +100,31 @@ impl<'a> InvocationHost<'a> {
     /// `redactor` covers the secrets this invocation may use and the sensitive input values.
     pub fn new(services: &'a HostServices, project: ProjectId, allow: AllowList, redactor: Redactor) -> Self {
         let sleeper = services.sleeper.clone();
-        Self { services, project, allow, redactor, plans: Vec::new(), redirect: None, sleeper, trace: Trace::default() }
+        Self {
+            services,
+            project,
+            allow,
+            redactor,
+            plans: Vec::new(),
+            redirect: None,
+            sleeper,
+            grants: Default::default(),
+            trace: Trace::default(),
+        }
+    }
+
+    /// Grants capabilities (`secret:<name>` for each secret the published artifact declares).
+    pub fn with_grants(mut self, grants: impl IntoIterator<Item = String>) -> Self {
+        self.grants.extend(grants);
+        self
+    }
+
+    fn check_grant(&self, capability: &str) -> Result<(), AdapterError> {
+        if self.grants.contains(capability) {
+            Ok(())
+        } else {
+            Err(AdapterError::Host(format!("capability {capability} is not granted to this implementation")))
+        }
     }
 
     /// Waits between retries with `sleeper` (conformance records the waits instead of waiting).
@@ -218,6 +244,19 @@ impl<'a> InvocationHost<'a> {
 impl StepHost for InvocationHost<'_> {
     fn build_plan(&mut self, plan: PlanRequest) -> Result<u64, AdapterError> {
         let method = parse_method(&plan.method)?;
+        // Auth may only use secrets the published artifact declared.
+        let secret = plan.auth.as_ref().map(|a| match a {
+            EgressAuth::Bearer { secret }
+            | EgressAuth::Header { secret, .. }
+            | EgressAuth::HmacSha256 { secret, .. } => secret.clone(),
+            EgressAuth::Basic { password_secret, .. } => password_secret.clone(),
+        });
+        if let Some(name) = secret {
+            if let Err(e) = self.check_grant(&format!("secret:{name}")) {
+                self.trace.refused_plans.push(e.to_string());
+                return Err(e);
+            }
+        }
         let built = self.destination(&plan.url).and_then(|(url, allow)| {
             let request = EgressRequest {
                 method,
@@ -271,7 +310,12 @@ impl StepHost for InvocationHost<'_> {
         now
     }
 
+    fn assert_capability(&mut self, capability: &str) -> Result<(), AdapterError> {
+        self.check_grant(capability)
+    }
+
     fn hmac_sha256(&mut self, secret: &str, data: &[u8]) -> Result<Vec<u8>, AdapterError> {
+        self.check_grant(&format!("secret:{secret}"))?;
         self.services
             .secrets
             .hmac(&self.project, &SecretRef::latest(secret), super::host::secrets::HmacAlgorithm::Sha256, data)
