@@ -55,7 +55,11 @@ impl RegistryKey {
         if path.exists() {
             return Self::load(&path);
         }
-        create_private_dir(keys_dir)?;
+        create_private_dir(keys_dir).map_err(|source| KeyError::Io {
+            action: "create directory",
+            path: keys_dir.to_owned(),
+            source,
+        })?;
         let mut seed = [0u8; 32];
         getrandom_seed(&mut seed)?;
         let text = format!("{KEY_HEADER} {}\n", hex::encode(seed));
@@ -122,18 +126,17 @@ fn getrandom_seed(seed: &mut [u8; 32]) -> Result<(), KeyError> {
     rand::rngs::OsRng.try_fill_bytes(seed).map_err(|e| KeyError::Random(e.to_string()))
 }
 
-/// Creates a directory readable only by its owner (0700 on Unix).
-pub fn create_private_dir(dir: &Path) -> Result<(), KeyError> {
-    let io = |source| KeyError::Io { action: "create directory", path: dir.to_owned(), source };
+/// Creates a directory readable only by its owner (0700 on Unix), if it does not exist.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::DirBuilderExt;
         if !dir.exists() {
-            fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
         }
     }
     #[cfg(not(unix))]
-    fs::create_dir_all(dir).map_err(io)?;
+    fs::create_dir_all(dir)?;
     Ok(())
 }
 
@@ -149,19 +152,26 @@ pub fn open_owner_only(path: &Path) -> std::io::Result<fs::File> {
     options.open(path)
 }
 
-fn check_owner_only(path: &Path) -> Result<(), KeyError> {
+/// The file's permission bits when group or others can reach it (a key file must be owner-only).
+pub fn too_open_mode(path: &Path) -> std::io::Result<Option<u32>> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let meta =
-            fs::metadata(path).map_err(|source| KeyError::Io { action: "stat", path: path.to_owned(), source })?;
-        let mode = meta.permissions().mode() & 0o777;
+        let mode = fs::metadata(path)?.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
-            return Err(KeyError::TooOpen { path: path.to_owned(), mode });
+            return Ok(Some(mode));
         }
     }
     let _ = path;
-    Ok(())
+    Ok(None)
+}
+
+fn check_owner_only(path: &Path) -> Result<(), KeyError> {
+    match too_open_mode(path) {
+        Ok(None) => Ok(()),
+        Ok(Some(mode)) => Err(KeyError::TooOpen { path: path.to_owned(), mode }),
+        Err(source) => Err(KeyError::Io { action: "stat", path: path.to_owned(), source }),
+    }
 }
 
 #[cfg(test)]

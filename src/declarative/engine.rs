@@ -100,6 +100,16 @@ fn expand_statuses(patterns: &[StatusPattern]) -> Vec<u16> {
     (100..=599).filter(|s| patterns.iter().any(|p| p.matches(*s))).collect()
 }
 
+/// The secret an HMAC signs with: the one the caller names in the input field the manifest allows,
+/// else the manifest's own. (The host still refuses any secret the artifact was not granted.)
+fn signing_secret(a: &super::manifest::HmacAuth, input: &Value) -> String {
+    a.secret_from_input
+        .as_deref()
+        .and_then(|field| input.get(field))
+        .and_then(Value::as_str)
+        .map_or_else(|| a.secret.clone(), str::to_owned)
+}
+
 fn egress_auth(auth: &Auth, input: &Value) -> Result<EgressAuth, AdapterError> {
     Ok(match auth {
         Auth::Bearer(a) => EgressAuth::Bearer { secret: a.secret.clone() },
@@ -113,12 +123,7 @@ fn egress_auth(auth: &Auth, input: &Value) -> Result<EgressAuth, AdapterError> {
             if !matches!(a.algorithm, super::manifest::HmacAlgorithm::Sha256) {
                 return Err(AdapterError::Misbehaved("only HMAC-SHA256 request signing is supported".into()));
             }
-            let secret = a
-                .secret_from_input
-                .as_deref()
-                .and_then(|field| input.get(field))
-                .and_then(Value::as_str)
-                .map_or_else(|| a.secret.clone(), str::to_owned);
+            let secret = signing_secret(a, input);
             EgressAuth::HmacSha256 {
                 header: a.header.clone(),
                 prefix: a.prefix.clone(),
@@ -289,12 +294,7 @@ impl DeclarativeAdapter {
                     Ok(p) => p,
                     Err(e) => return Ok(bad("signed payload", &e)),
                 };
-                let secret = a
-                    .secret_from_input
-                    .as_deref()
-                    .and_then(|field| input.get(field))
-                    .and_then(Value::as_str)
-                    .map_or_else(|| a.secret.clone(), str::to_owned);
+                let secret = signing_secret(a, input);
                 if let Err(AdapterError::Host(reason)) = host.assert_capability(&format!("secret:{secret}")) {
                     return Ok(failure("permission-denied", reason, false));
                 }

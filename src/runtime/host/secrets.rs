@@ -496,46 +496,21 @@ fn load_master_key(path: &Path) -> Result<Zeroizing<[u8; 32]>, SecretError> {
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), SecretError> {
-    let io = |source| SecretError::KeyFileIo { action: "create directory", path: dir.to_owned(), source };
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        if !dir.exists() {
-            fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
-        }
-    }
-    #[cfg(not(unix))]
-    fs::create_dir_all(dir).map_err(io)?;
-    Ok(())
+    crate::keys::create_private_dir(dir).map_err(|source| SecretError::KeyFileIo {
+        action: "create directory",
+        path: dir.to_owned(),
+        source,
+    })
 }
 
-fn open_owner_only(path: &Path) -> std::io::Result<fs::File> {
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    options.open(path)
-}
+use crate::keys::open_owner_only;
 
 fn check_owner_only(path: &Path) -> Result<(), SecretError> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let meta = fs::metadata(path).map_err(|source| SecretError::KeyFileIo {
-            action: "stat",
-            path: path.to_owned(),
-            source,
-        })?;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(SecretError::KeyFileTooOpen { path: path.to_owned(), mode });
-        }
+    match crate::keys::too_open_mode(path) {
+        Ok(None) => Ok(()),
+        Ok(Some(mode)) => Err(SecretError::KeyFileTooOpen { path: path.to_owned(), mode }),
+        Err(source) => Err(SecretError::KeyFileIo { action: "stat", path: path.to_owned(), source }),
     }
-    let _ = path;
-    Ok(())
 }
 
 #[cfg(test)]
