@@ -11,10 +11,11 @@ use crate::ids::{BindingAlias, BindingTarget, ContentHash, ImplementationId, Pro
 use crate::lifecycle::{self, LifecycleError};
 use crate::projections::{ContractView, Resolution};
 use crate::registry::Registry;
+use crate::runtime::adapter::run;
 use crate::runtime::adapter::{LoopError, Outcome};
 use crate::runtime::host::egress::{AllowList, AllowRule, Scheme};
 use crate::runtime::host::secrets::SecretRef;
-use crate::runtime::invoke::{run_operation, InvocationHost, Trace};
+use crate::runtime::invoke::{InvocationHost, Trace};
 use crate::runtime::redaction::{redact_pointers, Redactor};
 
 /// At most this many egress exchanges per invocation.
@@ -240,7 +241,7 @@ pub async fn invoke(registry: &Registry, request: InvokeRequest) -> Result<Invok
     let services = registry.services();
     let mut host =
         InvocationHost::new(services, request.project.clone(), allow, redactor).with_grants(grants(&adapter));
-    let result = run_operation(adapter.as_ref(), &mut host, &request.operation, &request.input, MAX_EXCHANGES).await;
+    let result = run(adapter.as_ref(), &mut host, &request.operation, &request.input, MAX_EXCHANGES).await;
     let trace = host.trace.clone();
     let redactor = host.redactor();
     let (output, error) = match result {

@@ -26,7 +26,7 @@ use crate::registry::{Registry, RegistryError};
 use crate::runtime::adapter::Outcome;
 use crate::runtime::host::egress::RecordingSleeper;
 use crate::runtime::host::memory::Scope;
-use crate::runtime::invoke::{run_operation, InvocationHost};
+use crate::runtime::invoke::InvocationHost;
 use crate::runtime::redaction::Redactor;
 use upstream::{ScriptedResponse, Upstream};
 
@@ -237,7 +237,8 @@ pub async fn run_with_progress(
             .with_sleeper(Arc::new(RecordingSleeper::default()))
             .with_grants(crate::invocation::grants(&adapter));
         let mut host = host;
-        let result = run_operation(&adapter, &mut host, &vector.operation, &vector.input, MAX_EXCHANGES).await;
+        let result =
+            crate::runtime::adapter::run(&adapter, &mut host, &vector.operation, &vector.input, MAX_EXCHANGES).await;
         let trace = host.trace.clone();
         let received = upstream.received();
 

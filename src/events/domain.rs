@@ -321,7 +321,8 @@ fn decode_with(
             .ok_or_else(|| bad(format!("no upcaster from v{from} to v{}", from + 1)))?;
         value = (upcaster.step)(value).map_err(&bad)?;
     }
-    decode_current(event_type, value).map_err(|e| bad(e.to_string()))
+    // Upcast payloads are rare (old history only): re-read them through the one typed decoder.
+    decode_current_str(event_type, &value.to_string()).map_err(|e| bad(e.to_string()))
 }
 
 fn decode_current_str(event_type: &str, text: &str) -> Result<DomainEvent, serde_json::Error> {
@@ -340,25 +341,6 @@ fn decode_current_str(event_type: &str, text: &str) -> Result<DomainEvent, serde
         "BindingCreated" => de(text).map(E::BindingCreated),
         // The caller checked the type against EVENT_TYPES.
         _ => de(text).map(E::BindingChanged),
-    }
-}
-
-fn decode_current(event_type: &str, value: serde_json::Value) -> Result<DomainEvent, serde_json::Error> {
-    fn de<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, serde_json::Error> {
-        serde_json::from_value(v)
-    }
-    use DomainEvent as E;
-    match event_type {
-        "RegistryKeyRegistered" => de(value).map(E::RegistryKeyRegistered),
-        "CheckpointSigned" => de(value).map(E::CheckpointSigned),
-        "ContractRegistered" => de(value).map(E::ContractRegistered),
-        "ImplementationBuilt" => de(value).map(E::ImplementationBuilt),
-        "ConformanceRunCompleted" => de(value).map(E::ConformanceRunCompleted),
-        "PublicationCreated" => de(value).map(E::PublicationCreated),
-        "PublicationInvalidated" => de(value).map(E::PublicationInvalidated),
-        "BindingCreated" => de(value).map(E::BindingCreated),
-        // The caller checked the type against EVENT_TYPES.
-        _ => de(value).map(E::BindingChanged),
     }
 }
 

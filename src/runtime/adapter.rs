@@ -154,15 +154,24 @@ pub enum Outcome {
     Failed(ContractFailure),
 }
 
-/// Drives `adapter` through `operation`: step, execute the requested plan with `execute`, step again,
-/// until it finishes. `execute` performs one plan (with its retries) and returns the exchange.
-pub fn run<H: StepHost>(
+/// A host that can also run the plans a step asks for.
+pub trait ExecutePlan: StepHost {
+    /// Performs plan `plan` (with its retries) and returns the exchange the implementation sees.
+    fn execute(
+        &mut self,
+        plan: u64,
+        sequence: u32,
+    ) -> impl std::future::Future<Output = Result<Exchange, LoopError>> + Send;
+}
+
+/// The host loop every implementation source runs under: step, execute the requested plan, step
+/// again with one more exchange, until the operation finishes.
+pub async fn run<H: ExecutePlan + Send>(
     adapter: &dyn Adapter,
     host: &mut H,
     operation: &str,
     input: &serde_json::Value,
     max_exchanges: usize,
-    mut execute: impl FnMut(&mut H, u64, u32) -> Result<Exchange, LoopError>,
 ) -> Result<(Outcome, Vec<Exchange>), LoopError> {
     let mut exchanges: Vec<Exchange> = Vec::new();
     loop {
@@ -174,7 +183,7 @@ pub fn run<H: StepHost>(
                     return Err(LoopError::TooManyExchanges(max_exchanges));
                 }
                 let sequence = u32::try_from(exchanges.len()).unwrap_or(u32::MAX);
-                let exchange = execute(host, plan, sequence)?;
+                let exchange = host.execute(plan, sequence).await?;
                 exchanges.push(exchange);
             }
         }
@@ -256,6 +265,8 @@ mod tests {
     #[derive(Default)]
     struct TestHost {
         plans: Vec<PlanRequest>,
+        /// The status every executed plan answers with.
+        status: u16,
     }
 
     impl StepHost for TestHost {
@@ -276,15 +287,15 @@ mod tests {
         }
     }
 
-    fn respond(status: u16) -> impl FnMut(&mut TestHost, u64, u32) -> Result<Exchange, LoopError> {
-        move |host, plan, sequence| {
-            if plan as usize > host.plans.len() {
+    impl ExecutePlan for TestHost {
+        async fn execute(&mut self, plan: u64, sequence: u32) -> Result<Exchange, LoopError> {
+            if plan as usize > self.plans.len() {
                 return Err(LoopError::UnknownPlan(plan));
             }
             Ok(Exchange {
                 plan,
                 sequence,
-                outcome: ExchangeOutcome::Response { status, headers: vec![], body: vec![] },
+                outcome: ExchangeOutcome::Response { status: self.status, headers: vec![], body: vec![] },
                 elapsed_ms: 1,
                 attempts: 1,
                 sent_headers: vec![],
@@ -292,10 +303,14 @@ mod tests {
         }
     }
 
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    }
+
     #[test]
     fn the_loop_runs_a_plan_and_resumes_the_step() {
-        let mut host = TestHost::default();
-        let (outcome, exchanges) = run(&OneCall, &mut host, "ping", &serde_json::Value::Null, 4, respond(204)).unwrap();
+        let mut host = TestHost { status: 204, ..TestHost::default() };
+        let (outcome, exchanges) = block_on(run(&OneCall, &mut host, "ping", &serde_json::Value::Null, 4)).unwrap();
         assert_eq!(outcome, Outcome::Done(serde_json::json!({"status": 204})));
         assert_eq!(exchanges.len(), 1);
         assert_eq!(host.plans.len(), 1);
@@ -303,10 +318,10 @@ mod tests {
 
     #[test]
     fn the_loop_bounds_exchanges_and_reports_adapter_errors() {
-        let mut host = TestHost::default();
-        let err = run(&Greedy, &mut host, "x", &serde_json::Value::Null, 3, respond(200)).unwrap_err();
+        let mut host = TestHost { status: 200, ..TestHost::default() };
+        let err = block_on(run(&Greedy, &mut host, "x", &serde_json::Value::Null, 3)).unwrap_err();
         assert_eq!(err, LoopError::TooManyExchanges(3));
-        let err = run(&OneCall, &mut host, "nope", &serde_json::Value::Null, 3, respond(200)).unwrap_err();
+        let err = block_on(run(&OneCall, &mut host, "nope", &serde_json::Value::Null, 3)).unwrap_err();
         assert_eq!(err, LoopError::Adapter(AdapterError::UnknownOperation("nope".into())));
     }
 }

@@ -10,9 +10,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::adapter::{
-    Adapter, AdapterError, EgressAuth, Exchange, ExchangeOutcome, LoopError, Outcome, PlanRequest, Step, StepHost,
-};
+use super::adapter::{AdapterError, EgressAuth, Exchange, ExchangeOutcome, LoopError, PlanRequest, StepHost};
 use super::host::clock::Clock;
 use super::host::egress::{
     AllowList, AttachAuth, EgressError, EgressPlan, EgressRequest, Executor, Method, PlanLimits, RetryPolicy, Sleeper,
@@ -170,7 +168,7 @@ impl<'a> InvocationHost<'a> {
     }
 
     /// Executes plan `id` (with its retries) and returns the exchange the implementation sees.
-    pub async fn execute(&mut self, id: u64, sequence: u32) -> Result<Exchange, LoopError> {
+    pub async fn execute_plan(&mut self, id: u64, sequence: u32) -> Result<Exchange, LoopError> {
         let index = usize::try_from(id).ok().and_then(|i| i.checked_sub(1)).ok_or(LoopError::UnknownPlan(id))?;
         let planned = self.plans.get(index).ok_or(LoopError::UnknownPlan(id))?;
         let auth = SecretAuth {
@@ -336,28 +334,13 @@ fn parse_method(m: &str) -> Result<Method, AdapterError> {
     })
 }
 
-/// Drives an operation to its end on this host (the async twin of `adapter::run`).
-pub async fn run_operation(
-    adapter: &dyn Adapter,
-    host: &mut InvocationHost<'_>,
-    operation: &str,
-    input: &serde_json::Value,
-    max_exchanges: usize,
-) -> Result<(Outcome, Vec<Exchange>), LoopError> {
-    let mut exchanges: Vec<Exchange> = Vec::new();
-    loop {
-        match adapter.step(host, operation, input, &exchanges)? {
-            Step::Done(output) => return Ok((Outcome::Done(output), exchanges)),
-            Step::Failed(f) => return Ok((Outcome::Failed(f), exchanges)),
-            Step::Egress(plan) => {
-                if exchanges.len() >= max_exchanges {
-                    return Err(LoopError::TooManyExchanges(max_exchanges));
-                }
-                let sequence = u32::try_from(exchanges.len()).unwrap_or(u32::MAX);
-                let exchange = host.execute(plan, sequence).await?;
-                exchanges.push(exchange);
-            }
-        }
+impl super::adapter::ExecutePlan for InvocationHost<'_> {
+    fn execute(
+        &mut self,
+        plan: u64,
+        sequence: u32,
+    ) -> impl std::future::Future<Output = Result<Exchange, LoopError>> + Send {
+        self.execute_plan(plan, sequence)
     }
 }
 
