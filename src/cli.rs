@@ -142,6 +142,32 @@ pub enum BuildCommand {
         #[arg(long)]
         manifest: PathBuf,
     },
+    /// Build an AuthoredComponent: a WebAssembly component importing only the Vadyl host interfaces.
+    Component {
+        /// The component (`.wasm`).
+        #[arg(long)]
+        wasm: PathBuf,
+        /// `name:semver`.
+        #[arg(long)]
+        implementation: String,
+        /// `kind@major`, e.g. `payment.charge@1`.
+        #[arg(long)]
+        contract: String,
+        /// The descriptor (JSON): allowed origins, secrets, sensitive fields, conformance fixtures, limits.
+        #[arg(long)]
+        descriptor: PathBuf,
+    },
+    /// Register a BuiltInNative adapter of this binary as an implementation.
+    Native {
+        /// The adapter's name, e.g. `vadyl.webhook-hmac`.
+        #[arg(long)]
+        adapter: String,
+        #[arg(long)]
+        implementation: String,
+        /// A descriptor replacing the adapter's default policy.
+        #[arg(long)]
+        descriptor: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -240,6 +266,9 @@ pub enum AuditCommand {
         #[command(flatten)]
         key: KeyArg,
     },
+    /// Re-run a recorded invocation from what the host handed it (responses, time, memory, MACs),
+    /// without network, and compare the output with the recorded one.
+    ReplayInvocation { invocation_id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -313,17 +342,34 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let document: Value =
                 serde_json::from_str(&text).with_context(|| format!("{} is not JSON", manifest.display()))?;
             let v = call_api(&cli, reqwest::Method::POST, "/build/declarative", Some(document))?;
-            out.print(&v, |v| {
-                format!(
-                    "{} {} ({}, {})\ncontent hash {}\nsignature {}",
-                    if v["created"] == json!(true) { "built" } else { "already built:" },
-                    v["implementationId"].as_str().unwrap_or("?"),
-                    v["source"].as_str().unwrap_or("?"),
-                    v["contract"].as_str().unwrap_or("?"),
-                    v["contentHash"].as_str().unwrap_or("?"),
-                    v["signature"].as_str().unwrap_or("?")
-                )
+            out.print(&v, build_summary);
+            Ok(())
+        }
+        Command::Connector(ConnectorCommand::Build(BuildCommand::Component {
+            wasm,
+            implementation,
+            contract,
+            descriptor,
+        })) => {
+            use base64::Engine;
+            let bytes = std::fs::read(&wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
+            let descriptor = read_json_file(&descriptor)?;
+            let id: ImplementationId = implementation.parse()?;
+            let contract: ContractRef = contract.parse()?;
+            let body = json!({
+                "implementationId": id, "contract": contract, "descriptor": descriptor,
+                "component": base64::engine::general_purpose::STANDARD.encode(&bytes),
             });
+            let v = call_api(&cli, reqwest::Method::POST, "/build/component", Some(body))?;
+            out.print(&v, build_summary);
+            Ok(())
+        }
+        Command::Connector(ConnectorCommand::Build(BuildCommand::Native { adapter, implementation, descriptor })) => {
+            let id: ImplementationId = implementation.parse()?;
+            let descriptor = descriptor.as_deref().map(read_json_file).transpose()?;
+            let body = json!({"implementationId": id, "adapter": adapter, "descriptor": descriptor});
+            let v = call_api(&cli, reqwest::Method::POST, "/build/native", Some(body))?;
+            out.print(&v, build_summary);
             Ok(())
         }
         Command::Connector(ConnectorCommand::Conformance(ConformanceCommand::Run { implementation })) => {
@@ -719,8 +765,49 @@ fn open_log(data_dir: &Path) -> anyhow::Result<SqliteStore> {
     Ok(SqliteStore::open(&path, Durability::Full)?)
 }
 
+fn read_json_file(path: &Path) -> anyhow::Result<Value> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
+}
+
+fn build_summary(v: &Value) -> String {
+    format!(
+        "{} {} ({}, {})\ncontent hash {}\nsignature {}",
+        if v["created"] == json!(true) { "built" } else { "already built:" },
+        v["implementationId"].as_str().unwrap_or("?"),
+        v["source"].as_str().unwrap_or("?"),
+        v["contract"].as_str().unwrap_or("?"),
+        v["contentHash"].as_str().unwrap_or("?"),
+        v["signature"].as_str().unwrap_or("?")
+    )
+}
+
 fn audit_command(data_dir: &Path, out: &Output, command: AuditCommand) -> anyhow::Result<()> {
     match command {
+        AuditCommand::ReplayInvocation { invocation_id } => {
+            let registry = open_registry(data_dir)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let report = runtime.block_on(crate::replay::replay_invocation(&registry, &invocation_id))?;
+            out.print(&serde_json::to_value(&report)?, |_| {
+                format!(
+                    "replayed {} ({} {}) from {} recorded exchange(s), {} time reading(s), {} other host answer(s), without network\n\
+                     recorded output: {}\nreplayed output: {}\n{}",
+                    report.invocation_id,
+                    report.implementation_id,
+                    report.operation,
+                    report.exchanges,
+                    report.time_readings,
+                    report.tape_entries,
+                    report.recorded,
+                    report.replayed,
+                    if report.matches { "the same output" } else { "DIFFERENT output" }
+                )
+            });
+            if !report.matches {
+                bail!("the replay did not reproduce the recorded output");
+            }
+            Ok(())
+        }
         AuditCommand::Verify(key) => {
             let trusted = trusted_key(data_dir, &key)?;
             let store = open_log(data_dir)?;

@@ -6,14 +6,13 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::commands::CommandError;
-use crate::declarative::engine::DeclarativeAdapter;
 use crate::ids::{BindingAlias, BindingTarget, ContentHash, ImplementationId, ProjectId, PublicationVersion};
-use crate::lifecycle::{self, LifecycleError};
+use crate::lifecycle::{self, LifecycleError, Policy};
 use crate::projections::{ContractView, Resolution};
 use crate::registry::Registry;
 use crate::runtime::adapter::run;
-use crate::runtime::adapter::{LoopError, Outcome};
-use crate::runtime::host::egress::{AllowList, AllowRule, Scheme};
+use crate::runtime::adapter::{Exchange, ExchangeOutcome, LoopError, Outcome};
+use crate::runtime::host::memory::Scope;
 use crate::runtime::host::secrets::SecretRef;
 use crate::runtime::invoke::{InvocationHost, Trace};
 use crate::runtime::redaction::{redact_pointers, Redactor};
@@ -140,35 +139,32 @@ pub fn check_input(
 pub fn redactor_for(
     registry: &Registry,
     project: &ProjectId,
-    adapter: &DeclarativeAdapter,
+    policy: &Policy,
     contract: &ContractView,
     operation: &str,
     input: &Value,
 ) -> Result<Redactor, InvokeError> {
     let mut values: Vec<Vec<u8>> = Vec::new();
-    if let Some(auth) = &adapter.manifest().auth {
-        for (_, name) in auth.secret_names() {
-            // A missing secret is reported by the egress boundary when it is needed.
-            if let Ok(v) = registry.services().secrets.with_plaintext(project, &SecretRef::latest(name), <[u8]>::to_vec)
-            {
-                values.push(v);
-            }
+    for name in &policy.secrets {
+        // A missing secret is reported by the egress boundary when it is needed.
+        if let Ok(v) = registry.services().secrets.with_plaintext(project, &SecretRef::latest(name), <[u8]>::to_vec) {
+            values.push(v);
         }
     }
-    for pointer in sensitive_input_pointers(adapter, contract, operation) {
+    for pointer in sensitive_input_pointers(policy, contract, operation) {
         collect_strings(input, &pointer, &mut values);
     }
     Redactor::new(values).map_err(|e| InvokeError::Internal(e.to_string()))
 }
 
-pub fn sensitive_input_pointers(adapter: &DeclarativeAdapter, contract: &ContractView, operation: &str) -> Vec<String> {
+pub fn sensitive_input_pointers(policy: &Policy, contract: &ContractView, operation: &str) -> Vec<String> {
     let mut pointers: Vec<String> = contract
         .sensitive_fields
         .iter()
         .filter(|f| f.operation == operation && f.direction == "input")
         .map(|f| f.pointer.clone())
         .collect();
-    pointers.extend(adapter.manifest().redaction.input_pointers.iter().cloned());
+    pointers.extend(policy.input_pointers.iter().cloned());
     pointers
 }
 
@@ -195,28 +191,79 @@ fn collect_strings(input: &Value, pointer: &str, out: &mut Vec<Vec<u8>>) {
     probe.take();
 }
 
-/// What a declarative implementation is granted: the secrets its published manifest names.
-pub fn grants(adapter: &DeclarativeAdapter) -> Vec<String> {
-    adapter
-        .manifest()
-        .auth
-        .as_ref()
-        .map(|a| a.secret_names().into_iter().map(|(_, n)| format!("secret:{n}")).collect())
-        .unwrap_or_default()
+/// Memory of (project, implementation name): what the Memory* imports reach.
+pub fn memory_scope(project: &ProjectId, id: &ImplementationId) -> Result<Scope, InvokeError> {
+    Scope::new(project.as_str(), id.name.as_str()).map_err(|e| InvokeError::Internal(e.to_string()))
 }
 
-pub fn allow_list(adapter: &DeclarativeAdapter) -> Result<AllowList, InvokeError> {
-    let rules = adapter
-        .manifest()
-        .egress
-        .allow
+/// Exchanges as kept in an invocation record: bodies redacted, text when UTF-8.
+pub fn stored_exchanges(redactor: &Redactor, exchanges: &[Exchange]) -> Value {
+    Value::Array(
+        exchanges
+            .iter()
+            .map(|x| {
+                let outcome = match &x.outcome {
+                    ExchangeOutcome::Response { status, headers, body } => {
+                        let body = match std::str::from_utf8(body) {
+                            Ok(text) => json!({ "text": redactor.redact_str(text) }),
+                            Err(_) => {
+                                use base64::Engine;
+                                json!({ "base64": base64::engine::general_purpose::STANDARD.encode(body) })
+                            }
+                        };
+                        json!({"kind": "response", "status": status, "headers": redactor.redact_json(&json!(headers)), "body": body})
+                    }
+                    ExchangeOutcome::NetworkError { message } => {
+                        json!({"kind": "networkError", "message": redactor.redact_str(message)})
+                    }
+                    ExchangeOutcome::Refused { message } => json!({"kind": "refused", "message": redactor.redact_str(message)}),
+                };
+                json!({"plan": x.plan, "sequence": x.sequence, "outcome": outcome, "elapsedMs": x.elapsed_ms,
+                       "attempts": x.attempts, "sentHeaders": redactor.redact_json(&json!(x.sent_headers))})
+            })
+            .collect(),
+    )
+}
+
+/// Reads [`stored_exchanges`] back (for replay).
+pub fn exchanges_from_record(v: &Value) -> Result<Vec<Exchange>, String> {
+    let pairs = |v: &Value| -> Vec<(String, String)> { serde_json::from_value(v.clone()).unwrap_or_default() };
+    let items = v.as_array().ok_or("the record has no exchanges array")?;
+    items
         .iter()
-        .map(|o| {
-            let scheme = if o.scheme.as_str() == "https" { Scheme::Https } else { Scheme::Http };
-            AllowRule::new(scheme, o.host.clone(), o.port)
+        .map(|x| {
+            let o = &x["outcome"];
+            let outcome = match o["kind"].as_str() {
+                Some("response") => {
+                    let body = if let Some(t) = o["body"]["text"].as_str() {
+                        t.as_bytes().to_vec()
+                    } else {
+                        use base64::Engine;
+                        base64::engine::general_purpose::STANDARD
+                            .decode(o["body"]["base64"].as_str().unwrap_or_default())
+                            .map_err(|e| format!("a recorded body does not decode: {e}"))?
+                    };
+                    let status = o["status"].as_u64().and_then(|s| u16::try_from(s).ok()).ok_or("bad status")?;
+                    ExchangeOutcome::Response { status, headers: pairs(&o["headers"]), body }
+                }
+                Some("networkError") => {
+                    ExchangeOutcome::NetworkError { message: o["message"].as_str().unwrap_or_default().to_owned() }
+                }
+                Some("refused") => {
+                    ExchangeOutcome::Refused { message: o["message"].as_str().unwrap_or_default().to_owned() }
+                }
+                other => return Err(format!("unknown recorded outcome {other:?}")),
+            };
+            Ok(Exchange {
+                plan: x["plan"].as_u64().ok_or("bad plan")?,
+                sequence: x["sequence"].as_u64().and_then(|s| u32::try_from(s).ok()).ok_or("bad sequence")?,
+                outcome,
+                elapsed_ms: x["elapsedMs"].as_u64().unwrap_or(0),
+                attempts: x["attempts"].as_u64().and_then(|a| u32::try_from(a).ok()).unwrap_or(1),
+                sent_headers: pairs(&x["sentHeaders"]),
+            })
         })
-        .collect();
-    AllowList::new(rules).map_err(|e| InvokeError::Internal(format!("the manifest's allow-list is unusable: {e}")))
+        .collect()
 }
 
 /// The JSON of a contract failure.
@@ -234,25 +281,25 @@ pub async fn invoke(registry: &Registry, request: InvokeRequest) -> Result<Invok
     let view = registry
         .read(|s| s.implementation(&implementation_id).cloned())
         .ok_or_else(|| InvokeError::Internal(format!("{implementation_id} vanished")))?;
-    let adapter =
-        registry.cached_adapter(view.content_hash, || lifecycle::load_declarative(registry, &implementation_id))?;
-    let redactor = redactor_for(registry, &request.project, &adapter, &contract, &request.operation, &request.input)?;
-    let allow = allow_list(&adapter)?;
+    let loaded = registry.cached_adapter(view.content_hash, || lifecycle::load(registry, &implementation_id))?;
+    let policy = &loaded.policy;
+    let redactor = redactor_for(registry, &request.project, policy, &contract, &request.operation, &request.input)?;
     let services = registry.services();
-    let mut host =
-        InvocationHost::new(services, request.project.clone(), allow, redactor).with_grants(grants(&adapter));
-    let result = run(adapter.as_ref(), &mut host, &request.operation, &request.input, MAX_EXCHANGES).await;
+    let mut host = InvocationHost::new(services, request.project.clone(), policy.allow.clone(), redactor)
+        .with_grants(policy.grants())
+        .with_memory(memory_scope(&request.project, &implementation_id)?);
+    let result = run(loaded.adapter.as_ref(), &mut host, &request.operation, &request.input, MAX_EXCHANGES).await;
     let trace = host.trace.clone();
     let redactor = host.redactor();
-    let (output, error) = match result {
-        Ok((Outcome::Done(output), _)) => (Some(redactor.redact_json(&output)), None),
-        Ok((Outcome::Failed(f), _)) => (None, Some(redactor.redact_json(&failure_json(&f)))),
+    let (output, error, exchanges) = match result {
+        Ok((Outcome::Done(output), x)) => (Some(redactor.redact_json(&output)), None, x),
+        Ok((Outcome::Failed(f), x)) => (None, Some(redactor.redact_json(&failure_json(&f))), x),
         Err(LoopError::Adapter(e)) => return Err(InvokeError::Implementation(redactor.redact_str(&e.to_string()))),
         Err(e) => return Err(InvokeError::Implementation(redactor.redact_str(&e.to_string()))),
     };
     let invocation_id = format!("inv_{}", uuid::Uuid::now_v7().simple());
     let mut stored_input = request.input.clone();
-    let _ = redact_pointers(&mut stored_input, &sensitive_input_pointers(&adapter, &contract, &request.operation));
+    let _ = redact_pointers(&mut stored_input, &sensitive_input_pointers(policy, &contract, &request.operation));
     // The record keeps the output without the fields the contract or the manifest mark sensitive.
     let mut stored_output = output.clone();
     if let Some(out) = stored_output.as_mut() {
@@ -262,13 +309,14 @@ pub async fn invoke(registry: &Registry, request: InvokeRequest) -> Result<Invok
             .filter(|f| f.operation == request.operation && f.direction == "output")
             .map(|f| f.pointer.clone())
             .collect();
-        pointers.extend(adapter.manifest().redaction.output_pointers.iter().cloned());
+        pointers.extend(policy.output_pointers.iter().cloned());
         let _ = redact_pointers(out, &pointers);
     }
     let record = json!({
         "invocationId": invocation_id, "project": request.project, "implementationId": implementation_id,
         "contentHash": view.content_hash, "publicationVersion": publication, "operation": request.operation,
         "input": redactor.redact_json(&stored_input), "output": stored_output, "error": error, "trace": trace,
+        "source": policy.source, "exchanges": stored_exchanges(redactor, &exchanges),
     });
     let now = services.clock.now_ms();
     registry

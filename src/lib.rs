@@ -20,4 +20,5 @@ pub mod keys;
 pub mod lifecycle;
 pub mod projections;
 pub mod registry;
+pub mod replay;
 pub mod runtime;

@@ -2,20 +2,29 @@
 //! sign, record), and the loading of a published implementation for a run. HTTP and CLI call these;
 //! the events they append are still decided by `commands`.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::commands::{self, BuildDecision, CommandError};
 use crate::declarative::engine::DeclarativeAdapter;
+use crate::declarative::manifest::{FixtureResponse, Scheme as ManifestScheme};
 use crate::declarative::{self, Manifest, ManifestError};
 use crate::events::domain::ImplementationBuilt;
 use crate::events::envelope::EventMetadata;
 use crate::ids::{ContentHash, ContractRef, ImplementationId, ImplementationSource, SignatureBytes};
 use crate::keys::Signer;
 use crate::registry::{Registry, RegistryError};
+use crate::runtime::adapter::Adapter;
 use crate::runtime::artifact;
+use crate::runtime::component::{descriptor, ComponentError, Descriptor};
+use crate::runtime::host::egress::{AllowList, AllowRule, Scheme};
 
 pub const DECLARATIVE_MEDIA_TYPE: &str = "application/vnd.vadyl.declarative+json";
+pub const COMPONENT_MEDIA_TYPE: &str = "application/wasm";
+pub const NATIVE_MEDIA_TYPE: &str = "application/vnd.vadyl.native+json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
@@ -25,6 +34,10 @@ pub enum LifecycleError {
     Registry(#[from] RegistryError),
     #[error("{0}")]
     Artifact(String),
+    #[error(transparent)]
+    Component(#[from] ComponentError),
+    #[error("{0}")]
+    InvalidRequest(String),
 }
 
 impl From<CommandError> for LifecycleError {
@@ -50,6 +63,117 @@ fn invalid(path: &str, message: impl Into<String>) -> LifecycleError {
     LifecycleError::InvalidManifest(vec![ManifestError { path: path.to_owned(), message: message.into() }])
 }
 
+/// A built implementation ready to run, whatever its source: the adapter and the policy its
+/// artifact was published with. Cached by content hash.
+pub struct Loaded {
+    pub adapter: Arc<dyn Adapter>,
+    pub policy: Policy,
+}
+
+/// What a published artifact allows and declares; the invocation host and conformance read it the
+/// same way for all three sources.
+pub struct Policy {
+    pub source: ImplementationSource,
+    pub allow: AllowList,
+    /// Secrets the implementation may use (its `secret:<name>` grants).
+    pub secrets: Vec<String>,
+    /// Sensitive pointers beyond the contract's `@sensitive` fields.
+    pub input_pointers: Vec<String>,
+    pub output_pointers: Vec<String>,
+    /// Operation -> idempotency header, for `egress.idempotency-on-retry`.
+    pub idempotency_headers: BTreeMap<String, String>,
+    /// Vector name -> what the provider answers.
+    pub fixtures: BTreeMap<String, Vec<FixtureResponse>>,
+}
+
+impl Policy {
+    pub fn grants(&self) -> Vec<String> {
+        self.secrets.iter().map(|n| format!("secret:{n}")).collect()
+    }
+
+    fn from_descriptor(source: ImplementationSource, d: &Descriptor) -> Result<Self, LifecycleError> {
+        Ok(Self {
+            source,
+            allow: allow_list(&d.egress)?,
+            secrets: d.secrets.clone(),
+            input_pointers: d.redaction.input_pointers.clone(),
+            output_pointers: d.redaction.output_pointers.clone(),
+            idempotency_headers: d.idempotency_headers.clone(),
+            fixtures: d.conformance.as_ref().map(|c| c.fixtures.clone()).unwrap_or_default(),
+        })
+    }
+}
+
+fn allow_list(egress: &crate::declarative::manifest::Egress) -> Result<AllowList, LifecycleError> {
+    let rules = egress
+        .allow
+        .iter()
+        .map(|o| {
+            let scheme = if o.scheme == ManifestScheme::Https { Scheme::Https } else { Scheme::Http };
+            AllowRule::new(scheme, o.host.clone(), o.port)
+        })
+        .collect();
+    AllowList::new(rules).map_err(|e| LifecycleError::Artifact(format!("the allow-list is unusable: {e}")))
+}
+
+/// Stores `bytes` by content hash, signs them and records the build (refusing a conflicting rebuild
+/// before writing anything). Shared by the three sources.
+fn record_artifact(
+    registry: &Registry,
+    metadata: &EventMetadata,
+    id: ImplementationId,
+    source: ImplementationSource,
+    contract: ContractRef,
+    bytes: &[u8],
+    media_type: &str,
+) -> Result<BuildResult, LifecycleError> {
+    let content_hash = ContentHash::of(bytes);
+    if let Some(existing) = registry.read(|s| s.implementation(&id).map(|i| i.content_hash)) {
+        if existing != content_hash {
+            return Err(CommandError::Conflict(format!(
+                "{id} is already built with content {existing}; implementation versions are immutable, publish a new version"
+            ))
+            .into());
+        }
+    }
+    registry.artifacts().put(bytes).map_err(|e| LifecycleError::Artifact(e.to_string()))?;
+    let signature = registry.key().sign(&artifact::signing_message(&content_hash));
+    let built = ImplementationBuilt {
+        implementation_id: id.clone(),
+        source,
+        contract: contract.clone(),
+        content_hash,
+        signature,
+        artifact_size: bytes.len() as u64,
+        media_type: media_type.to_owned(),
+    };
+    let stored = registry.execute(metadata, |s| match commands::record_build(s, built.clone())? {
+        BuildDecision::Created(events) => Ok(events),
+        BuildDecision::AlreadyBuilt => Ok(Vec::new()),
+    })?;
+    let created = !stored.is_empty();
+    let view = registry
+        .read(|s| s.implementation(&id).cloned())
+        .ok_or_else(|| LifecycleError::Artifact(format!("{id} vanished after its build was recorded")))?;
+    Ok(BuildResult {
+        implementation_id: id,
+        source: view.source,
+        contract,
+        content_hash: view.content_hash,
+        signature: view.signature,
+        artifact_size: view.artifact_size,
+        created: created && view.content_hash == content_hash,
+    })
+}
+
+fn contract_spec(contract: &ContractRef) -> Result<crate::contracts::ContractSpec, LifecycleError> {
+    let catalogue = crate::contracts::load_embedded().map_err(|e| LifecycleError::Artifact(e.to_string()))?;
+    catalogue
+        .contract(contract.kind.as_str(), contract.major_version)
+        .cloned()
+        .ok_or_else(|| LifecycleError::InvalidRequest(format!("no contract {contract} is registered")))
+}
+
 /// Builds a declarative manifest into a signed, content-addressed artifact and records the build.
 pub fn build_declarative(
     registry: &Registry,
@@ -71,62 +195,173 @@ pub fn build_declarative(
     let contract: ContractRef =
         format!("{kind}@{major}").parse().map_err(|e: crate::ids::IdError| invalid("/contract", e.to_string()))?;
     let bytes = declarative::canonical_bytes(&valid);
-    let content_hash = ContentHash::of(&bytes);
-    // Refuse a conflicting rebuild before writing anything.
-    if let Some(existing) = registry.read(|s| s.implementation(&id).map(|i| i.content_hash)) {
-        if existing != content_hash {
-            return Err(CommandError::Conflict(format!(
-                "{id} is already built with content {existing}; implementation versions are immutable, publish a new version"
-            ))
-            .into());
-        }
-    }
-    registry.artifacts().put(&bytes).map_err(|e| LifecycleError::Artifact(e.to_string()))?;
-    let signature = registry.key().sign(&artifact::signing_message(&content_hash));
-    let built = ImplementationBuilt {
-        implementation_id: id.clone(),
-        source: ImplementationSource::DeclarativeBundle,
-        contract: contract.clone(),
-        content_hash,
-        signature,
-        artifact_size: bytes.len() as u64,
-        media_type: DECLARATIVE_MEDIA_TYPE.to_owned(),
-    };
-    let stored = registry.execute(metadata, |s| match commands::record_build(s, built.clone())? {
-        BuildDecision::Created(events) => Ok(events),
-        BuildDecision::AlreadyBuilt => Ok(Vec::new()),
-    })?;
-    let created = !stored.is_empty();
-    let view = registry
-        .read(|s| s.implementation(&id).cloned())
-        .ok_or_else(|| LifecycleError::Artifact(format!("{id} vanished after its build was recorded")))?;
-    Ok(BuildResult {
-        implementation_id: id,
-        source: view.source,
+    record_artifact(
+        registry,
+        metadata,
+        id,
+        ImplementationSource::DeclarativeBundle,
         contract,
-        content_hash: view.content_hash,
-        signature: view.signature,
-        artifact_size: view.artifact_size,
-        created: created && view.content_hash == content_hash,
-    })
+        &bytes,
+        DECLARATIVE_MEDIA_TYPE,
+    )
 }
 
-/// Loads a built implementation's artifact (verifying hash and signature) as a runnable adapter.
-pub fn load_declarative(registry: &Registry, id: &ImplementationId) -> Result<DeclarativeAdapter, LifecycleError> {
+/// Builds a WebAssembly component: refuses imports outside the host interfaces (naming each) and
+/// exports that do not match the contract world, embeds the descriptor, then signs, stores and
+/// records the one artifact.
+pub fn build_component(
+    registry: &Registry,
+    metadata: &EventMetadata,
+    id: ImplementationId,
+    contract: ContractRef,
+    descriptor: &Value,
+    wasm: &[u8],
+) -> Result<BuildResult, LifecycleError> {
+    let spec = contract_spec(&contract)?;
+    let parsed: Descriptor = serde_json::from_value(descriptor.clone())
+        .map_err(|e| LifecycleError::InvalidRequest(format!("the descriptor is not valid: {e}")))?;
+    parsed.validate().map_err(ComponentError::from)?;
+    validate_fixtures(&parsed, &contract)?;
+    registry.components()?.check(wasm, &spec)?;
+    let canonical = serde_json_canonicalizer::to_vec(&parsed)
+        .map_err(|e| LifecycleError::Artifact(format!("cannot canonicalize the descriptor: {e}")))?;
+    let artifact = descriptor::embed(wasm, &canonical).map_err(ComponentError::from)?;
+    record_artifact(
+        registry,
+        metadata,
+        id,
+        ImplementationSource::AuthoredComponent,
+        contract,
+        &artifact,
+        COMPONENT_MEDIA_TYPE,
+    )
+}
+
+fn validate_fixtures(d: &Descriptor, contract: &ContractRef) -> Result<(), LifecycleError> {
+    let Some(conformance) = &d.conformance else { return Ok(()) };
+    let vectors = crate::conformance::vectors(&contract.to_string());
+    for name in conformance.fixtures.keys() {
+        if !vectors.as_ref().is_some_and(|v| v.vectors.iter().any(|x| &x.name == name)) {
+            return Err(LifecycleError::InvalidRequest(format!(
+                "/conformance/fixtures/{name}: {contract} has no conformance vector named {name:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The artifact of a first-party native adapter: which adapter, from which build, with its policy.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NativeArtifact {
+    /// Name of the adapter compiled into this binary, e.g. `vadyl.webhook-hmac`.
+    pub adapter: String,
+    /// The adapter's own version.
+    pub adapter_version: String,
+    /// The Vadyl build that provides it.
+    pub binary: String,
+    #[serde(flatten)]
+    pub descriptor: Descriptor,
+}
+
+/// Registers a built-in native adapter as an implementation: the artifact is a descriptor naming
+/// the adapter and the build of the binary, signed and stored like any other.
+pub fn build_native(
+    registry: &Registry,
+    metadata: &EventMetadata,
+    id: ImplementationId,
+    adapter: &str,
+    descriptor: Option<&Value>,
+) -> Result<BuildResult, LifecycleError> {
+    let native = crate::runtime::native::find(adapter).ok_or_else(|| {
+        LifecycleError::InvalidRequest(format!(
+            "this binary has no native adapter {adapter:?}; it has: {}",
+            crate::runtime::native::names().join(", ")
+        ))
+    })?;
+    let descriptor = match descriptor {
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|e| LifecycleError::InvalidRequest(format!("the descriptor is not valid: {e}")))?,
+        None => native.default_descriptor(),
+    };
+    descriptor.validate().map_err(ComponentError::from)?;
+    let contract = native.contract();
+    validate_fixtures(&descriptor, &contract)?;
+    let artifact = NativeArtifact {
+        adapter: adapter.to_owned(),
+        adapter_version: native.version().to_owned(),
+        binary: binary_build(),
+        descriptor,
+    };
+    let bytes = serde_json_canonicalizer::to_vec(&artifact)
+        .map_err(|e| LifecycleError::Artifact(format!("cannot canonicalize the native artifact: {e}")))?;
+    record_artifact(registry, metadata, id, ImplementationSource::BuiltInNative, contract, &bytes, NATIVE_MEDIA_TYPE)
+}
+
+/// The build of this binary, as native artifacts name it.
+pub fn binary_build() -> String {
+    format!("vadyl {}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Loads a built implementation's artifact (verifying hash and signature before anything is parsed
+/// or compiled) as a runnable adapter with its policy.
+pub fn load(registry: &Registry, id: &ImplementationId) -> Result<Loaded, LifecycleError> {
     let view = registry
         .read(|s| s.implementation(id).cloned())
         .ok_or_else(|| CommandError::NotFound(format!("implementation {id} does not exist")))?;
-    if view.source != ImplementationSource::DeclarativeBundle {
-        return Err(LifecycleError::Artifact(format!(
-            "{id} is a {} implementation, not a declarative bundle",
-            view.source
-        )));
-    }
     let bytes = registry
         .artifacts()
         .get_verified(&view.content_hash, &view.signature, &registry.key().verifying_key())
-        .map_err(|e| LifecycleError::Artifact(e.to_string()))?;
-    let manifest: Manifest = serde_json::from_slice(&bytes)
-        .map_err(|e| LifecycleError::Artifact(format!("the stored manifest of {id} does not parse: {e}")))?;
-    Ok(DeclarativeAdapter::new(manifest))
+        .map_err(|e| LifecycleError::Artifact(format!("refusing to load {id}: {e}")))?;
+    match view.source {
+        ImplementationSource::DeclarativeBundle => {
+            let manifest: Manifest = serde_json::from_slice(&bytes)
+                .map_err(|e| LifecycleError::Artifact(format!("the stored manifest of {id} does not parse: {e}")))?;
+            let policy = Policy {
+                source: view.source,
+                allow: allow_list(&manifest.egress)?,
+                secrets: manifest
+                    .auth
+                    .as_ref()
+                    .map(|a| a.secret_names().into_iter().map(|(_, n)| n.to_owned()).collect())
+                    .unwrap_or_default(),
+                input_pointers: manifest.redaction.input_pointers.clone(),
+                output_pointers: manifest.redaction.output_pointers.clone(),
+                idempotency_headers: manifest
+                    .operations
+                    .iter()
+                    .filter_map(|(name, op)| Some((name.clone(), op.idempotency.as_ref()?.header.clone())))
+                    .collect(),
+                fixtures: manifest.conformance.as_ref().map(|c| c.fixtures.clone()).unwrap_or_default(),
+            };
+            Ok(Loaded { adapter: Arc::new(DeclarativeAdapter::new(manifest)), policy })
+        }
+        ImplementationSource::AuthoredComponent => {
+            let spec = contract_spec(&view.contract)?;
+            let adapter = registry.components()?.load(&view.content_hash, &bytes, &spec)?;
+            let policy = Policy::from_descriptor(view.source, adapter.descriptor())?;
+            Ok(Loaded { adapter: Arc::new(adapter), policy })
+        }
+        ImplementationSource::BuiltInNative => {
+            let artifact: NativeArtifact = serde_json::from_slice(&bytes)
+                .map_err(|e| LifecycleError::Artifact(format!("the native artifact of {id} does not parse: {e}")))?;
+            let native = crate::runtime::native::find(&artifact.adapter).ok_or_else(|| {
+                LifecycleError::Artifact(format!(
+                    "{id} names native adapter {:?}, which this binary lacks",
+                    artifact.adapter
+                ))
+            })?;
+            if native.version() != artifact.adapter_version {
+                return Err(LifecycleError::Artifact(format!(
+                    "{id} was built against {} {} (by {}); this binary provides version {}: publish a new version",
+                    artifact.adapter,
+                    artifact.adapter_version,
+                    artifact.binary,
+                    native.version()
+                )));
+            }
+            let policy = Policy::from_descriptor(view.source, &artifact.descriptor)?;
+            Ok(Loaded { adapter: native.adapter(), policy })
+        }
+    }
 }

@@ -104,7 +104,9 @@ pub struct Registry {
     services: HostServices,
     invocations: InvocationLog,
     /// Loaded artifacts by content hash: verified and parsed once, then shared.
-    adapters: Mutex<HashMap<crate::ids::ContentHash, Arc<crate::declarative::engine::DeclarativeAdapter>>>,
+    adapters: Mutex<HashMap<crate::ids::ContentHash, Arc<crate::lifecycle::Loaded>>>,
+    /// The Wasmtime engine and linker, started on first use (most commands never run a component).
+    components: std::sync::OnceLock<Arc<crate::runtime::component::ComponentRuntime>>,
     /// Compiled input validators by (contract WIT digest, operation).
     validators: Mutex<HashMap<(crate::ids::ContentHash, String), Arc<jsonschema::Validator>>>,
     live: RwLock<Live>,
@@ -148,6 +150,7 @@ impl Registry {
             services,
             invocations,
             adapters: Mutex::new(HashMap::new()),
+            components: std::sync::OnceLock::new(),
             validators: Mutex::new(HashMap::new()),
             live: RwLock::new(Live::default()),
             snapshot_position: Mutex::new(0),
@@ -198,18 +201,36 @@ impl Registry {
         &self.invocations
     }
 
-    /// The adapter of an artifact, loading (and verifying) it on first use.
+    /// The loaded implementation of an artifact, loading (and verifying) it on first use.
     pub fn cached_adapter<E>(
         &self,
         hash: crate::ids::ContentHash,
-        load: impl FnOnce() -> Result<crate::declarative::engine::DeclarativeAdapter, E>,
-    ) -> Result<Arc<crate::declarative::engine::DeclarativeAdapter>, E> {
+        load: impl FnOnce() -> Result<crate::lifecycle::Loaded, E>,
+    ) -> Result<Arc<crate::lifecycle::Loaded>, E> {
         if let Some(a) = self.adapters.lock().unwrap_or_else(|p| p.into_inner()).get(&hash) {
             return Ok(a.clone());
         }
         let adapter = Arc::new(load()?);
         self.adapters.lock().unwrap_or_else(|p| p.into_inner()).insert(hash, adapter.clone());
         Ok(adapter)
+    }
+
+    /// The component runtime (engine, closed linker, compiled-code cache under the data directory).
+    pub fn components(
+        &self,
+    ) -> Result<Arc<crate::runtime::component::ComponentRuntime>, crate::runtime::component::ComponentError> {
+        if let Some(rt) = self.components.get() {
+            return Ok(rt.clone());
+        }
+        // The cache MAC key is derived from the registry key: only this registry can write entries
+        // its loader accepts.
+        let mut h = <sha2::Sha256 as sha2::Digest>::new();
+        sha2::Digest::update(&mut h, b"vadyl compiled-code cache v1\n");
+        sha2::Digest::update(&mut h, self.key.signing_key().as_bytes());
+        let cache_key: [u8; 32] = sha2::Digest::finalize(h).into();
+        let rt =
+            Arc::new(crate::runtime::component::ComponentRuntime::new(&self.data_dir.join("compiled"), cache_key)?);
+        Ok(self.components.get_or_init(|| rt).clone())
     }
 
     /// A compiled validator, compiling on first use.

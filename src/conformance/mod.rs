@@ -19,7 +19,9 @@ use crate::commands;
 use crate::events::domain::{CheckResult, CheckState, ConformanceRunCompleted};
 use crate::events::envelope::EventMetadata;
 use crate::ids::ImplementationId;
-use crate::invocation::{allow_list, check_input, failure_json, redactor_for, sensitive_input_pointers, MAX_EXCHANGES};
+use crate::invocation::{
+    check_input, failure_json, memory_scope, redactor_for, sensitive_input_pointers, MAX_EXCHANGES,
+};
 use crate::lifecycle::{self, LifecycleError};
 use crate::projections::ContractView;
 use crate::registry::{Registry, RegistryError};
@@ -176,7 +178,8 @@ pub async fn run_with_progress(
     let contract: ContractView = registry
         .read(|s| s.contract(&view.contract).cloned())
         .ok_or_else(|| ConformanceError::Setup(format!("contract {} is not registered", view.contract)))?;
-    let adapter = lifecycle::load_declarative(registry, id)?;
+    let loaded = lifecycle::load(registry, id)?;
+    let policy = &loaded.policy;
     let suite = vectors(&view.contract.to_string())
         .ok_or_else(|| ConformanceError::Setup(format!("no conformance vectors for {}", view.contract)))?;
     let project =
@@ -185,21 +188,16 @@ pub async fn run_with_progress(
 
     // Plant a fresh canary as every secret the implementation uses.
     let canary = random_canary();
-    let secret_names: Vec<String> = adapter
-        .manifest()
-        .auth
-        .as_ref()
-        .map(|a| a.secret_names().into_iter().map(|(_, n)| n.to_owned()).collect())
-        .unwrap_or_default();
-    for name in &secret_names {
+    let secret_names = &policy.secrets;
+    for name in secret_names {
         services.secrets.set(&project, name, canary.as_bytes()).map_err(|e| ConformanceError::Setup(e.to_string()))?;
     }
     let canary_scan =
         Redactor::new([canary.clone().into_bytes()]).map_err(|e| ConformanceError::Setup(e.to_string()))?;
     let upstream =
         Upstream::start().await.map_err(|e| ConformanceError::Setup(format!("cannot start the upstream: {e}")))?;
-    let allow = allow_list(&adapter).map_err(|e| ConformanceError::Setup(e.to_string()))?;
-    let fixtures = adapter.manifest().conformance.as_ref().map(|c| c.fixtures.clone()).unwrap_or_default();
+    let allow = policy.allow.clone();
+    let fixtures = &policy.fixtures;
 
     let mut findings = Findings::default();
     let mut applicable: BTreeMap<&'static str, bool> =
@@ -229,16 +227,24 @@ pub async fn run_with_progress(
                 })
                 .collect(),
         );
-        let redactor = redactor_for(registry, &project, &adapter, &contract, &vector.operation, &vector.input)
+        let redactor = redactor_for(registry, &project, policy, &contract, &vector.operation, &vector.input)
             .map_err(|e| ConformanceError::Setup(e.to_string()))?;
         let host = InvocationHost::new(services, project.clone(), allow.clone(), redactor)
             .redirecting_to(&upstream.origin())
             .map_err(|e| ConformanceError::Setup(e.to_string()))?
             .with_sleeper(Arc::new(RecordingSleeper::default()))
-            .with_grants(crate::invocation::grants(&adapter));
+            .with_grants(policy.grants())
+            .with_memory(memory_scope(&project, id).map_err(|e| ConformanceError::Setup(e.to_string()))?)
+            .keeping_raw_emissions();
         let mut host = host;
-        let result =
-            crate::runtime::adapter::run(&adapter, &mut host, &vector.operation, &vector.input, MAX_EXCHANGES).await;
+        let result = crate::runtime::adapter::run(
+            loaded.adapter.as_ref(),
+            &mut host,
+            &vector.operation,
+            &vector.input,
+            MAX_EXCHANGES,
+        )
+        .await;
         let trace = host.trace.clone();
         let received = upstream.received();
 
@@ -294,12 +300,7 @@ pub async fn run_with_progress(
         // egress.idempotency-on-retry: the same key on every attempt.
         if vector.expect.same_idempotency_key_on_retry {
             applicable.insert("egress.idempotency-on-retry", true);
-            let header = adapter
-                .manifest()
-                .operations
-                .get(&vector.operation)
-                .and_then(|o| o.idempotency.as_ref())
-                .map(|i| i.header.clone());
+            let header = policy.idempotency_headers.get(&vector.operation).cloned();
             let min = vector.expect.min_attempts.unwrap_or(2);
             match header {
                 None => {
@@ -334,6 +335,9 @@ pub async fn run_with_progress(
             ("logs", serde_json::to_vec(&trace.logs).unwrap_or_default()),
             ("spans", serde_json::to_vec(&trace.spans).unwrap_or_default()),
             ("egress records", serde_json::to_vec(&trace.egress).unwrap_or_default()),
+            // What the implementation emitted before the host redacted it: redaction hides a
+            // leak from the records, it does not make the implementation safe.
+            ("what it sent to logs and spans", trace.raw_emissions.join("\n").into_bytes()),
         ];
         for e in &memory {
             places.push(("memory", e.value.clone()));
@@ -347,9 +351,7 @@ pub async fn run_with_progress(
             }
         }
         // And the host did attach it: a suite that never exercised auth would prove nothing.
-        let bearer_like =
-            adapter.manifest().auth.as_ref().is_some_and(|a| !matches!(a, crate::declarative::manifest::Auth::Hmac(_)));
-        if bearer_like && !received.is_empty() {
+        if trace.credential_plans > 0 && !received.is_empty() {
             let attached = received
                 .iter()
                 .all(|r| r.headers.iter().any(|(_, value)| canary_scan.find(value.as_bytes()).is_some()));
@@ -363,7 +365,7 @@ pub async fn run_with_progress(
 
         // observability.redaction: sensitive input never appears unredacted in logs or spans.
         let mut sensitive: Vec<Vec<u8>> = Vec::new();
-        for p in sensitive_input_pointers(&adapter, &contract, &vector.operation) {
+        for p in sensitive_input_pointers(policy, &contract, &vector.operation) {
             if let Some(Value::String(s)) = vector.input.pointer(&p) {
                 if !s.is_empty() {
                     sensitive.push(s.clone().into_bytes());
@@ -372,7 +374,9 @@ pub async fn run_with_progress(
         }
         if !sensitive.is_empty() {
             let scan = Redactor::new(sensitive).map_err(|e| ConformanceError::Setup(e.to_string()))?;
-            for (place, bytes) in places.iter().filter(|(p, _)| *p == "logs" || *p == "spans" || *p == "egress records")
+            for (place, bytes) in places
+                .iter()
+                .filter(|(p, _)| matches!(*p, "logs" | "spans" | "egress records" | "what it sent to logs and spans"))
             {
                 if scan.find(bytes).is_some() {
                     findings

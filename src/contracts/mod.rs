@@ -290,6 +290,17 @@ pub fn load_dir(dir: &Path) -> Result<Catalogue, ContractError> {
 /// Loads the catalogue from in-memory WIT files `(name, text)` forming one package.
 /// The names only appear in error messages.
 pub fn load_sources(sources: &[(&str, &str)]) -> Result<Catalogue, ContractError> {
+    let (resolve, pkg) = parse_sources(sources)?;
+    build_catalogue(&resolve, pkg)
+}
+
+/// The embedded WIT package, resolved: what the component runtime checks exports against and what
+/// the JSON ↔ WIT bridge walks.
+pub fn embedded_resolve() -> Result<(Resolve, PackageId), ContractError> {
+    parse_sources(EMBEDDED)
+}
+
+fn parse_sources(sources: &[(&str, &str)]) -> Result<(Resolve, PackageId), ContractError> {
     if sources.is_empty() {
         return Err(ContractError::NoSources("the given source list".into()));
     }
@@ -306,7 +317,7 @@ pub fn load_sources(sources: &[(&str, &str)]) -> Result<Catalogue, ContractError
         Ok(pkg) => pkg,
         Err(e) => return Err(ContractError::Parse(e.render(&resolve.source_map))),
     };
-    build_catalogue(&resolve, pkg)
+    Ok((resolve, pkg))
 }
 
 /// The shared types every operation signature refers to.

@@ -335,7 +335,9 @@ impl DeclarativeAdapter {
         };
         match host.build_plan(plan) {
             Ok(id) => Ok(Step::Egress(id)),
-            Err(AdapterError::Host(reason)) => Ok(failure("host-denied", reason, false)),
+            Err(AdapterError::Host(reason) | AdapterError::PlanRefused { message: reason, .. }) => {
+                Ok(failure("host-denied", reason, false))
+            }
             Err(e) => Err(e),
         }
     }

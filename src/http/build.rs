@@ -1,4 +1,6 @@
-//! `POST /build/declarative` (the manifest document itself) and the manifest's JSON Schema.
+//! `POST /build/declarative` (the manifest document itself), `POST /build/component` (component bytes
+//! with their implementation id, contract and descriptor), `POST /build/native`, and the manifest's
+//! JSON Schema.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -20,4 +22,53 @@ pub async fn declarative(State(st): State<AppState>, ApiJson(document): ApiJson<
 
 pub async fn declarative_schema() -> ApiResult {
     ok(crate::declarative::manifest_json_schema())
+}
+
+/// `POST /build/component`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ComponentBuild {
+    pub implementation_id: crate::ids::ImplementationId,
+    pub contract: crate::ids::ContractRef,
+    /// What the component may do (allow-list, secrets, fixtures, limits).
+    pub descriptor: serde_json::Value,
+    /// The component's bytes, standard base64.
+    pub component: String,
+}
+
+pub async fn component(State(st): State<AppState>, ApiJson(body): ApiJson<ComponentBuild>) -> ApiResult {
+    use base64::Engine;
+    let wasm = base64::engine::general_purpose::STANDARD
+        .decode(body.component.as_bytes())
+        .map_err(|e| Problem::bad_request(format!("/component is not standard base64: {e}")))?;
+    let registry = st.registry.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        lifecycle::build_component(&registry, &actor(), body.implementation_id, body.contract, &body.descriptor, &wasm)
+    })
+    .await
+    .map_err(Problem::internal)??;
+    let status = if result.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(serde_json::to_value(&result).unwrap_or_default())).into_response())
+}
+
+/// `POST /build/native`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NativeBuild {
+    pub implementation_id: crate::ids::ImplementationId,
+    /// The built-in adapter's name, e.g. `vadyl.webhook-hmac`.
+    pub adapter: String,
+    #[serde(default)]
+    pub descriptor: Option<serde_json::Value>,
+}
+
+pub async fn native(State(st): State<AppState>, ApiJson(body): ApiJson<NativeBuild>) -> ApiResult {
+    let registry = st.registry.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        lifecycle::build_native(&registry, &actor(), body.implementation_id, &body.adapter, body.descriptor.as_ref())
+    })
+    .await
+    .map_err(Problem::internal)??;
+    let status = if result.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(serde_json::to_value(&result).unwrap_or_default())).into_response())
 }

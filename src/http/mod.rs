@@ -38,6 +38,9 @@ pub struct AppState {
     pub registry: Arc<Registry>,
 }
 
+/// Components arrive base64-encoded in JSON; 16 MiB of component is plenty for a connector.
+const COMPONENT_BODY_LIMIT: usize = 24 << 20;
+
 pub fn router(registry: Arc<Registry>) -> Router {
     let api = Router::new()
         .route("/contracts", get(list_contracts))
@@ -54,6 +57,11 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/invoke", post(invoke::invoke))
         .route("/conformance/run", post(conformance::run))
         .route("/build/declarative", post(build::declarative))
+        .route(
+            "/build/component",
+            post(build::component).layer(axum::extract::DefaultBodyLimit::max(COMPONENT_BODY_LIMIT)),
+        )
+        .route("/build/native", post(build::native))
         .route("/build/declarative/schema", get(build::declarative_schema));
     Router::new()
         .nest("/api/Connector", api)

@@ -104,6 +104,21 @@ impl From<crate::lifecycle::LifecycleError> for Problem {
             }
             LifecycleError::Registry(r) => r.into(),
             LifecycleError::Artifact(a) => Self::internal(a),
+            LifecycleError::InvalidRequest(m) => Self::bad_request(m),
+            LifecycleError::Component(c) => {
+                use crate::runtime::component::ComponentError as C;
+                match c {
+                    C::ForbiddenImports(imports) => {
+                        let detail = C::ForbiddenImports(imports.clone()).to_string();
+                        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "forbidden-imports", detail)
+                            .with_errors(serde_json::json!(imports))
+                    }
+                    C::ExportMismatch { .. } | C::Invalid(_) | C::Descriptor(_) => {
+                        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-component", c.to_string())
+                    }
+                    C::Instantiate(_) | C::Cache(_) | C::Engine(_) => Self::internal(c),
+                }
+            }
         }
     }
 }

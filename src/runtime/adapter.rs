@@ -74,6 +74,19 @@ pub enum AdapterError {
     Misbehaved(String),
     #[error("host service refused: {0}")]
     Host(String),
+    /// EgressBuildPlan refused the plan; `kind` says which rule (the WIT `egress-error` case).
+    #[error("egress plan refused: {message}")]
+    PlanRefused { kind: PlanRefusal, message: String },
+}
+
+/// Which rule refused an egress plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanRefusal {
+    HostNotAllowed,
+    InvalidUrl,
+    InvalidHeader,
+    BodyTooLarge,
+    Denied,
 }
 
 /// One implementation, whatever its source.
@@ -85,6 +98,12 @@ pub trait Adapter: Send + Sync {
         input: &serde_json::Value,
         exchanges: &[Exchange],
     ) -> Result<Step, AdapterError>;
+
+    /// True when a step runs untrusted code for up to its deadline (components): the host loop then
+    /// runs it where it cannot stall the async workers serving other requests.
+    fn runs_guest_code(&self) -> bool {
+        false
+    }
 }
 
 /// The host services an implementation may use while it decides a step. Implemented by the
@@ -105,6 +124,87 @@ pub trait StepHost {
     /// CapabilityAssert: fails unless this invocation was granted `capability` (e.g.
     /// `secret:stripe-secret-key`).
     fn assert_capability(&mut self, capability: &str) -> Result<(), AdapterError>;
+    /// SecretsAttachAuthToEgressPlan: the host attaches `auth` to plan `plan` when it sends it.
+    fn attach_auth(&mut self, plan: u64, auth: EgressAuth) -> Result<(), AdapterError>;
+    /// SecretsResolveRedactedMetadata: name, version and fingerprint, never the value.
+    fn secret_metadata(&mut self, secret: &str) -> Result<SecretInfo, AdapterError>;
+    /// The Memory* imports, scoped to this invocation's project and implementation. The answer is
+    /// recorded so a replay sees the same memory.
+    fn memory(&mut self, call: MemoryCall) -> Result<MemoryAnswer, MemoryFailure>;
+}
+
+/// What may be said about a secret (the WIT `secret-metadata`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretInfo {
+    pub name: String,
+    pub version: String,
+    pub fingerprint: String,
+    pub created_at_ms: i64,
+}
+
+/// One memory operation (the WIT `memory` interface).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "op")]
+pub enum MemoryCall {
+    Get { key: String },
+    GetSnapshot { prefix: String, limit: Option<u32> },
+    PutIfAbsent { key: String, value: Vec<u8>, ttl_ms: Option<u64> },
+    CompareExchange { key: String, expected: u64, value: Vec<u8> },
+    AppendJournal { journal: String, data: Vec<u8>, expected_last: Option<u64> },
+    AcquireLease { name: String, ttl_ms: u64, renew: Option<u64> },
+    ReleaseLease { name: String, fencing_token: u64 },
+    Delete { key: String, expected: Option<u64> },
+    Expire { key: String, ttl_ms: Option<u64> },
+}
+
+/// A memory entry as a guest sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryEntry {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub version: u64,
+    pub expires_at_ms: Option<u64>,
+}
+
+/// The answer to a [`MemoryCall`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum MemoryAnswer {
+    Entry { entry: Option<MemoryEntry> },
+    Snapshot { prefix: String, entries: Vec<MemoryEntry>, truncated: bool },
+    Version { version: u64 },
+    Receipt { journal: String, sequence: u64 },
+    Lease { name: String, fencing_token: u64, expires_at_ms: u64 },
+    Deleted { deleted: bool },
+    Done,
+}
+
+/// Why a memory call failed (the WIT `memory-error`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "camelCase", tag = "kind", content = "detail")]
+pub enum MemoryFailure {
+    #[error("not found")]
+    NotFound,
+    #[error("already exists at version {0}")]
+    AlreadyExists(u64),
+    #[error("version mismatch: current version {0}")]
+    VersionMismatch(u64),
+    #[error("sequence mismatch: last sequence {0}")]
+    SequenceMismatch(u64),
+    #[error("lease held until {0} ms")]
+    LeaseHeld(u64),
+    #[error("lease lost")]
+    LeaseLost,
+    #[error("invalid key: {0}")]
+    InvalidKey(String),
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
+    #[error("denied: {0}")]
+    Denied(String),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// A request for an egress plan, before the host validated it.
@@ -175,7 +275,15 @@ pub async fn run<H: ExecutePlan + Send>(
 ) -> Result<(Outcome, Vec<Exchange>), LoopError> {
     let mut exchanges: Vec<Exchange> = Vec::new();
     loop {
-        match adapter.step(host, operation, input, &exchanges)? {
+        let step = if adapter.runs_guest_code()
+            && tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+        {
+            tokio::task::block_in_place(|| adapter.step(host, operation, input, &exchanges))
+        } else {
+            adapter.step(host, operation, input, &exchanges)
+        };
+        match step? {
             Step::Done(output) => return Ok((Outcome::Done(output), exchanges)),
             Step::Failed(f) => return Ok((Outcome::Failed(f), exchanges)),
             Step::Egress(plan) => {
@@ -284,6 +392,15 @@ mod tests {
         }
         fn assert_capability(&mut self, capability: &str) -> Result<(), AdapterError> {
             Err(AdapterError::Host(format!("{capability} is not granted in this test")))
+        }
+        fn attach_auth(&mut self, _: u64, _: EgressAuth) -> Result<(), AdapterError> {
+            Err(AdapterError::Host("no secrets in this test".into()))
+        }
+        fn secret_metadata(&mut self, _: &str) -> Result<SecretInfo, AdapterError> {
+            Err(AdapterError::Host("no secrets in this test".into()))
+        }
+        fn memory(&mut self, _: MemoryCall) -> Result<MemoryAnswer, MemoryFailure> {
+            Err(MemoryFailure::Unavailable("no memory in this test".into()))
         }
     }
 

@@ -10,11 +10,15 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::adapter::{AdapterError, EgressAuth, Exchange, ExchangeOutcome, LoopError, PlanRequest, StepHost};
+use super::adapter::{
+    AdapterError, EgressAuth, Exchange, ExchangeOutcome, LoopError, MemoryAnswer, MemoryCall, MemoryEntry,
+    MemoryFailure, PlanRefusal, PlanRequest, SecretInfo, StepHost,
+};
 use super::host::clock::Clock;
 use super::host::egress::{
     AllowList, AttachAuth, EgressError, EgressPlan, EgressRequest, Executor, Method, PlanLimits, RetryPolicy, Sleeper,
 };
+use super::host::memory::{MemoryError, Scope};
 use super::host::secrets::{SecretRef, SecretStore};
 use super::redaction::Redactor;
 use crate::ids::ProjectId;
@@ -70,6 +74,24 @@ pub struct Trace {
     pub refused_plans: Vec<String>,
     /// Time readings handed to the implementation, in order (for replay).
     pub time_readings: Vec<u64>,
+    /// Plans sent with a credential the host placed in the request (bearer, basic, header).
+    pub credential_plans: u32,
+    /// Every other answer the host gave (memory, MACs, secret metadata), in order (for replay).
+    pub tape: Vec<TapeEntry>,
+    /// What the implementation emitted into logs and spans *before* redaction. Kept in memory only
+    /// when an audit asks for it (conformance scans it: redaction hides a leak, it does not excuse
+    /// it); never serialized.
+    #[serde(skip)]
+    pub raw_emissions: Vec<String>,
+}
+
+/// One answer the host handed an implementation, recorded for replay.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", tag = "call")]
+pub enum TapeEntry {
+    Memory { request: MemoryCall, answer: Result<MemoryAnswer, MemoryFailure> },
+    Hmac { secret: String, answer: Result<Vec<u8>, String> },
+    SecretMetadata { secret: String, answer: Result<SecretInfo, String> },
 }
 
 struct Planned {
@@ -91,6 +113,9 @@ pub struct InvocationHost<'a> {
     sleeper: Arc<dyn Sleeper>,
     /// Capabilities this invocation holds (`secret:<name>`, …); everything else is denied.
     grants: std::collections::BTreeSet<String>,
+    /// Whose memory the Memory* imports reach; none means memory is denied.
+    memory_scope: Option<Scope>,
+    keep_raw_emissions: bool,
     pub trace: Trace,
 }
 
@@ -107,6 +132,8 @@ impl<'a> InvocationHost<'a> {
             redirect: None,
             sleeper,
             grants: Default::default(),
+            memory_scope: None,
+            keep_raw_emissions: false,
             trace: Trace::default(),
         }
     }
@@ -114,6 +141,18 @@ impl<'a> InvocationHost<'a> {
     /// Grants capabilities (`secret:<name>` for each secret the published artifact declares).
     pub fn with_grants(mut self, grants: impl IntoIterator<Item = String>) -> Self {
         self.grants.extend(grants);
+        self
+    }
+
+    /// Gives the Memory* imports the memory of (project, implementation).
+    pub fn with_memory(mut self, scope: Scope) -> Self {
+        self.memory_scope = Some(scope);
+        self
+    }
+
+    /// Keeps what the implementation emits before redaction, for conformance to scan.
+    pub fn keeping_raw_emissions(mut self) -> Self {
+        self.keep_raw_emissions = true;
         self
     }
 
@@ -171,6 +210,12 @@ impl<'a> InvocationHost<'a> {
     pub async fn execute_plan(&mut self, id: u64, sequence: u32) -> Result<Exchange, LoopError> {
         let index = usize::try_from(id).ok().and_then(|i| i.checked_sub(1)).ok_or(LoopError::UnknownPlan(id))?;
         let planned = self.plans.get(index).ok_or(LoopError::UnknownPlan(id))?;
+        if matches!(
+            planned.auth,
+            Some(EgressAuth::Bearer { .. } | EgressAuth::Basic { .. } | EgressAuth::Header { .. })
+        ) {
+            self.trace.credential_plans += 1;
+        }
         let auth = SecretAuth {
             secrets: self.services.secrets.clone(),
             project: self.project.clone(),
@@ -252,7 +297,7 @@ impl StepHost for InvocationHost<'_> {
         if let Some(name) = secret {
             if let Err(e) = self.check_grant(&format!("secret:{name}")) {
                 self.trace.refused_plans.push(e.to_string());
-                return Err(e);
+                return Err(AdapterError::PlanRefused { kind: PlanRefusal::Denied, message: e.to_string() });
             }
         }
         let built = self.destination(&plan.url).and_then(|(url, allow)| {
@@ -278,13 +323,26 @@ impl StepHost for InvocationHost<'_> {
             Err(e) => {
                 let reason = self.redactor.redact_str(&e.to_string());
                 self.trace.refused_plans.push(reason.clone());
-                Err(AdapterError::Host(reason))
+                let kind = match e {
+                    EgressError::HostNotAllowed { .. }
+                    | EgressError::SchemeNotAllowed { .. }
+                    | EgressError::AddressNotAllowed { .. } => PlanRefusal::HostNotAllowed,
+                    EgressError::InvalidHeader { .. } | EgressError::HeadersTooLarge { .. } => {
+                        PlanRefusal::InvalidHeader
+                    }
+                    EgressError::BodyTooLarge { .. } => PlanRefusal::BodyTooLarge,
+                    _ => PlanRefusal::InvalidUrl,
+                };
+                Err(AdapterError::PlanRefused { kind, message: reason })
             }
         }
     }
 
     fn log(&mut self, level: &str, message: &str, fields: serde_json::Value) {
         let at_ms = self.now();
+        if self.keep_raw_emissions {
+            self.trace.raw_emissions.push(format!("{message} {fields}"));
+        }
         self.trace.logs.push(LogRecord {
             level: level.to_owned(),
             message: self.redactor.redact_str(message),
@@ -295,6 +353,9 @@ impl StepHost for InvocationHost<'_> {
 
     fn record_span(&mut self, name: &str, attributes: serde_json::Value) {
         let at_ms = self.now();
+        if self.keep_raw_emissions {
+            self.trace.raw_emissions.push(format!("{name} {attributes}"));
+        }
         self.trace.spans.push(SpanRecord {
             name: self.redactor.redact_str(name),
             attributes: self.redactor.redact_json(&attributes),
@@ -314,10 +375,124 @@ impl StepHost for InvocationHost<'_> {
 
     fn hmac_sha256(&mut self, secret: &str, data: &[u8]) -> Result<Vec<u8>, AdapterError> {
         self.check_grant(&format!("secret:{secret}"))?;
-        self.services
+        let answer = self
+            .services
             .secrets
             .hmac(&self.project, &SecretRef::latest(secret), super::host::secrets::HmacAlgorithm::Sha256, data)
-            .map_err(|e| AdapterError::Host(self.redactor.redact_str(&e.to_string())))
+            .map_err(|e| self.redactor.redact_str(&e.to_string()));
+        self.trace.tape.push(TapeEntry::Hmac { secret: secret.to_owned(), answer: answer.clone() });
+        answer.map_err(AdapterError::Host)
+    }
+
+    fn attach_auth(&mut self, plan: u64, auth: EgressAuth) -> Result<(), AdapterError> {
+        let secret = match &auth {
+            EgressAuth::Bearer { secret }
+            | EgressAuth::Header { secret, .. }
+            | EgressAuth::HmacSha256 { secret, .. } => secret,
+            EgressAuth::Basic { password_secret, .. } => password_secret,
+        };
+        if let Err(e) = self.check_grant(&format!("secret:{secret}")) {
+            self.trace.refused_plans.push(e.to_string());
+            return Err(e);
+        }
+        let planned = usize::try_from(plan)
+            .ok()
+            .and_then(|i| i.checked_sub(1))
+            .and_then(|i| self.plans.get_mut(i))
+            .ok_or_else(|| AdapterError::Host(format!("plan {plan} was not built in this invocation")))?;
+        if planned.auth.is_some() {
+            return Err(AdapterError::Host(format!("plan {plan} already has auth attached")));
+        }
+        planned.auth = Some(auth);
+        Ok(())
+    }
+
+    fn secret_metadata(&mut self, secret: &str) -> Result<SecretInfo, AdapterError> {
+        self.check_grant(&format!("secret:{secret}"))?;
+        let answer = self
+            .services
+            .secrets
+            .metadata(&self.project, &SecretRef::latest(secret))
+            .map(|m| SecretInfo {
+                name: m.name,
+                version: m.version,
+                fingerprint: m.fingerprint,
+                created_at_ms: m.created_at_ms,
+            })
+            .map_err(|e| self.redactor.redact_str(&e.to_string()));
+        self.trace.tape.push(TapeEntry::SecretMetadata { secret: secret.to_owned(), answer: answer.clone() });
+        answer.map_err(AdapterError::Host)
+    }
+
+    fn memory(&mut self, call: MemoryCall) -> Result<MemoryAnswer, MemoryFailure> {
+        let answer = match &self.memory_scope {
+            None => Err(MemoryFailure::Denied("this invocation has no memory".into())),
+            Some(scope) => memory_call(&self.services.memory, scope, &call).map_err(memory_failure),
+        };
+        self.trace.tape.push(TapeEntry::Memory { request: call, answer: answer.clone() });
+        answer
+    }
+}
+
+fn entry(e: super::host::memory::Entry) -> MemoryEntry {
+    MemoryEntry { key: e.key, value: e.value, version: e.version, expires_at_ms: e.expires_at_ms }
+}
+
+fn memory_call(
+    store: &super::host::memory::MemoryStore,
+    scope: &Scope,
+    call: &MemoryCall,
+) -> Result<MemoryAnswer, MemoryError> {
+    Ok(match call {
+        MemoryCall::Get { key } => MemoryAnswer::Entry { entry: store.get(scope, key)?.map(entry) },
+        MemoryCall::GetSnapshot { prefix, limit } => {
+            let s = store.get_snapshot(scope, prefix, *limit)?;
+            MemoryAnswer::Snapshot {
+                prefix: s.prefix,
+                entries: s.entries.into_iter().map(entry).collect(),
+                truncated: s.truncated,
+            }
+        }
+        MemoryCall::PutIfAbsent { key, value, ttl_ms } => {
+            MemoryAnswer::Version { version: store.put_if_absent(scope, key, value, *ttl_ms)? }
+        }
+        MemoryCall::CompareExchange { key, expected, value } => {
+            MemoryAnswer::Version { version: store.compare_exchange(scope, key, *expected, value)? }
+        }
+        MemoryCall::AppendJournal { journal, data, expected_last } => {
+            let r = store.append_journal(scope, journal, data, *expected_last)?;
+            MemoryAnswer::Receipt { journal: r.journal, sequence: r.sequence }
+        }
+        MemoryCall::AcquireLease { name, ttl_ms, renew } => {
+            // The holder is the scope itself: leases exclude concurrent invocations of one
+            // implementation in one project.
+            let l = store.acquire_lease(scope, name, scope.implementation(), *ttl_ms, *renew)?;
+            MemoryAnswer::Lease { name: l.name, fencing_token: l.fencing_token, expires_at_ms: l.expires_at_ms }
+        }
+        MemoryCall::ReleaseLease { name, fencing_token } => {
+            store.release_lease(scope, name, *fencing_token)?;
+            MemoryAnswer::Done
+        }
+        MemoryCall::Delete { key, expected } => MemoryAnswer::Deleted { deleted: store.delete(scope, key, *expected)? },
+        MemoryCall::Expire { key, ttl_ms } => {
+            store.expire(scope, key, *ttl_ms)?;
+            MemoryAnswer::Done
+        }
+    })
+}
+
+fn memory_failure(e: MemoryError) -> MemoryFailure {
+    match e {
+        MemoryError::NotFound => MemoryFailure::NotFound,
+        MemoryError::AlreadyExists(v) => MemoryFailure::AlreadyExists(v),
+        MemoryError::VersionMismatch(v) => MemoryFailure::VersionMismatch(v),
+        MemoryError::SequenceMismatch(v) => MemoryFailure::SequenceMismatch(v),
+        MemoryError::LeaseHeld(t) => MemoryFailure::LeaseHeld(t),
+        MemoryError::LeaseLost => MemoryFailure::LeaseLost,
+        MemoryError::InvalidKey(m) => MemoryFailure::InvalidKey(m),
+        MemoryError::QuotaExceeded(m) => MemoryFailure::QuotaExceeded(m),
+        MemoryError::Denied(m) => MemoryFailure::Denied(m),
+        MemoryError::Unavailable(m) | MemoryError::Storage(m) => MemoryFailure::Unavailable(m),
     }
 }
 
