@@ -13,6 +13,7 @@ pub mod conformance;
 pub mod contracts;
 pub mod declarative;
 pub mod events;
+pub mod guests;
 pub mod http;
 pub mod ids;
 pub mod invocation;

@@ -181,3 +181,25 @@ pub fn bind(reg: &Registry, project: &str, alias: &str, target: &str) {
     })
     .unwrap();
 }
+
+/// Stores real component bytes and records their build through the command handler, skipping the
+/// build's own checks: how a test forces an artifact the build would refuse into the store.
+pub fn build_with_bytes(reg: &Registry, id: &str, contract: &str, bytes: &[u8]) -> ImplementationId {
+    let id: ImplementationId = id.parse().unwrap();
+    let content_hash = reg.artifacts().put(bytes).unwrap();
+    let built = ImplementationBuilt {
+        implementation_id: id.clone(),
+        source: ImplementationSource::AuthoredComponent,
+        contract: contract.parse().unwrap(),
+        content_hash,
+        signature: reg.key().sign(&vadyl::runtime::artifact::signing_message(&content_hash)),
+        artifact_size: bytes.len() as u64,
+        media_type: "application/wasm".into(),
+    };
+    reg.execute(&actor("test:forced"), |s| match commands::record_build(s, built.clone())? {
+        BuildDecision::Created(events) => Ok(events),
+        BuildDecision::AlreadyBuilt => Ok(vec![]),
+    })
+    .unwrap();
+    id
+}

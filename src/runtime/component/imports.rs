@@ -19,7 +19,7 @@ wasmtime::component::bindgen!({
     world: "payment-charge-v1",
 });
 
-use vadyl::connector::{capability, egress, memory, observability, secrets, time, types};
+use self::vadyl::connector::{capability, egress, memory, observability, secrets, time, types};
 
 /// Adds the six Vadyl host interfaces, and only them, to `linker`.
 pub fn add_to_linker(linker: &mut wasmtime::component::Linker<GuestState>) -> wasmtime::Result<()> {
