@@ -1,7 +1,10 @@
 //! `vadyl bench invoke`: declarative invocation through the full path (binding resolution, artifact
 //! by content hash, input check, host loop, egress with host-attached auth, response mapping,
 //! invocation record) against a loopback upstream, beside a direct call of the same upstream with
-//! the same HTTP client stack, in the same run. Latencies are per call; medians and p99.
+//! the same HTTP client stack, in the same run; and component invocation through the full path
+//! (binding resolution, pooled pre-instantiated instance, bridge, call, record; no egress) beside a
+//! raw Wasmtime instantiate-and-call of the same component with the same engine configuration.
+//! Latencies are per call; medians and p99.
 
 use std::time::Instant;
 
@@ -35,6 +38,18 @@ pub struct Latency {
 #[serde(rename_all = "camelCase")]
 pub struct InvokeBenchReport {
     pub declarative: Latency,
+    pub component: ComponentLatency,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentLatency {
+    pub median_us: f64,
+    pub p99_us: f64,
+    pub raw_median_us: f64,
+    pub raw_p99_us: f64,
+    pub ratio: f64,
+    pub invocations: usize,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -120,7 +135,9 @@ pub fn run_invoke_bench(opts: &InvokeBenchOptions) -> anyhow::Result<InvokeBench
         ours.sort_by(|a, b| a.total_cmp(b));
         base_lat.sort_by(|a, b| a.total_cmp(b));
         let (m, bm) = (percentile(&ours, 0.5), percentile(&base_lat, 0.5));
+        let component = component_bench(&registry, &meta, &project, n).await?;
         Ok(InvokeBenchReport {
+            component,
             declarative: Latency {
                 median_us: m.round(),
                 p99_us: percentile(&ours, 0.99).round(),
@@ -131,5 +148,129 @@ pub fn run_invoke_bench(opts: &InvokeBenchOptions) -> anyhow::Result<InvokeBench
                 invocations: n,
             },
         })
+    })
+}
+
+/// A host for the raw baseline: the measured call makes no host call, and any that happened would
+/// be refused.
+struct NoHost;
+
+impl crate::runtime::adapter::StepHost for NoHost {
+    fn build_plan(
+        &mut self,
+        _: crate::runtime::adapter::PlanRequest,
+    ) -> Result<u64, crate::runtime::adapter::AdapterError> {
+        Err(crate::runtime::adapter::AdapterError::Host("no host in the raw baseline".into()))
+    }
+    fn log(&mut self, _: &str, _: &str, _: serde_json::Value) {}
+    fn record_span(&mut self, _: &str, _: serde_json::Value) {}
+    fn now_ms(&mut self) -> u64 {
+        0
+    }
+    fn hmac_sha256(&mut self, _: &str, _: &[u8]) -> Result<Vec<u8>, crate::runtime::adapter::AdapterError> {
+        Err(crate::runtime::adapter::AdapterError::Host("no host in the raw baseline".into()))
+    }
+    fn assert_capability(&mut self, _: &str) -> Result<(), crate::runtime::adapter::AdapterError> {
+        Err(crate::runtime::adapter::AdapterError::Host("no host in the raw baseline".into()))
+    }
+    fn attach_auth(
+        &mut self,
+        _: u64,
+        _: crate::runtime::adapter::EgressAuth,
+    ) -> Result<(), crate::runtime::adapter::AdapterError> {
+        Err(crate::runtime::adapter::AdapterError::Host("no host in the raw baseline".into()))
+    }
+    fn secret_metadata(
+        &mut self,
+        _: &str,
+    ) -> Result<crate::runtime::adapter::SecretInfo, crate::runtime::adapter::AdapterError> {
+        Err(crate::runtime::adapter::AdapterError::Host("no host in the raw baseline".into()))
+    }
+    fn memory(
+        &mut self,
+        _: crate::runtime::adapter::MemoryCall,
+    ) -> Result<crate::runtime::adapter::MemoryAnswer, crate::runtime::adapter::MemoryFailure> {
+        Err(crate::runtime::adapter::MemoryFailure::Denied("no host in the raw baseline".into()))
+    }
+}
+
+/// The Rust Stripe component (built from `guests/` for this run), invoked with an input it refuses
+/// before any host call (a currency that is not three letters): the path without egress.
+async fn component_bench(
+    registry: &Registry,
+    meta: &EventMetadata,
+    project: &crate::ids::ProjectId,
+    n: usize,
+) -> anyhow::Result<ComponentLatency> {
+    let guest = crate::guests::guests_dir().join("stripe-charge-rust");
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("guests");
+    let wasm = crate::guests::rust::build_rust_component(&guest, &[], &[], &target)?;
+    let descriptor: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(guest.join("vadyl-descriptor.json"))?)?;
+    let id: crate::ids::ImplementationId = "bench-component:1.0.0".parse()?;
+    let contract: crate::ids::ContractRef = "payment.charge@1".parse()?;
+    crate::lifecycle::build_component(registry, meta, id.clone(), contract, &descriptor, &wasm)?;
+    let report = crate::conformance::run(registry, meta, &id).await?;
+    anyhow::ensure!(report.passed, "the bench component failed conformance: {:?}", report.checks);
+    let target: crate::ids::BindingTarget = id.to_string().parse()?;
+    registry.execute(meta, |s| {
+        crate::commands::bind(s, project.clone(), "bench-wasm".parse().expect("valid alias"), target.clone())
+    })?;
+    let input = json!({"amount": 2000, "currency": "u5d", "source": "tok_visa", "metadata": []});
+    let request = || InvokeRequest {
+        project: project.clone(),
+        target: InvokeTarget::Alias("bench-wasm".parse().expect("valid alias")),
+        operation: "charge".into(),
+        input: input.clone(),
+    };
+    for _ in 0..n / 10 {
+        invocation::invoke(registry, request()).await?;
+    }
+    let mut ours = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        let r = invocation::invoke(registry, request()).await?;
+        ours.push(started.elapsed().as_secs_f64() * 1e6);
+        anyhow::ensure!(r.error.as_ref().is_some_and(|e| e["code"] == "invalid-input"), "unexpected answer {r:?}");
+    }
+
+    // Raw: the same component, engine configuration, limits and pre-instantiation; a new store,
+    // instantiate, call with ready-made values. No binding, bridge, host loop or record.
+    let view = registry
+        .read(|s| s.implementation(&id).cloned())
+        .ok_or_else(|| anyhow::anyhow!("the bench component vanished"))?;
+    let bytes =
+        registry.artifacts().get_verified(&view.content_hash, &view.signature, &registry.key().verifying_key())?;
+    let spec = crate::contracts::load_embedded()?
+        .contract("payment.charge", 1)
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("payment.charge@1 is missing"))?;
+    let adapter = registry.components()?.load(&view.content_hash, &bytes, &spec)?;
+    let (index, args) =
+        adapter.raw_call_parts("charge", &input).ok_or_else(|| anyhow::anyhow!("the component has no charge"))?;
+    let mut raw = Vec::with_capacity(n);
+    for i in 0..n + n / 10 {
+        let started = Instant::now();
+        let mut host = NoHost;
+        let mut store = adapter.new_store(&mut host);
+        let instance = adapter.instance_pre().instantiate(&mut store)?;
+        let func = instance.get_func(&mut store, index).ok_or_else(|| anyhow::anyhow!("no export"))?;
+        let mut results = [wasmtime::component::Val::Bool(false)];
+        func.call(&mut store, &args, &mut results)?;
+        drop(store);
+        if i >= n / 10 {
+            raw.push(started.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    ours.sort_by(|a, b| a.total_cmp(b));
+    raw.sort_by(|a, b| a.total_cmp(b));
+    let (m, rm) = (percentile(&ours, 0.5), percentile(&raw, 0.5));
+    Ok(ComponentLatency {
+        median_us: m.round(),
+        p99_us: percentile(&ours, 0.99).round(),
+        raw_median_us: rm.round(),
+        raw_p99_us: percentile(&raw, 0.99).round(),
+        ratio: if rm > 0.0 { (m / rm * 100.0).round() / 100.0 } else { 0.0 },
+        invocations: n,
     })
 }

@@ -456,10 +456,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Invoke(opts)) => {
             let report = crate::bench_invoke::run_invoke_bench(&opts)?;
             out.print(&serde_json::to_value(&report)?, |_| {
-                let d = &report.declarative;
+                let (d, c) = (&report.declarative, &report.component);
                 format!(
-                    "declarative invoke: median {:.0} µs, p99 {:.0} µs; direct call median {:.0} µs, p99 {:.0} µs; added {:.0} µs at the median ({} invocations)",
-                    d.median_us, d.p99_us, d.baseline_median_us, d.baseline_p99_us, d.added_median_us, d.invocations
+                    "declarative invoke: median {:.0} µs, p99 {:.0} µs; direct call median {:.0} µs, p99 {:.0} µs; added {:.0} µs at the median ({} invocations)\n\
+                     component invoke (no egress): median {:.0} µs, p99 {:.0} µs; raw wasmtime instantiate+call median {:.0} µs, p99 {:.0} µs; ratio {:.2}",
+                    d.median_us, d.p99_us, d.baseline_median_us, d.baseline_p99_us, d.added_median_us, d.invocations,
+                    c.median_us, c.p99_us, c.raw_median_us, c.raw_p99_us, c.ratio
                 )
             });
             Ok(())

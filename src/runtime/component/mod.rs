@@ -424,6 +424,14 @@ impl ComponentAdapter {
         &self.pre
     }
 
+    /// The export of `operation` and its arguments as WIT values (for the benchmark's raw baseline).
+    pub fn raw_call_parts(&self, operation: &str, input: &Value) -> Option<(ComponentExportIndex, [Val; 2])> {
+        let (op, index) = self.operations.iter().find(|(o, _)| o.name == operation)?;
+        let input = bridge::to_val(&self.runtime.resolve, &op.input, input).ok()?;
+        let exchanges = bridge::to_val(&self.runtime.resolve, &op.exchanges, &Value::Array(vec![])).ok()?;
+        Some((*index, [input, exchanges]))
+    }
+
     /// A store for one call, with limits and deadline set.
     pub fn new_store(&self, host: &mut dyn StepHost) -> Store<GuestState> {
         let ptr: *mut (dyn StepHost + '_) = host;
