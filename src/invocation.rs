@@ -144,17 +144,26 @@ pub fn redactor_for(
     operation: &str,
     input: &Value,
 ) -> Result<Redactor, InvokeError> {
-    let mut values: Vec<Vec<u8>> = Vec::new();
+    let secrets = &registry.services().secrets;
+    let mut redactor = Redactor::default();
     for name in &policy.secrets {
         // A missing secret is reported by the egress boundary when it is needed.
-        if let Ok(v) = registry.services().secrets.with_plaintext(project, &SecretRef::latest(name), <[u8]>::to_vec) {
-            values.push(v);
-        }
+        let Ok(meta) = secrets.metadata(project, &SecretRef::latest(name)) else { continue };
+        let key = (project.to_string(), name.clone(), meta.version.clone(), meta.fingerprint.clone());
+        let part = registry.cached_secret_redactor(key, || {
+            let plaintext = secrets
+                .with_plaintext(project, &meta.pinned_ref(), <[u8]>::to_vec)
+                .map_err(|e| InvokeError::Internal(e.to_string()))?;
+            Redactor::new([plaintext]).map_err(|e| InvokeError::Internal(e.to_string()))
+        })?;
+        redactor = redactor.with(&part);
     }
+    let mut values: Vec<Vec<u8>> = Vec::new();
     for pointer in sensitive_input_pointers(policy, contract, operation) {
         collect_strings(input, &pointer, &mut values);
     }
-    Redactor::new(values).map_err(|e| InvokeError::Internal(e.to_string()))
+    let inputs = Redactor::new(values).map_err(|e| InvokeError::Internal(e.to_string()))?;
+    Ok(redactor.with(&inputs))
 }
 
 pub fn sensitive_input_pointers(policy: &Policy, contract: &ContractView, operation: &str) -> Vec<String> {
@@ -327,7 +336,7 @@ pub async fn invoke(registry: &Registry, request: InvokeRequest) -> Result<Invok
             request.project.as_str(),
             &implementation_id.to_string(),
             &request.operation,
-            &record,
+            record,
         )
         .map_err(|e| InvokeError::Internal(e.to_string()))?;
     Ok(InvokeResult {

@@ -105,6 +105,9 @@ pub struct Registry {
     invocations: InvocationLog,
     /// Loaded artifacts by content hash: verified and parsed once, then shared.
     adapters: Mutex<HashMap<crate::ids::ContentHash, Arc<crate::lifecycle::Loaded>>>,
+    /// Compiled redaction patterns of secret versions, keyed by (project, name, version, fingerprint):
+    /// a new version has a new key, so a rotated secret is never matched by stale patterns.
+    secret_redactors: Mutex<HashMap<(String, String, String, String), crate::runtime::redaction::Redactor>>,
     /// The Wasmtime engine and linker, started on first use (most commands never run a component).
     components: std::sync::OnceLock<Arc<crate::runtime::component::ComponentRuntime>>,
     /// Compiled input validators by (contract WIT digest, operation).
@@ -151,6 +154,7 @@ impl Registry {
             invocations,
             adapters: Mutex::new(HashMap::new()),
             components: std::sync::OnceLock::new(),
+            secret_redactors: Mutex::new(HashMap::new()),
             validators: Mutex::new(HashMap::new()),
             live: RwLock::new(Live::default()),
             snapshot_position: Mutex::new(0),
@@ -213,6 +217,25 @@ impl Registry {
         let adapter = Arc::new(load()?);
         self.adapters.lock().unwrap_or_else(|p| p.into_inner()).insert(hash, adapter.clone());
         Ok(adapter)
+    }
+
+    /// The redaction patterns of one secret version, built on first use.
+    pub fn cached_secret_redactor<E>(
+        &self,
+        key: (String, String, String, String),
+        build: impl FnOnce() -> Result<crate::runtime::redaction::Redactor, E>,
+    ) -> Result<crate::runtime::redaction::Redactor, E> {
+        if let Some(r) = self.secret_redactors.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(r.clone());
+        }
+        let r = build()?;
+        let mut cache = self.secret_redactors.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded: a registry with more live secret versions than this rebuilds some patterns.
+        if cache.len() >= 4096 {
+            cache.clear();
+        }
+        cache.insert(key, r.clone());
+        Ok(r)
     }
 
     /// The component runtime (engine, closed linker, compiled-code cache under the data directory).

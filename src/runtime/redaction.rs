@@ -74,10 +74,17 @@ pub struct Finding {
     pub len: usize,
 }
 
-/// Finds and removes known secret values. Cheap to share; build once per set of secrets.
+/// Finds and removes known secret values. Cheap to share; build once per set of secrets. A redactor
+/// is a list of pattern sets: a set built once (say, for a secret version) can be shared by many
+/// redactors through [`Redactor::with`], so an invocation only builds the set for its own input.
+#[derive(Clone, Default)]
 pub struct Redactor {
-    /// `None` when there is nothing to look for.
-    matcher: Option<AhoCorasick>,
+    parts: Vec<std::sync::Arc<Patterns>>,
+}
+
+/// One compiled set of patterns.
+struct Patterns {
+    matcher: AhoCorasick,
     /// The form of each pattern, by pattern index.
     forms: Vec<Form>,
     /// Longest pattern, in bytes (bounds how far `find` must look past a match).
@@ -87,7 +94,8 @@ pub struct Redactor {
 impl fmt::Debug for Redactor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never print the patterns: they are the secrets.
-        f.debug_struct("Redactor").field("patterns", &self.forms.len()).finish()
+        let patterns: usize = self.parts.iter().map(|p| p.forms.len()).sum();
+        f.debug_struct("Redactor").field("patterns", &patterns).finish()
     }
 }
 
@@ -111,7 +119,7 @@ impl Redactor {
         }
         let max_len = patterns.iter().map(Vec::len).max().unwrap_or(0);
         if patterns.is_empty() {
-            return Ok(Self { matcher: None, forms, max_len });
+            return Ok(Self::default());
         }
         // A contiguous NFA builds in microseconds and searches the short texts we scan fast; a DFA
         // would cost more to build than a whole invocation.
@@ -124,29 +132,29 @@ impl Redactor {
                 bytes: patterns.iter().map(Vec::len).sum(),
                 source,
             })?;
-        Ok(Self { matcher: Some(matcher), forms, max_len })
+        Ok(Self { parts: vec![std::sync::Arc::new(Patterns { matcher, forms, max_len })] })
+    }
+
+    /// This redactor plus everything `other` looks for (sharing `other`'s compiled patterns).
+    pub fn with(mut self, other: &Redactor) -> Self {
+        self.parts.extend(other.parts.iter().cloned());
+        self
     }
 
     /// Whether the redactor has anything to look for.
     pub fn is_empty(&self) -> bool {
-        self.matcher.is_none()
+        self.parts.is_empty()
     }
 
     /// The leftmost occurrence of any form of any secret (the longest one when several start there).
     pub fn find(&self, haystack: &[u8]) -> Option<Finding> {
-        let matcher = self.matcher.as_ref()?;
         let mut best: Option<Finding> = None;
-        for m in matcher.find_overlapping_iter(haystack) {
-            if let Some(b) = best {
-                // Matches arrive by end offset; once they end this far right, none can start before `b`.
-                if m.end().saturating_sub(self.max_len) > b.offset {
-                    break;
-                }
-                if m.start() > b.offset || (m.start() == b.offset && m.len() <= b.len) {
-                    continue;
+        for part in &self.parts {
+            if let Some(f) = part.find(haystack) {
+                if best.is_none_or(|b| f.offset < b.offset || (f.offset == b.offset && f.len > b.len)) {
+                    best = Some(f);
                 }
             }
-            best = Some(Finding { form: self.forms[m.pattern().as_usize()], offset: m.start(), len: m.len() });
         }
         best
     }
@@ -194,9 +202,11 @@ impl Redactor {
 
     /// Every occurrence as merged, sorted `(start, end)` byte ranges.
     fn spans(&self, haystack: &[u8]) -> Vec<(usize, usize)> {
-        let Some(matcher) = &self.matcher else { return Vec::new() };
-        let mut spans: Vec<(usize, usize)> =
-            matcher.find_overlapping_iter(haystack).map(|m| (m.start(), m.end())).collect();
+        let mut spans: Vec<(usize, usize)> = self
+            .parts
+            .iter()
+            .flat_map(|p| p.matcher.find_overlapping_iter(haystack).map(|m| (m.start(), m.end())))
+            .collect();
         spans.sort_unstable();
         let mut merged: Vec<(usize, usize)> = Vec::with_capacity(spans.len());
         for (start, end) in spans {
@@ -206,6 +216,25 @@ impl Redactor {
             }
         }
         merged
+    }
+}
+
+impl Patterns {
+    fn find(&self, haystack: &[u8]) -> Option<Finding> {
+        let mut best: Option<Finding> = None;
+        for m in self.matcher.find_overlapping_iter(haystack) {
+            if let Some(b) = best {
+                // Matches arrive by end offset; once they end this far right, none can start before `b`.
+                if m.end().saturating_sub(self.max_len) > b.offset {
+                    break;
+                }
+                if m.start() > b.offset || (m.start() == b.offset && m.len() <= b.len) {
+                    continue;
+                }
+            }
+            best = Some(Finding { form: self.forms[m.pattern().as_usize()], offset: m.start(), len: m.len() });
+        }
+        best
     }
 }
 
@@ -359,6 +388,18 @@ mod tests {
     use serde_json::json;
 
     const CANARY: &str = "vadyl-canary-7f3a9c2e51d04b86";
+
+    #[test]
+    fn combined_redactors_find_and_redact_what_either_part_knows() {
+        let secret = Redactor::new([b"sk_live_combined_secret".to_vec()]).unwrap();
+        let input = Redactor::new([b"tok_card_4242".to_vec()]).unwrap();
+        let both = Redactor::default().with(&secret).with(&input);
+        assert!(!both.is_empty() && Redactor::default().is_empty());
+        let text = "a tok_card_4242 then sk_live_combined_secret";
+        assert_eq!(both.redact_str(text), "a [REDACTED] then [REDACTED]");
+        assert_eq!(both.find(text.as_bytes()).map(|f| f.offset), Some(2), "the leftmost of either part");
+        assert_eq!(secret.redact_str(text), "a tok_card_4242 then [REDACTED]", "parts are shared, not merged");
+    }
 
     fn redactor(secrets: &[&[u8]]) -> Redactor {
         Redactor::new(secrets.iter().map(|s| s.to_vec())).unwrap()

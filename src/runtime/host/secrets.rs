@@ -358,23 +358,20 @@ impl SecretStore {
                 created_at_ms: r.get(4)?,
             })
         };
+        // Cached statements: this runs on every invocation that uses a secret.
         let row = match version {
             Some(v) => conn
-                .query_row(
+                .prepare_cached(
                     "SELECT version, nonce, ciphertext, fingerprint, created_at_ms FROM secrets
                      WHERE project = ?1 AND name = ?2 AND version = ?3",
-                    params![project.as_str(), secret.name, v],
-                    read,
                 )
-                .optional(),
+                .and_then(|mut st| st.query_row(params![project.as_str(), secret.name, v], read).optional()),
             None => conn
-                .query_row(
+                .prepare_cached(
                     "SELECT version, nonce, ciphertext, fingerprint, created_at_ms FROM secrets
                      WHERE project = ?1 AND name = ?2 ORDER BY version DESC LIMIT 1",
-                    params![project.as_str(), secret.name],
-                    read,
                 )
-                .optional(),
+                .and_then(|mut st| st.query_row(params![project.as_str(), secret.name], read).optional()),
         };
         row.map_err(storage("read the secret"))?.ok_or_else(not_found)
     }
