@@ -451,9 +451,18 @@ impl ComponentAdapter {
         };
         let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|s| &mut s.limits);
-        let tick = EPOCH_TICK.as_millis().max(1) as u64;
-        store.set_epoch_deadline(limits.deadline_ms.div_ceil(tick) + 1);
-        store.epoch_deadline_trap();
+        // Every epoch tick checks the wall clock: the deadline is the call's real elapsed time, not a
+        // count of ticks (a ticker delayed under load would otherwise stretch it), and time spent
+        // blocked in a host call counts too. At the hard deadline the callback traps.
+        let hard_deadline = Instant::now() + Duration::from_millis(limits.deadline_ms);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= hard_deadline {
+                Err(Trap::Interrupt.into())
+            } else {
+                Ok(wasmtime::UpdateDeadline::Continue(1))
+            }
+        });
         store
     }
 
