@@ -41,6 +41,12 @@ pub enum Command {
     Serve {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
+        /// Requests handled at once; more are answered 503 with Retry-After.
+        #[arg(long, default_value_t = 64)]
+        max_concurrent: usize,
+        /// Seconds before a request still running is answered 503.
+        #[arg(long, default_value_t = 120)]
+        request_timeout_secs: u64,
     },
     /// The registry's signing key.
     #[command(subcommand)]
@@ -290,7 +296,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let Cli { data_dir, server, command, .. } = cli;
     let cli = Conn { data_dir, server };
     match command {
-        Command::Serve { listen } => serve(&cli.data_dir, &listen),
+        Command::Serve { listen, max_concurrent, request_timeout_secs } => serve(
+            &cli.data_dir,
+            &listen,
+            crate::http::Limits {
+                max_concurrent,
+                request_timeout: std::time::Duration::from_secs(request_timeout_secs.max(1)),
+            },
+        ),
         Command::Key(KeyCommand::Show) => {
             let key = crate::keys::RegistryKey::load_or_create(&cli.data_dir.join("keys"))?;
             use crate::keys::Signer;
@@ -498,7 +511,7 @@ fn open_registry(data_dir: &Path) -> anyhow::Result<Registry> {
         .with_context(|| format!("cannot open the registry in {}", data_dir.display()))
 }
 
-fn serve(data_dir: &Path, listen: &str) -> anyhow::Result<()> {
+fn serve(data_dir: &Path, listen: &str, limits: crate::http::Limits) -> anyhow::Result<()> {
     let addr: std::net::SocketAddr =
         listen.parse().with_context(|| format!("--listen {listen:?} is not an address such as 127.0.0.1:8080"))?;
     let registry = Arc::new(open_registry(data_dir)?);
@@ -508,7 +521,7 @@ fn serve(data_dir: &Path, listen: &str) -> anyhow::Result<()> {
         let local = listener.local_addr()?;
         // Tests and scripts read this line to learn the port when listening on :0.
         println!("vadyl listening on http://{local} (data directory {})", registry.data_dir().display());
-        crate::http::serve(registry, listener).await
+        crate::http::serve(registry, listener, limits).await
     })
 }
 

@@ -65,7 +65,6 @@ pub fn router(registry: Arc<Registry>) -> Router {
         .route("/build/declarative/schema", get(build::declarative_schema));
     Router::new()
         .nest("/api/Connector", api)
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "this route does not take that method")
@@ -237,9 +236,57 @@ async fn invalidate_publication(State(st): State<AppState>, ApiJson(body): ApiJs
     ok(json!({ "invalidated": version, "latest": latest }))
 }
 
+/// How much a server takes on at once, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Requests handled at once; beyond it a request is refused at once with 503 and `Retry-After`
+    /// rather than queued (a queue only turns overload into timeouts for everybody).
+    pub max_concurrent: usize,
+    /// A request still running after this is answered 503; work already handed to the registry
+    /// finishes (a write is acknowledged only by its 2xx).
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_concurrent: 64, request_timeout: Duration::from_secs(120) }
+    }
+}
+
+/// Seconds a refused client is asked to wait.
+const RETRY_AFTER_SECS: u64 = 1;
+
+/// The router behind load shedding, a concurrency limit and a request timeout, every refusal a
+/// problem document. Health checks bypass the limit so an overloaded server still says it is alive.
+pub fn limited(registry: Arc<Registry>, limits: Limits) -> Router {
+    use axum::error_handling::HandleErrorLayer;
+    use tower::ServiceBuilder;
+    let api = router(registry).layer(
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(|e: axum::BoxError| async move {
+                let (detail, slug) = if e.is::<tower::load_shed::error::Overloaded>() {
+                    ("the server is at its concurrency limit; retry after the indicated delay", "overloaded")
+                } else if e.is::<tower::timeout::error::Elapsed>() {
+                    ("the request took longer than the server's request timeout", "timeout")
+                } else {
+                    ("the server could not take the request", "unavailable")
+                };
+                let mut response = Problem::new(StatusCode::SERVICE_UNAVAILABLE, slug, detail).into_response();
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(RETRY_AFTER_SECS));
+                response
+            }))
+            .load_shed()
+            .concurrency_limit(limits.max_concurrent.max(1))
+            .timeout(limits.request_timeout),
+    );
+    Router::new().route("/healthz", get(|| async { Json(json!({"status": "ok"})) })).merge(api)
+}
+
 /// Serves until Ctrl-C / SIGTERM. Checkpoints and snapshots in the background, and once more on
 /// the way out, so a clean stop leaves a signed head and a fresh snapshot.
-pub async fn serve(registry: Arc<Registry>, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+pub async fn serve(registry: Arc<Registry>, listener: tokio::net::TcpListener, limits: Limits) -> anyhow::Result<()> {
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, "serving");
     let maintenance = {
@@ -254,7 +301,7 @@ pub async fn serve(registry: Arc<Registry>, listener: tokio::net::TcpListener) -
             }
         })
     };
-    axum::serve(listener, router(registry.clone())).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, limited(registry.clone(), limits)).with_graceful_shutdown(shutdown_signal()).await?;
     maintenance.abort();
     tokio::task::spawn_blocking(move || maintain(&registry)).await?;
     Ok(())

@@ -44,10 +44,16 @@ pub struct Server {
 
 impl Server {
     pub fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// `vadyl serve` with extra options (e.g. `--max-concurrent 4`).
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> Self {
         let mut child = Command::new(vadyl_bin())
             .arg("--data-dir")
             .arg(data_dir)
             .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
