@@ -51,6 +51,9 @@ pub enum Command {
     /// The registry's signing key.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Access tokens: create, list, revoke.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Contracts read from the WIT package.
     #[command(subcommand)]
     Contract(ContractCommand),
@@ -111,6 +114,32 @@ pub enum SecretCommand {
     List {
         #[arg(long)]
         project: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Issue a token; it is printed once and stored only as a hash.
+    Create {
+        /// admin, publisher, project or auditor.
+        #[arg(long)]
+        role: String,
+        /// The project a `project` token acts in.
+        #[arg(long)]
+        project: Option<String>,
+        /// Implementation names a `publisher` token may build (repeat).
+        #[arg(long = "implementation")]
+        implementations: Vec<String>,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// Every token's grant (never the token).
+    List,
+    /// Revoke a token by id.
+    Revoke {
+        token_id: String,
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -465,6 +494,35 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Secret(c) => secret(&cli, &out, c),
+        Command::Token(TokenCommand::Create { role, project, implementations, label }) => {
+            let role: crate::ids::Role = role.parse()?;
+            let body = json!({"role": role, "project": project, "implementations": implementations, "label": label});
+            let v = call_api(&cli, reqwest::Method::POST, "/tokens", Some(body))?;
+            out.print(&v, |v| {
+                format!(
+                    "{}\ntoken id {} ({}); shown once, stored only as a hash",
+                    v["token"].as_str().unwrap_or("?"),
+                    v["tokenId"].as_str().unwrap_or("?"),
+                    v["role"].as_str().unwrap_or("?")
+                )
+            });
+            Ok(())
+        }
+        Command::Token(TokenCommand::List) => {
+            let v = read_api(&cli, "/tokens")?;
+            out.print(&v, |v| serde_json::to_string_pretty(v).unwrap_or_default());
+            Ok(())
+        }
+        Command::Token(TokenCommand::Revoke { token_id, reason }) => {
+            let v = call_api(
+                &cli,
+                reqwest::Method::POST,
+                &format!("/tokens/{token_id}/revoke"),
+                Some(json!({ "reason": reason })),
+            )?;
+            out.print(&v, |_| format!("revoked {token_id}"));
+            Ok(())
+        }
         Command::Audit(c) => audit_command(&cli.data_dir, &out, c),
         Command::Bench(BenchCommand::Invoke(opts)) => {
             let report = crate::bench_invoke::run_invoke_bench(&opts)?;
@@ -511,10 +569,45 @@ fn open_registry(data_dir: &Path) -> anyhow::Result<Registry> {
         .with_context(|| format!("cannot open the registry in {}", data_dir.display()))
 }
 
+/// Where `vadyl serve` writes the first admin token (owner-only).
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
 fn serve(data_dir: &Path, listen: &str, limits: crate::http::Limits) -> anyhow::Result<()> {
     let addr: std::net::SocketAddr =
         listen.parse().with_context(|| format!("--listen {listen:?} is not an address such as 127.0.0.1:8080"))?;
     let registry = Arc::new(open_registry(data_dir)?);
+    let has_tokens = registry.read(|p| p.tokens.values().any(|t| t.revoked.is_none()));
+    if !addr.ip().is_loopback() && !has_tokens {
+        bail!(
+            "refusing to listen on {addr}, which is not a loopback address, before any access token exists: \
+             start once on 127.0.0.1 (which creates an admin token) or run `vadyl token create --role admin`"
+        );
+    }
+    let token_file = data_dir.join(ADMIN_TOKEN_FILE);
+    if !has_tokens && !token_file.exists() {
+        let new = registry.issue_token(
+            &EventMetadata::actor("system"),
+            crate::ids::Role::Admin,
+            None,
+            vec![],
+            "initial admin token (vadyl serve)".into(),
+        )?;
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&token_file)
+            .with_context(|| format!("cannot write {}", token_file.display()))?;
+        writeln!(f, "{}", new.token)?;
+        eprintln!(
+            "created an admin token ({}) in {} (readable by you only); send it as `Authorization: Bearer …`, \
+             or set VADYL_TOKEN for the CLI",
+            new.token_id,
+            token_file.display()
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
@@ -527,6 +620,31 @@ fn serve(data_dir: &Path, listen: &str, limits: crate::http::Limits) -> anyhow::
 
 /// Reads `/api/Connector{path}` from the server, or answers it in-process from the data directory
 /// through the same router, so both modes give the same JSON.
+/// The token the CLI sends to a server: `VADYL_TOKEN`, else the first line of `$VADYL_TOKEN_FILE`,
+/// `~/.config/vadyl/token`, or the data directory's admin token — never a command-line argument,
+/// which `ps` would show to every user of the machine.
+fn bearer_token(data_dir: &Path) -> anyhow::Result<Option<String>> {
+    if let Ok(t) = std::env::var("VADYL_TOKEN") {
+        return Ok(Some(t.trim().to_owned()));
+    }
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(f) = std::env::var_os("VADYL_TOKEN_FILE") {
+        candidates.push(PathBuf::from(f));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        candidates.push(PathBuf::from(home).join(".config/vadyl/token"));
+    }
+    candidates.push(data_dir.join(ADMIN_TOKEN_FILE));
+    for path in candidates {
+        match std::fs::read_to_string(&path) {
+            Ok(text) => return Ok(text.lines().next().map(|l| l.trim().to_owned()).filter(|l| !l.is_empty())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(anyhow!("cannot read the token file {}: {e}", path.display())),
+        }
+    }
+    Ok(None)
+}
+
 fn read_api(cli: &Conn, path: &str) -> anyhow::Result<Value> {
     call_api(cli, reqwest::Method::GET, path, None)
 }
@@ -537,6 +655,9 @@ fn call_api(cli: &Conn, method: reqwest::Method, path: &str, body: Option<Value>
             let url = format!("{}/api/Connector{path}", server.trim_end_matches('/'));
             let client = reqwest::blocking::Client::builder().timeout(std::time::Duration::from_secs(60)).build()?;
             let mut req = client.request(method, &url);
+            if let Some(token) = bearer_token(&cli.data_dir)? {
+                req = req.bearer_auth(token);
+            }
             if let Some(b) = body {
                 req = req.json(&b);
             }

@@ -225,3 +225,47 @@ pub fn invalidate_publication(
         new_latest,
     })])
 }
+
+/// Issues a token's grant (the token itself is generated and hashed by the caller, outside events).
+pub fn issue_token(
+    state: &Projections,
+    grant: crate::events::domain::TokenIssued,
+) -> Result<Vec<DomainEvent>, CommandError> {
+    use crate::ids::Role;
+    if state.tokens.contains_key(&grant.token_id) {
+        return Err(CommandError::Conflict(format!("token {} already exists", grant.token_id)));
+    }
+    match (grant.role, &grant.project, grant.implementations.is_empty()) {
+        (Role::Project, None, _) => return Err(CommandError::Invalid("a project token needs --project".into())),
+        (Role::Project, Some(_), false) | (Role::Admin | Role::Auditor, _, false) => {
+            return Err(CommandError::Invalid("only publisher tokens name implementations".into()))
+        }
+        (Role::Admin | Role::Auditor | Role::Publisher, Some(_), _) => {
+            return Err(CommandError::Invalid("only project tokens name a project".into()))
+        }
+        (Role::Publisher, None, true) => {
+            return Err(CommandError::Invalid("a publisher token needs at least one --implementation name".into()))
+        }
+        _ => {}
+    }
+    if grant.label.len() > 200 {
+        return Err(CommandError::Invalid("a token label is at most 200 characters".into()));
+    }
+    Ok(vec![DomainEvent::TokenIssued(grant)])
+}
+
+/// Revokes a token; revoking twice is a no-op.
+pub fn revoke_token(state: &Projections, token_id: &str, reason: &str) -> Result<Vec<DomainEvent>, CommandError> {
+    let token = state.tokens.get(token_id).ok_or_else(|| CommandError::NotFound(format!("no token {token_id}")))?;
+    if token.revoked.is_some() {
+        return Ok(Vec::new());
+    }
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(CommandError::Invalid("a revocation needs a reason".into()));
+    }
+    Ok(vec![DomainEvent::TokenRevoked(crate::events::domain::TokenRevoked {
+        token_id: token_id.to_owned(),
+        reason: reason.to_owned(),
+    })])
+}

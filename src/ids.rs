@@ -365,3 +365,41 @@ mod tests {
         assert!("0".parse::<PublicationVersion>().is_err());
     }
 }
+
+/// What a bearer token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Role {
+    /// Build, conformance, invalidate, secrets, tokens: everything.
+    Admin,
+    /// Build and run conformance for the implementation names the token lists.
+    Publisher,
+    /// Bindings, invoke and memory of one project.
+    Project,
+    /// Read everything, export, verify; change nothing.
+    Auditor,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Admin => "admin",
+            Self::Publisher => "publisher",
+            Self::Project => "project",
+            Self::Auditor => "auditor",
+        })
+    }
+}
+
+impl FromStr for Role {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "admin" => Ok(Self::Admin),
+            "publisher" => Ok(Self::Publisher),
+            "project" => Ok(Self::Project),
+            "auditor" => Ok(Self::Auditor),
+            other => Err(id_error("role", other, "use admin, publisher, project or auditor")),
+        }
+    }
+}

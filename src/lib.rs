@@ -5,6 +5,7 @@
 //! service that joins them; `http` and `cli` are thin edges. See ARCHITECTURE.md for the codemap.
 
 pub mod audit;
+pub mod auth;
 pub mod bench;
 pub mod bench_invoke;
 pub mod cli;

@@ -103,6 +103,7 @@ pub struct Registry {
     artifacts: ArtifactStore,
     services: HostServices,
     invocations: InvocationLog,
+    tokens: crate::auth::TokenStore,
     /// Loaded artifacts by content hash: verified and parsed once, then shared.
     adapters: Mutex<HashMap<crate::ids::ContentHash, Arc<crate::lifecycle::Loaded>>>,
     /// Compiled redaction patterns of secret versions, keyed by (project, name, version, fingerprint):
@@ -145,6 +146,7 @@ impl Registry {
             sleeper: Arc::new(TokioSleeper),
         };
         let invocations = InvocationLog::open(&data_dir.join("invocations.db")).map_err(|e| host(e.to_string()))?;
+        let tokens = crate::auth::TokenStore::open(&data_dir.join("tokens.db")).map_err(|e| host(e.to_string()))?;
         let registry = Self {
             data_dir: data_dir.to_owned(),
             store,
@@ -152,6 +154,7 @@ impl Registry {
             artifacts,
             services,
             invocations,
+            tokens,
             adapters: Mutex::new(HashMap::new()),
             components: std::sync::OnceLock::new(),
             secret_redactors: Mutex::new(HashMap::new()),
@@ -203,6 +206,37 @@ impl Registry {
 
     pub fn invocations(&self) -> &InvocationLog {
         &self.invocations
+    }
+
+    pub fn tokens(&self) -> &crate::auth::TokenStore {
+        &self.tokens
+    }
+
+    /// Generates a token, stores its hash and records its grant; the token is returned once.
+    pub fn issue_token(
+        &self,
+        metadata: &EventMetadata,
+        role: crate::ids::Role,
+        project: Option<crate::ids::ProjectId>,
+        implementations: Vec<String>,
+        label: String,
+    ) -> Result<crate::auth::NewToken, RegistryError> {
+        let new = self.tokens.generate().map_err(|e| RegistryError::Command(CommandError::Invalid(e.to_string())))?;
+        let grant = crate::events::domain::TokenIssued {
+            token_id: new.token_id.clone(),
+            role,
+            project,
+            implementations,
+            label,
+        };
+        match self.execute(metadata, |s| commands::issue_token(s, grant.clone())) {
+            Ok(_) => Ok(new),
+            Err(e) => {
+                // No grant, no token: drop the hash so nothing half-issued remains.
+                let _ = self.tokens.forget(&new.token_id);
+                Err(e)
+            }
+        }
     }
 
     /// The loaded implementation of an artifact, loading (and verifying) it on first use.

@@ -96,7 +96,7 @@ fn ten_times_the_concurrency_limit_gets_503_with_retry_after_and_loses_no_acknow
                         .post(server.url("/invoke"))
                         .json(&json!({"alias": "hooks", "operation": "deliver", "input": input}))
                 };
-                let r = request.send().unwrap();
+                let r = request.bearer_auth(&server.token).send().unwrap();
                 let status = r.status().as_u16();
                 let retry_after = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
                 let body: Value = r.json().unwrap_or(Value::Null);

@@ -116,7 +116,9 @@ fn invalidation_rolls_latest_back_and_keeps_versions_readable() {
     assert_eq!(status, 200);
     assert_eq!(v3["status"], "invalidated");
     assert_eq!(v3["invalidated"]["reason"], "webhook signer leaks");
-    assert_eq!(v3["invalidated"]["recorded"]["actor"], "http:anonymous");
+    // The actor is the token that asked: an auditor can answer "who invalidated version 3, and why".
+    let token_id = server.token.split('_').nth(1).unwrap();
+    assert_eq!(v3["invalidated"]["recorded"]["actor"], format!("token:{token_id}"));
     let (status, entry) = server.get("/publication/version/3/webhook-signer:1.0.0");
     assert_eq!(status, 200, "{entry}");
     assert_eq!(entry["publicationStatus"], "invalidated");

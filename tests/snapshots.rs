@@ -64,6 +64,19 @@ fn regenerate() {
     )
     .unwrap();
     common::bind(&reg, "other", "stripe", "stripe-charge-adapter@^1");
+    let auditor = reg
+        .issue_token(&common::actor("admin"), vadyl::ids::Role::Auditor, None, vec![], "quarterly audit".into())
+        .unwrap();
+    reg.issue_token(
+        &common::actor("admin"),
+        vadyl::ids::Role::Project,
+        Some("shop".parse().unwrap()),
+        vec![],
+        "shop backend".into(),
+    )
+    .unwrap();
+    reg.execute(&common::actor("admin"), |s| vadyl::commands::revoke_token(s, &auditor.token_id, "audit finished"))
+        .unwrap();
     let cp = reg.checkpoint(&common::actor("snapshot-generator")).unwrap().unwrap();
     audit::export(reg.store(), &cp.note, cp.tree_size, &dir().join("history.ndjson")).unwrap();
     std::fs::write(dir().join("registry.pub"), format!("{}\n", reg.key().verifier_key())).unwrap();

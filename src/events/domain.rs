@@ -172,6 +172,29 @@ pub struct BindingChanged {
     pub previous_target: String,
 }
 
+/// An access token was issued. Never carries the token or its hash: those live only in the token
+/// store, so an export can be shared without handing out credentials.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TokenIssued {
+    pub token_id: String,
+    pub role: crate::ids::Role,
+    /// The one project a `project` token may act in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<ProjectId>,
+    /// Implementation names a `publisher` token may build and run conformance for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub implementations: Vec<String>,
+    pub label: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TokenRevoked {
+    pub token_id: String,
+    pub reason: String,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum DomainEvent {
     RegistryKeyRegistered(RegistryKeyRegistered),
@@ -183,6 +206,8 @@ pub enum DomainEvent {
     PublicationInvalidated(PublicationInvalidated),
     BindingCreated(BindingCreated),
     BindingChanged(BindingChanged),
+    TokenIssued(TokenIssued),
+    TokenRevoked(TokenRevoked),
 }
 
 /// Every event type with its current schema version.
@@ -196,6 +221,8 @@ pub const EVENT_TYPES: &[(&str, u32)] = &[
     ("PublicationInvalidated", 1),
     ("BindingCreated", 1),
     ("BindingChanged", 1),
+    ("TokenIssued", 1),
+    ("TokenRevoked", 1),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -229,6 +256,10 @@ pub mod streams {
     pub fn binding(project: &ProjectId, alias: &BindingAlias) -> String {
         format!("binding-{project}/{alias}")
     }
+
+    pub fn token(token_id: &str) -> String {
+        format!("token-{token_id}")
+    }
 }
 
 impl DomainEvent {
@@ -243,6 +274,8 @@ impl DomainEvent {
             Self::PublicationInvalidated(_) => "PublicationInvalidated",
             Self::BindingCreated(_) => "BindingCreated",
             Self::BindingChanged(_) => "BindingChanged",
+            Self::TokenIssued(_) => "TokenIssued",
+            Self::TokenRevoked(_) => "TokenRevoked",
         }
     }
 
@@ -260,6 +293,8 @@ impl DomainEvent {
             Self::PublicationCreated(_) | Self::PublicationInvalidated(_) => streams::PUBLICATIONS.to_owned(),
             Self::BindingCreated(e) => streams::binding(&e.project, &e.alias),
             Self::BindingChanged(e) => streams::binding(&e.project, &e.alias),
+            Self::TokenIssued(e) => streams::token(&e.token_id),
+            Self::TokenRevoked(e) => streams::token(&e.token_id),
         }
     }
 
@@ -274,6 +309,8 @@ impl DomainEvent {
             Self::PublicationInvalidated(e) => serde_json::to_value(e),
             Self::BindingCreated(e) => serde_json::to_value(e),
             Self::BindingChanged(e) => serde_json::to_value(e),
+            Self::TokenIssued(e) => serde_json::to_value(e),
+            Self::TokenRevoked(e) => serde_json::to_value(e),
         };
         // Cannot fail: every payload is plain data with string keys.
         v.unwrap_or(serde_json::Value::Null)
@@ -339,6 +376,8 @@ fn decode_current_str(event_type: &str, text: &str) -> Result<DomainEvent, serde
         "PublicationCreated" => de(text).map(E::PublicationCreated),
         "PublicationInvalidated" => de(text).map(E::PublicationInvalidated),
         "BindingCreated" => de(text).map(E::BindingCreated),
+        "TokenIssued" => de(text).map(E::TokenIssued),
+        "TokenRevoked" => de(text).map(E::TokenRevoked),
         // The caller checked the type against EVENT_TYPES.
         _ => de(text).map(E::BindingChanged),
     }

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::problem::Problem;
-use super::{actor, ok, ApiJson, ApiQuery, ApiResult, AppState};
+use super::{ok, ApiJson, ApiQuery, ApiResult, AppState};
 use crate::ids::{BindingAlias, BindingTarget, ProjectId};
 use crate::projections::{BindingView, Projections, Resolution};
 
@@ -55,14 +55,19 @@ pub fn project_or_default(project: Option<&str>) -> Result<ProjectId, Problem> {
     }
 }
 
-pub async fn create(State(st): State<AppState>, ApiJson(body): ApiJson<CreateBinding>) -> ApiResult {
+pub async fn create(
+    State(st): State<AppState>,
+    axum::Extension(who): axum::Extension<crate::auth::Principal>,
+    ApiJson(body): ApiJson<CreateBinding>,
+) -> ApiResult {
     let project = project_or_default(body.project.as_deref())?;
+    who.authorize(crate::auth::Action::WriteProject { project: &project })?;
     let alias: BindingAlias = body.alias.parse()?;
     let target: BindingTarget = body.implementation.parse()?;
     let registry = st.registry.clone();
     let (p, a) = (project.clone(), alias.clone());
     let stored = tokio::task::spawn_blocking(move || {
-        registry.execute(&actor(), |s| crate::commands::bind(s, p.clone(), a.clone(), target.clone()))
+        registry.execute(&who.metadata(), |s| crate::commands::bind(s, p.clone(), a.clone(), target.clone()))
     })
     .await
     .map_err(Problem::internal)??;
@@ -79,19 +84,31 @@ pub struct ProjectQuery {
     project: Option<String>,
 }
 
-pub async fn list(State(st): State<AppState>, ApiQuery(q): ApiQuery<ProjectQuery>) -> ApiResult {
+pub async fn list(
+    State(st): State<AppState>,
+    axum::Extension(who): axum::Extension<crate::auth::Principal>,
+    ApiQuery(q): ApiQuery<ProjectQuery>,
+) -> ApiResult {
     let project = project_or_default(q.project.as_deref())?;
+    if who.authorize(crate::auth::Action::ReadProject { project: &project }) == Err(crate::auth::Refusal::Hidden) {
+        // Exactly what a project without bindings answers.
+        return ok(json!({ "project": project, "bindings": [] }));
+    }
     let list = st.registry.read(|s| s.bindings_of(&project).map(|b| binding_json(s, b)).collect::<Vec<_>>());
     ok(json!({ "project": project, "bindings": list }))
 }
 
 pub async fn show(
     State(st): State<AppState>,
+    axum::Extension(who): axum::Extension<crate::auth::Principal>,
     Path(alias): Path<String>,
     ApiQuery(q): ApiQuery<ProjectQuery>,
 ) -> ApiResult {
     let project = project_or_default(q.project.as_deref())?;
     let alias: BindingAlias = alias.parse()?;
+    if who.authorize(crate::auth::Action::ReadProject { project: &project }) == Err(crate::auth::Refusal::Hidden) {
+        return Err(Problem::not_found(format!("project {project} has no binding {alias}")));
+    }
     st.registry
         .read(|s| s.binding(&project, &alias).map(|b| binding_json(s, b)))
         .map_or_else(|| Err(Problem::not_found(format!("project {project} has no binding {alias}"))), ok)

@@ -8,14 +8,21 @@ use axum::response::IntoResponse;
 use axum::Json;
 
 use super::problem::Problem;
-use super::{actor, ok, ApiJson, ApiResult, AppState};
+use super::{ok, ApiJson, ApiResult, AppState};
 use crate::lifecycle;
 
-pub async fn declarative(State(st): State<AppState>, ApiJson(document): ApiJson<serde_json::Value>) -> ApiResult {
+pub async fn declarative(
+    State(st): State<AppState>,
+    axum::Extension(who): axum::Extension<crate::auth::Principal>,
+    ApiJson(document): ApiJson<serde_json::Value>,
+) -> ApiResult {
+    let name = document.get("name").and_then(serde_json::Value::as_str).unwrap_or_default();
+    who.authorize(crate::auth::Action::Build { implementation: name })?;
     let registry = st.registry.clone();
-    let result = tokio::task::spawn_blocking(move || lifecycle::build_declarative(&registry, &actor(), &document))
-        .await
-        .map_err(Problem::internal)??;
+    let result =
+        tokio::task::spawn_blocking(move || lifecycle::build_declarative(&registry, &who.metadata(), &document))
+            .await
+            .map_err(Problem::internal)??;
     let status = if result.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(serde_json::to_value(&result).unwrap_or_default())).into_response())
 }
@@ -36,14 +43,26 @@ pub struct ComponentBuild {
     pub component: String,
 }
 
-pub async fn component(State(st): State<AppState>, ApiJson(body): ApiJson<ComponentBuild>) -> ApiResult {
+pub async fn component(
+    State(st): State<AppState>,
+    axum::Extension(who): axum::Extension<crate::auth::Principal>,
+    ApiJson(body): ApiJson<ComponentBuild>,
+) -> ApiResult {
     use base64::Engine;
+    who.authorize(crate::auth::Action::Build { implementation: body.implementation_id.name.as_str() })?;
     let wasm = base64::engine::general_purpose::STANDARD
         .decode(body.component.as_bytes())
         .map_err(|e| Problem::bad_request(format!("/component is not standard base64: {e}")))?;
     let registry = st.registry.clone();
     let result = tokio::task::spawn_blocking(move || {
-        lifecycle::build_component(&registry, &actor(), body.implementation_id, body.contract, &body.descriptor, &wasm)
+        lifecycle::build_component(
+            &registry,
+            &who.metadata(),
+            body.implementation_id,
+            body.contract,
+            &body.descriptor,
+            &wasm,
+        )
     })
     .await
     .map_err(Problem::internal)??;
@@ -62,10 +81,21 @@ pub struct NativeBuild {
     pub descriptor: Option<serde_json::Value>,
 }
 
-pub async fn native(State(st): State<AppState>, ApiJson(body): ApiJson<NativeBuild>) -> ApiResult {
+pub async fn native(
+    State(st): State<AppState>,
+    axum::Extension(who): axum::Extension<crate::auth::Principal>,
+    ApiJson(body): ApiJson<NativeBuild>,
+) -> ApiResult {
+    who.authorize(crate::auth::Action::Build { implementation: body.implementation_id.name.as_str() })?;
     let registry = st.registry.clone();
     let result = tokio::task::spawn_blocking(move || {
-        lifecycle::build_native(&registry, &actor(), body.implementation_id, &body.adapter, body.descriptor.as_ref())
+        lifecycle::build_native(
+            &registry,
+            &who.metadata(),
+            body.implementation_id,
+            &body.adapter,
+            body.descriptor.as_ref(),
+        )
     })
     .await
     .map_err(Problem::internal)??;

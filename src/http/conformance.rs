@@ -4,7 +4,7 @@ use axum::extract::State;
 use serde::Deserialize;
 
 use super::problem::Problem;
-use super::{actor, ok, ApiJson, ApiResult, AppState};
+use super::{ok, ApiJson, ApiResult, AppState};
 use crate::conformance::{self, ConformanceError};
 use crate::ids::ImplementationId;
 
@@ -24,8 +24,13 @@ impl From<ConformanceError> for Problem {
     }
 }
 
-pub async fn run(State(st): State<AppState>, ApiJson(body): ApiJson<RunBody>) -> ApiResult {
+pub async fn run(
+    State(st): State<AppState>,
+    axum::Extension(who): axum::Extension<crate::auth::Principal>,
+    ApiJson(body): ApiJson<RunBody>,
+) -> ApiResult {
     let id: ImplementationId = body.implementation_id.parse()?;
-    let report = conformance::run(&st.registry, &actor(), &id).await?;
+    who.authorize(crate::auth::Action::Conformance { implementation: id.name.as_str() })?;
+    let report = conformance::run(&st.registry, &who.metadata(), &id).await?;
     ok(serde_json::to_value(&report).unwrap_or_default())
 }

@@ -39,7 +39,11 @@ impl From<InvokeError> for Problem {
     }
 }
 
-pub async fn invoke(State(st): State<AppState>, ApiJson(body): ApiJson<InvokeBody>) -> ApiResult {
+pub async fn invoke(
+    State(st): State<AppState>,
+    axum::Extension(who): axum::Extension<crate::auth::Principal>,
+    ApiJson(body): ApiJson<InvokeBody>,
+) -> ApiResult {
     let project = project_or_default(body.project.as_deref())?;
     let target = match (body.alias, body.implementation_id) {
         (Some(alias), None) => InvokeTarget::Alias(alias.parse()?),
@@ -52,6 +56,17 @@ pub async fn invoke(State(st): State<AppState>, ApiJson(body): ApiJson<InvokeBod
             ))
         }
     };
+    match who.authorize(crate::auth::Action::WriteProject { project: &project }) {
+        Ok(()) => {}
+        // Exactly what a binding that does not exist answers.
+        Err(crate::auth::Refusal::Hidden) => {
+            return Err(Problem::not_found(match &target {
+                InvokeTarget::Alias(alias) => format!("project {project} has no binding {alias}"),
+                InvokeTarget::Implementation(id) => format!("project {project} has no binding for {id}"),
+            }))
+        }
+        Err(refusal) => return Err(refusal.into()),
+    }
     let request = InvokeRequest { project, target, operation: body.operation, input: body.input };
     let result = invocation::invoke(&st.registry, request).await?;
     ok(serde_json::to_value(&result).unwrap_or_default())

@@ -20,9 +20,20 @@ pub struct MemoryQuery {
     key: String,
 }
 
-pub async fn get(State(st): State<AppState>, ApiQuery(q): ApiQuery<MemoryQuery>) -> ApiResult {
+pub async fn get(
+    State(st): State<AppState>,
+    axum::Extension(who): axum::Extension<crate::auth::Principal>,
+    ApiQuery(q): ApiQuery<MemoryQuery>,
+) -> ApiResult {
     let project = project_or_default(q.project.as_deref())?;
     let implementation: ImplementationId = q.implementation.parse()?;
+    if who.authorize(crate::auth::Action::ReadProject { project: &project }) == Err(crate::auth::Refusal::Hidden) {
+        // Exactly what a key that does not exist answers.
+        return Err(Problem::not_found(format!(
+            "no memory entry {:?} for {implementation} in project {project}",
+            q.key
+        )));
+    }
     // Memory is shared by every version of an implementation name within a project.
     let scope =
         Scope::new(project.as_str(), implementation.name.as_str()).map_err(|e| Problem::bad_request(e.to_string()))?;

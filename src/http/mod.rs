@@ -10,6 +10,7 @@ pub mod conformance;
 pub mod invoke;
 pub mod memory;
 pub mod problem;
+pub mod tokens;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::auth::{Action, Principal, Refusal};
 use crate::events::envelope::EventMetadata;
 use crate::ids::{ContractKind, ContractRef, ImplementationId, PublicationVersion};
 use crate::projections::{Projections, PublicationView};
@@ -36,12 +38,68 @@ pub type ApiResult = Result<Response, Problem>;
 #[derive(Clone)]
 pub struct AppState {
     pub registry: Arc<Registry>,
+    pub auth: Auth,
+}
+
+/// How requests are authenticated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Auth {
+    /// Bearer tokens (a server).
+    Tokens,
+    /// The data directory's owner calling in-process (the CLI without `--server`).
+    Local,
+}
+
+/// Attaches the caller's [`Principal`] to the request, or answers 401.
+async fn authenticate(State(st): State<AppState>, mut req: Request, next: axum::middleware::Next) -> Response {
+    let principal = match st.auth {
+        Auth::Local => Some(Principal::local()),
+        Auth::Tokens => {
+            let header = req.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+            match header.and_then(|h| h.strip_prefix("Bearer ")) {
+                None => return unauthorized("send a token: Authorization: Bearer vadyl_…"),
+                Some(token) => match st.registry.tokens().check(token.trim()) {
+                    Ok(Some(id)) => st.registry.read(|p| Principal::of_token(p, &id)),
+                    Ok(None) => None,
+                    Err(e) => return Problem::internal(e).into_response(),
+                },
+            }
+        }
+    };
+    match principal {
+        Some(p) => {
+            req.extensions_mut().insert(p);
+            next.run(req).await
+        }
+        None => unauthorized("the token is malformed, unknown or revoked"),
+    }
+}
+
+fn unauthorized(detail: &str) -> Response {
+    let mut r = Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", detail).into_response();
+    r.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+    r
+}
+
+impl From<Refusal> for Problem {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Forbidden(m) => Problem::new(StatusCode::FORBIDDEN, "forbidden", m),
+            Refusal::Hidden => Problem::not_found("no such project for this token"),
+        }
+    }
 }
 
 /// Components arrive base64-encoded in JSON; 16 MiB of component is plenty for a connector.
 const COMPONENT_BODY_LIMIT: usize = 24 << 20;
 
+/// The API for in-process calls by the data directory's owner.
 pub fn router(registry: Arc<Registry>) -> Router {
+    router_with(registry, Auth::Local)
+}
+
+pub fn router_with(registry: Arc<Registry>, auth: Auth) -> Router {
+    let state = AppState { registry, auth };
     let api = Router::new()
         .route("/contracts", get(list_contracts))
         .route("/contracts/{kind}/{major_version}", get(get_contract))
@@ -62,7 +120,10 @@ pub fn router(registry: Arc<Registry>) -> Router {
             post(build::component).layer(axum::extract::DefaultBodyLimit::max(COMPONENT_BODY_LIMIT)),
         )
         .route("/build/native", post(build::native))
-        .route("/build/declarative/schema", get(build::declarative_schema));
+        .route("/build/declarative/schema", get(build::declarative_schema))
+        .route("/tokens", post(tokens::create).get(tokens::list))
+        .route("/tokens/{token_id}/revoke", post(tokens::revoke))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .nest("/api/Connector", api)
         .fallback(|| async { Problem::not_found("no such route") })
@@ -72,7 +133,7 @@ pub fn router(registry: Arc<Registry>) -> Router {
         // Bodies are bounded where they are read (extractors), so the refusal is a problem document.
         .layer(axum::extract::DefaultBodyLimit::max(1024 * 1024))
         .layer(tower_http::trace::TraceLayer::new_for_http())
-        .with_state(AppState { registry })
+        .with_state(state)
 }
 
 /// A JSON body whose rejections (bad syntax, wrong content type, unknown fields) are problem+json.
@@ -112,11 +173,6 @@ impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for
             Err(e) => Err(Problem::bad_request(e.body_text())),
         }
     }
-}
-
-/// Who is acting. Anonymous until access control exists; recorded on every event.
-pub(crate) fn actor() -> EventMetadata {
-    EventMetadata::actor("http:anonymous")
 }
 
 pub(crate) fn ok(value: serde_json::Value) -> ApiResult {
@@ -223,15 +279,21 @@ struct InvalidateBody {
     reason: String,
 }
 
-async fn invalidate_publication(State(st): State<AppState>, ApiJson(body): ApiJson<InvalidateBody>) -> ApiResult {
+async fn invalidate_publication(
+    State(st): State<AppState>,
+    axum::Extension(who): axum::Extension<Principal>,
+    ApiJson(body): ApiJson<InvalidateBody>,
+) -> ApiResult {
+    who.authorize(Action::Invalidate)?;
     let version = PublicationVersion(body.publication_version);
     if version.0 == 0 {
         return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "publicationVersion starts at 1"));
     }
     let registry = st.registry.clone();
-    let latest = tokio::task::spawn_blocking(move || registry.invalidate_publication(&actor(), version, &body.reason))
-        .await
-        .map_err(Problem::internal)??;
+    let latest =
+        tokio::task::spawn_blocking(move || registry.invalidate_publication(&who.metadata(), version, &body.reason))
+            .await
+            .map_err(Problem::internal)??;
     let latest = st.registry.read(|p| latest.as_ref().map(|l| publication_json(p, l)));
     ok(json!({ "invalidated": version, "latest": latest }))
 }
@@ -261,7 +323,7 @@ const RETRY_AFTER_SECS: u64 = 1;
 pub fn limited(registry: Arc<Registry>, limits: Limits) -> Router {
     use axum::error_handling::HandleErrorLayer;
     use tower::ServiceBuilder;
-    let api = router(registry).layer(
+    let api = router_with(registry, Auth::Tokens).layer(
         ServiceBuilder::new()
             .layer(HandleErrorLayer::new(|e: axum::BoxError| async move {
                 let (detail, slug) = if e.is::<tower::load_shed::error::Overloaded>() {

@@ -193,6 +193,30 @@ pub struct Projections {
     pub bindings: BTreeMap<String, BindingView>,
     pub publications: PublicationsView,
     pub registry: RegistryView,
+    /// Access tokens by id: who may do what (never the token or its hash).
+    pub tokens: BTreeMap<String, TokenView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenView {
+    pub token_id: String,
+    pub role: crate::ids::Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<crate::ids::ProjectId>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub implementations: Vec<String>,
+    pub label: String,
+    pub issued: Recorded,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<TokenRevocation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRevocation {
+    pub reason: String,
+    pub recorded: Recorded,
 }
 
 /// Why an event could not be applied. Either the log holds an event this release cannot read, or
@@ -209,7 +233,7 @@ pub enum ApplyError {
 
 /// The projection names, in digest order.
 pub const PROJECTION_NAMES: &[&str] =
-    &["contracts", "implementations", "conformanceRuns", "bindings", "publications", "registry"];
+    &["contracts", "implementations", "conformanceRuns", "bindings", "publications", "registry", "tokens"];
 
 impl Projections {
     /// Folds one event. Events must come in position order, without gaps.
@@ -371,6 +395,30 @@ impl Projections {
                 binding.target = b.target;
                 binding.revision += 1;
                 binding.updated = Recorded::of(e);
+            }
+            DomainEvent::TokenIssued(t) => {
+                if self.tokens.contains_key(&t.token_id) {
+                    return Err(inconsistent(format!("token {} issued twice", t.token_id)));
+                }
+                self.tokens.insert(
+                    t.token_id.clone(),
+                    TokenView {
+                        token_id: t.token_id,
+                        role: t.role,
+                        project: t.project,
+                        implementations: t.implementations,
+                        label: t.label,
+                        issued: Recorded::of(e),
+                        revoked: None,
+                    },
+                );
+            }
+            DomainEvent::TokenRevoked(r) => {
+                let token = self
+                    .tokens
+                    .get_mut(&r.token_id)
+                    .ok_or_else(|| inconsistent(format!("revocation of unknown token {}", r.token_id)))?;
+                token.revoked = Some(TokenRevocation { reason: r.reason, recorded: Recorded::of(e) });
             }
         }
         Ok(())

@@ -40,6 +40,8 @@ pub fn stderr(o: &Output) -> String {
 pub struct Server {
     pub child: Child,
     pub base: String,
+    /// The admin token `vadyl serve` wrote on first start; every helper request sends it.
+    pub token: String,
 }
 
 impl Server {
@@ -66,7 +68,9 @@ impl Server {
             .find(|w| w.starts_with("http://"))
             .unwrap_or_else(|| panic!("no address in {line:?}"))
             .to_owned();
-        Self { child, base }
+        let token =
+            std::fs::read_to_string(data_dir.join("admin.token")).map(|t| t.trim().to_owned()).unwrap_or_default();
+        Self { child, base, token }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -74,19 +78,28 @@ impl Server {
     }
 
     pub fn get(&self, path: &str) -> (u16, serde_json::Value) {
-        let r = reqwest::blocking::get(self.url(path)).expect("GET reaches the server");
+        let r = reqwest::blocking::Client::new()
+            .get(self.url(path))
+            .bearer_auth(&self.token)
+            .send()
+            .expect("GET reaches the server");
         read(r)
     }
 
     pub fn post(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
-        let r =
-            reqwest::blocking::Client::new().post(self.url(path)).json(body).send().expect("POST reaches the server");
+        let r = reqwest::blocking::Client::new()
+            .post(self.url(path))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .expect("POST reaches the server");
         read(r)
     }
 
     pub fn post_raw(&self, path: &str, content_type: &str, body: &str) -> (u16, serde_json::Value, String) {
         let r = reqwest::blocking::Client::new()
             .post(self.url(path))
+            .bearer_auth(&self.token)
             .header("content-type", content_type)
             .body(body.to_owned())
             .send()
