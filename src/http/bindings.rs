@@ -90,7 +90,7 @@ pub async fn list(
     ApiQuery(q): ApiQuery<ProjectQuery>,
 ) -> ApiResult {
     let project = project_or_default(q.project.as_deref())?;
-    if who.authorize(crate::auth::Action::ReadProject { project: &project }) == Err(crate::auth::Refusal::Hidden) {
+    if !super::visible(&who, &project)? {
         // Exactly what a project without bindings answers.
         return ok(json!({ "project": project, "bindings": [] }));
     }
@@ -106,7 +106,7 @@ pub async fn show(
 ) -> ApiResult {
     let project = project_or_default(q.project.as_deref())?;
     let alias: BindingAlias = alias.parse()?;
-    if who.authorize(crate::auth::Action::ReadProject { project: &project }) == Err(crate::auth::Refusal::Hidden) {
+    if !super::visible(&who, &project)? {
         return Err(Problem::not_found(format!("project {project} has no binding {alias}")));
     }
     st.registry

@@ -27,7 +27,7 @@ pub async fn get(
 ) -> ApiResult {
     let project = project_or_default(q.project.as_deref())?;
     let implementation: ImplementationId = q.implementation.parse()?;
-    if who.authorize(crate::auth::Action::ReadProject { project: &project }) == Err(crate::auth::Refusal::Hidden) {
+    if !super::visible(&who, &project)? {
         // Exactly what a key that does not exist answers.
         return Err(Problem::not_found(format!(
             "no memory entry {:?} for {implementation} in project {project}",

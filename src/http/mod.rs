@@ -75,6 +75,16 @@ async fn authenticate(State(st): State<AppState>, mut req: Request, next: axum::
     }
 }
 
+/// Whether `who` may read `project`: `Ok(false)` when the project must look like one that does not
+/// exist (another project, for a project token), `Err` (403) when the role never may.
+pub(crate) fn visible(who: &Principal, project: &crate::ids::ProjectId) -> Result<bool, Problem> {
+    match who.authorize(Action::ReadProject { project }) {
+        Ok(()) => Ok(true),
+        Err(Refusal::Hidden) => Ok(false),
+        Err(r) => Err(r.into()),
+    }
+}
+
 fn unauthorized(detail: &str) -> Response {
     let mut r = Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", detail).into_response();
     r.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
