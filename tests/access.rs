@@ -274,3 +274,37 @@ fn every_change_records_its_actor_and_the_export_holds_token_ids_never_tokens() 
         assert!(actor_of(t).iter().all(|a| !a.is_empty()), "{t} without an actor");
     }
 }
+
+#[test]
+fn the_openapi_document_matches_the_router() {
+    let (_dir, data) = setup();
+    let server = Server::start(&data);
+    let doc: Value = reqwest::blocking::get(format!("{}/api/openapi.json", server.base)).unwrap().json().unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 18, "{}", paths.len());
+    for (path, ops) in paths {
+        let concrete = path
+            .replace("{kind}", "payment.charge")
+            .replace("{major_version}", "1")
+            .replace("{implementation_id}", "hooks:1.0.0")
+            .replace("{version}", "1")
+            .replace("{alias}", "hooks")
+            .replace("{token_id}", "0000000000000000");
+        for method in ops.as_object().unwrap().keys() {
+            let (status, body) = call(
+                &server,
+                Some(&server.token),
+                &method.to_uppercase(),
+                &concrete,
+                Some(&json!({})).filter(|_| method == "post"),
+            );
+            assert_ne!(body["detail"], "no such route", "{method} {path} is documented but not routed");
+            assert_ne!(status, 405, "{method} {path} is documented with the wrong method");
+        }
+    }
+    // And a route that is not documented is not served.
+    let (status, body) = call(&server, Some(&server.token), "GET", "/not-a-route", None);
+    assert_eq!((status, body["detail"].as_str()), (404, Some("no such route")));
+}

@@ -40,7 +40,7 @@ pub fn resolution_json(r: &Resolution<'_>) -> serde_json::Value {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateBinding {
     project: Option<String>,
@@ -78,7 +78,7 @@ pub async fn create(
     Ok((status, Json(body)).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectQuery {
     project: Option<String>,

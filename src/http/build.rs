@@ -32,10 +32,14 @@ pub async fn declarative_schema() -> ApiResult {
 }
 
 /// `POST /build/component`.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ComponentBuild {
+    /// `name:semver`.
+    #[schemars(with = "String")]
     pub implementation_id: crate::ids::ImplementationId,
+    /// `kind@major`, e.g. `payment.charge@1`.
+    #[schemars(with = "String")]
     pub contract: crate::ids::ContractRef,
     /// What the component may do (allow-list, secrets, fixtures, limits).
     pub descriptor: serde_json::Value,
@@ -71,9 +75,10 @@ pub async fn component(
 }
 
 /// `POST /build/native`.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NativeBuild {
+    #[schemars(with = "String")]
     pub implementation_id: crate::ids::ImplementationId,
     /// The built-in adapter's name, e.g. `vadyl.webhook-hmac`.
     pub adapter: String,

@@ -8,7 +8,7 @@ use super::{ok, ApiJson, ApiResult, AppState};
 use crate::conformance::{self, ConformanceError};
 use crate::ids::ImplementationId;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RunBody {
     implementation_id: String,

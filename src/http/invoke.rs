@@ -9,7 +9,7 @@ use super::problem::Problem;
 use super::{ok, ApiJson, ApiResult, AppState};
 use crate::invocation::{self, InvokeError, InvokeRequest, InvokeTarget};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InvokeBody {
     project: Option<String>,

@@ -12,7 +12,7 @@ use super::{ok, ApiQuery, ApiResult, AppState};
 use crate::ids::ImplementationId;
 use crate::runtime::host::memory::Scope;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemoryQuery {
     project: Option<String>,

@@ -9,6 +9,7 @@ pub mod build;
 pub mod conformance;
 pub mod invoke;
 pub mod memory;
+pub mod openapi;
 pub mod problem;
 pub mod tokens;
 
@@ -103,6 +104,123 @@ impl From<Refusal> for Problem {
 /// Components arrive base64-encoded in JSON; 16 MiB of component is plenty for a connector.
 const COMPONENT_BODY_LIMIT: usize = 24 << 20;
 
+/// One API route: the router and the OpenAPI document are both built from [`api_routes`], so the
+/// document cannot describe a route the server does not have, nor miss one.
+pub struct ApiRoute {
+    pub method: axum::http::Method,
+    /// Path below `/api/Connector`, axum syntax (`{param}`), which is also OpenAPI's.
+    pub path: &'static str,
+    pub summary: &'static str,
+    /// Roles allowed (documentation; enforced in the handler).
+    pub roles: &'static str,
+    /// JSON Schema of the request body.
+    pub body: Option<fn() -> serde_json::Value>,
+    /// JSON Schema of the query parameters (an object schema).
+    pub query: Option<fn() -> serde_json::Value>,
+    pub handler: axum::routing::MethodRouter<AppState>,
+}
+
+fn schema<T: schemars::JsonSchema>() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(T)).unwrap_or_default()
+}
+
+pub fn api_routes() -> Vec<ApiRoute> {
+    use axum::http::Method;
+    let r = |method: Method, path, summary, roles, handler| ApiRoute {
+        method,
+        path,
+        summary,
+        roles,
+        body: None,
+        query: None,
+        handler,
+    };
+    let all = "admin, publisher, project, auditor";
+    vec![
+        r(Method::GET, "/contracts", "Every registered contract", all, get(list_contracts)),
+        r(Method::GET, "/contracts/{kind}/{major_version}", "One contract with its schemas", all, get(get_contract)),
+        r(Method::GET, "/implementations", "Built implementations", all, get(list_implementations)),
+        r(Method::GET, "/implementations/{implementation_id}", "One implementation", all, get(get_implementation)),
+        r(Method::GET, "/publication/latest", "The newest valid publication", all, get(latest_publication)),
+        r(Method::GET, "/publication/version/{version}", "One publication version", all, get(publication_version)),
+        r(
+            Method::GET,
+            "/publication/version/{version}/{implementation_id}",
+            "One implementation in one publication version",
+            all,
+            get(publication_entry),
+        ),
+        ApiRoute {
+            body: Some(schema::<InvalidateBody>),
+            ..r(Method::POST, "/publication/invalidate", "Withdraw a version", "admin", post(invalidate_publication))
+        },
+        ApiRoute {
+            body: Some(schema::<bindings::CreateBinding>),
+            ..r(Method::POST, "/bindings", "Bind an alias in a project", "admin, project", post(bindings::create))
+        },
+        ApiRoute {
+            query: Some(schema::<bindings::ProjectQuery>),
+            ..r(Method::GET, "/bindings", "A project's bindings", "admin, project, auditor", get(bindings::list))
+        },
+        ApiRoute {
+            query: Some(schema::<bindings::ProjectQuery>),
+            ..r(Method::GET, "/bindings/{alias}", "One binding", "admin, project, auditor", get(bindings::show))
+        },
+        ApiRoute {
+            query: Some(schema::<memory::MemoryQuery>),
+            ..r(Method::GET, "/memory/get", "One memory entry", "admin, project, auditor", get(memory::get))
+        },
+        ApiRoute {
+            body: Some(schema::<invoke::InvokeBody>),
+            ..r(Method::POST, "/invoke", "Run an operation", "admin, project", post(invoke::invoke))
+        },
+        ApiRoute {
+            body: Some(schema::<conformance::RunBody>),
+            ..r(
+                Method::POST,
+                "/conformance/run",
+                "Run the conformance suite",
+                "admin, publisher",
+                post(conformance::run),
+            )
+        },
+        ApiRoute {
+            body: Some(crate::declarative::manifest_json_schema),
+            ..r(
+                Method::POST,
+                "/build/declarative",
+                "Build a declarative bundle",
+                "admin, publisher",
+                post(build::declarative),
+            )
+        },
+        ApiRoute {
+            body: Some(schema::<build::ComponentBuild>),
+            ..r(
+                Method::POST,
+                "/build/component",
+                "Build a WebAssembly component",
+                "admin, publisher",
+                post(build::component).layer(axum::extract::DefaultBodyLimit::max(COMPONENT_BODY_LIMIT)),
+            )
+        },
+        ApiRoute {
+            body: Some(schema::<build::NativeBuild>),
+            ..r(Method::POST, "/build/native", "Register a built-in adapter", "admin, publisher", post(build::native))
+        },
+        r(Method::GET, "/build/declarative/schema", "The manifest's JSON Schema", all, get(build::declarative_schema)),
+        ApiRoute {
+            body: Some(schema::<tokens::CreateToken>),
+            ..r(Method::POST, "/tokens", "Issue a token (shown once)", "admin", post(tokens::create))
+        },
+        r(Method::GET, "/tokens", "Every token's grant", "admin, auditor", get(tokens::list)),
+        ApiRoute {
+            body: Some(schema::<tokens::Revoke>),
+            ..r(Method::POST, "/tokens/{token_id}/revoke", "Revoke a token", "admin", post(tokens::revoke))
+        },
+    ]
+}
+
 /// The API for in-process calls by the data directory's owner.
 pub fn router(registry: Arc<Registry>) -> Router {
     router_with(registry, Auth::Local)
@@ -110,32 +228,21 @@ pub fn router(registry: Arc<Registry>) -> Router {
 
 pub fn router_with(registry: Arc<Registry>, auth: Auth) -> Router {
     let state = AppState { registry, auth };
-    let api = Router::new()
-        .route("/contracts", get(list_contracts))
-        .route("/contracts/{kind}/{major_version}", get(get_contract))
-        .route("/implementations", get(list_implementations))
-        .route("/implementations/{implementation_id}", get(get_implementation))
-        .route("/publication/latest", get(latest_publication))
-        .route("/publication/version/{version}", get(publication_version))
-        .route("/publication/version/{version}/{implementation_id}", get(publication_entry))
-        .route("/publication/invalidate", post(invalidate_publication))
-        .route("/bindings", post(bindings::create).get(bindings::list))
-        .route("/bindings/{alias}", get(bindings::show))
-        .route("/memory/get", get(memory::get))
-        .route("/invoke", post(invoke::invoke))
-        .route("/conformance/run", post(conformance::run))
-        .route("/build/declarative", post(build::declarative))
-        .route(
-            "/build/component",
-            post(build::component).layer(axum::extract::DefaultBodyLimit::max(COMPONENT_BODY_LIMIT)),
-        )
-        .route("/build/native", post(build::native))
-        .route("/build/declarative/schema", get(build::declarative_schema))
-        .route("/tokens", post(tokens::create).get(tokens::list))
-        .route("/tokens/{token_id}/revoke", post(tokens::revoke))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate));
+    let mut api = Router::new();
+    let mut by_path: Vec<(&'static str, axum::routing::MethodRouter<AppState>)> = Vec::new();
+    for route in api_routes() {
+        match by_path.iter_mut().find(|(p, _)| *p == route.path) {
+            Some((_, existing)) => *existing = std::mem::take(existing).merge(route.handler),
+            None => by_path.push((route.path, route.handler)),
+        }
+    }
+    for (path, handler) in by_path {
+        api = api.route(path, handler);
+    }
+    let api = api.layer(axum::middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .nest("/api/Connector", api)
+        .route("/api/openapi.json", get(openapi::serve))
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "this route does not take that method")
@@ -282,9 +389,9 @@ async fn publication_entry(State(st): State<AppState>, Path((version, id)): Path
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct InvalidateBody {
+pub(crate) struct InvalidateBody {
     publication_version: u64,
     reason: String,
 }

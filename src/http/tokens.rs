@@ -13,11 +13,14 @@ use super::{ok, ApiJson, ApiResult, AppState};
 use crate::auth::{Action, Principal};
 use crate::ids::{ProjectId, Role};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateToken {
+    /// `admin`, `publisher`, `project` or `auditor`.
+    #[schemars(with = "String")]
     pub role: Role,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub project: Option<ProjectId>,
     #[serde(default)]
     pub implementations: Vec<String>,
@@ -53,7 +56,7 @@ pub async fn list(State(st): State<AppState>, Extension(who): Extension<Principa
     ok(json!({ "tokens": tokens }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Revoke {
     pub reason: String,
