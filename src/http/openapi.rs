@@ -18,13 +18,35 @@ fn problem_schema() -> Value {
     })
 }
 
-/// Turns a schemars root schema into an OpenAPI schema object (3.1 uses JSON Schema 2020-12, so it
-/// is the schema itself; `$schema` and local `$defs` references stay valid inside it).
-fn inline(schema: Value) -> Value {
+/// Turns a schemars root schema into an OpenAPI schema object: its `$defs` move to
+/// `components/schemas` (OpenAPI resolves `#/…` references against the whole document) and the
+/// references follow them.
+fn inline(schema: Value, components: &mut Map<String, Value>) -> Value {
+    fn rewrite(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                if let Some(Value::String(r)) = map.get_mut("$ref") {
+                    if let Some(name) = r.strip_prefix("#/$defs/") {
+                        *r = format!("#/components/schemas/{name}");
+                    }
+                }
+                map.values_mut().for_each(rewrite);
+            }
+            Value::Array(items) => items.iter_mut().for_each(rewrite),
+            _ => {}
+        }
+    }
     let mut s = schema;
     if let Value::Object(map) = &mut s {
         map.remove("$schema");
+        if let Some(Value::Object(defs)) = map.remove("$defs") {
+            for (name, mut def) in defs {
+                rewrite(&mut def);
+                components.insert(name, def);
+            }
+        }
     }
+    rewrite(&mut s);
     s
 }
 
@@ -53,6 +75,8 @@ fn parameters(path: &str, query: Option<Value>) -> Vec<Value> {
 
 pub fn document() -> Value {
     let mut paths: Map<String, Value> = Map::new();
+    let mut components: Map<String, Value> = Map::new();
+    components.insert("Problem".into(), problem_schema());
     for route in super::api_routes() {
         let mut op = json!({
             "summary": route.summary,
@@ -67,7 +91,8 @@ pub fn document() -> Value {
             },
         });
         if let Some(body) = route.body {
-            op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": inline(body())}}});
+            op["requestBody"] =
+                json!({"required": true, "content": {"application/json": {"schema": inline(body(), &mut components)}}});
         }
         let entry = paths.entry(route.path.to_owned()).or_insert_with(|| json!({}));
         entry[route.method.as_str().to_lowercase()] = op;
@@ -82,7 +107,7 @@ pub fn document() -> Value {
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                 "description": "A token from `vadyl token create` (or the admin token `vadyl serve` writes on first start)."}},
-            "schemas": {"Problem": problem_schema()},
+            "schemas": components,
         },
     })
 }
