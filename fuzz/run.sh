@@ -43,7 +43,14 @@ for target in "${targets[@]}"; do
     # Seeds stay read-only in corpus/<target>; new inputs go to a scratch corpus ignored by git.
     work="$here/target/corpus/$target"
     mkdir -p "$work" "$here/artifacts/$target"
-    cargo fuzz run --sanitizer "$sanitizer" "$target" "$work" "$here/corpus/$target" -- \
+    # Also read the seeds' sources where they live, so a regenerated snapshot (new key, new events)
+    # or an edited example never leaves a target mutating only a stale copy.
+    seeds=("$here/corpus/$target")
+    case "$target" in
+        export) seeds+=("$here/../snapshots") ;;
+        manifest) seeds+=("$here/../examples") ;;
+    esac
+    cargo fuzz run --sanitizer "$sanitizer" "$target" "$work" "${seeds[@]}" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
 done
 echo "== all fuzz targets ran ${seconds}s without a crash"

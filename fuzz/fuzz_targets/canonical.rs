@@ -40,7 +40,11 @@ fuzz_target!(|data: &[u8]| {
 
     let decoded: Value = serde_json::from_str(&ours).expect("canonical text is JSON");
     assert!(same_json(&decoded, &value, AS_DOUBLES), "canonical text {ours} decodes to {decoded}, not {value}");
-    assert_eq!(canonical_json(&decoded).expect("a decoded value canonicalizes"), ours, "canonicalization is not idempotent");
+    assert_eq!(
+        canonical_json(&decoded).expect("a decoded value canonicalizes"),
+        ours,
+        "canonicalization is not idempotent"
+    );
 
     for (event_type, version) in EVENT_TYPES {
         let Ok(event) = DomainEvent::decode(event_type, *version, &ours) else { continue };

@@ -38,9 +38,9 @@ pub fn same_json(a: &Value, b: &Value, eq: Equality) -> bool {
         (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same_json(p, q, eq)),
         (Value::Object(x), Value::Object(y)) => {
             if eq.absent_is_null {
-                x.keys().chain(y.keys()).all(|k| {
-                    same_json(x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null), eq)
-                })
+                x.keys()
+                    .chain(y.keys())
+                    .all(|k| same_json(x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null), eq))
             } else {
                 x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w, eq)))
             }

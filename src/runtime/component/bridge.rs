@@ -18,7 +18,7 @@ use crate::contracts::json_field_name;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{pointer}: {message}")]
 pub struct BridgeError {
-    /// JSON Pointer of the offending value (empty for the root).
+    /// JSON Pointer of the offending value; the root value itself is reported as `/`.
     pub pointer: String,
     pub message: String,
 }
