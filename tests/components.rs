@@ -5,9 +5,7 @@
 mod common;
 mod support;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,44 +48,10 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
     path.to_str().unwrap().to_owned()
 }
 
-fn set_secret(data: &Path, name: &str, value: &str) {
-    let mut child = Command::new(common::vadyl_bin())
-        .arg("--data-dir")
-        .arg(data)
-        .args(["secret", "set", name])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(value.as_bytes()).unwrap();
-    assert!(child.wait().unwrap().success());
-}
-
-fn ok(data: &Path, args: &[&str]) -> String {
-    let out = vadyl(data, args);
-    assert!(out.status.success(), "{args:?}: {}{}", stdout(&out), stderr(&out));
-    stdout(&out)
-}
+use common::{everything_stored, set_secret, vadyl_ok as ok};
 
 fn port_of(url: &str) -> u16 {
     url.rsplit(':').next().unwrap().split('/').next().unwrap().parse().unwrap()
-}
-
-/// Every byte the registry keeps under its data directory (except the encrypted secret store).
-fn everything_stored(data: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![data.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if !path.display().to_string().contains("secrets.db") {
-                out.push((path.display().to_string(), std::fs::read(&path).unwrap()));
-            }
-        }
-    }
-    out
 }
 
 #[test]
@@ -165,39 +129,6 @@ fn the_rust_component_conforms_is_bound_invoked_and_replayed_with_the_secret_hos
     }
 }
 
-/// A webhook receiver on loopback that records headers and bodies.
-type Deliveries = Arc<std::sync::Mutex<Vec<(Vec<(String, String)>, String)>>>;
-
-fn receiver() -> (String, Deliveries) {
-    let seen: Deliveries = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let store = seen.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async move {
-            let app = axum::Router::new().route(
-                "/hook",
-                axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
-                    let store = store.clone();
-                    async move {
-                        let h = headers
-                            .iter()
-                            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-                            .collect();
-                        store.lock().unwrap().push((h, body));
-                        "received"
-                    }
-                }),
-            );
-            let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
-            tx.send(listener.local_addr().unwrap().port()).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    let port = rx.recv().unwrap();
-    (format!("http://127.0.0.1:{port}/hook"), seen)
-}
-
 fn verify_signature(headers: &[(String, String)], body: &str, event_id: &str) {
     use base64::Engine;
     use hmac::Mac;
@@ -210,7 +141,7 @@ fn verify_signature(headers: &[(String, String)], body: &str, event_id: &str) {
 
 #[test]
 fn the_c_component_and_the_native_adapter_deliver_signed_webhooks_beside_a_declarative_bundle() {
-    let (url, seen) = receiver();
+    let (url, seen) = common::receiver(Duration::ZERO);
     let port = port_of(&url);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

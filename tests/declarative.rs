@@ -5,9 +5,7 @@
 mod common;
 mod support;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use common::{stderr, stdout, vadyl, Server};
 use serde_json::{json, Value};
@@ -33,36 +31,11 @@ fn write_manifest(dir: &Path, m: &Value, name: &str) -> String {
 }
 
 fn set_secret(data: &Path) {
-    let mut child = Command::new(common::vadyl_bin())
-        .arg("--data-dir")
-        .arg(data)
-        .args(["secret", "set", "stripe-secret-key"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(format!("{SECRET}\n").as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    assert!(!String::from_utf8_lossy(&out.stdout).contains(SECRET), "the secret was echoed");
+    let printed = common::set_secret(data, "stripe-secret-key", &format!("{SECRET}\n"));
+    assert!(!printed.contains(SECRET), "the secret was echoed");
 }
 
-/// Every byte the registry keeps under its data directory (except the encrypted secret store).
-fn everything_stored(data: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![data.to_owned()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                out.push((path.display().to_string(), std::fs::read(&path).unwrap()));
-            }
-        }
-    }
-    out
-}
+use common::everything_stored;
 
 #[test]
 fn build_conform_bind_invoke_with_the_secret_attached_by_the_host_only() {
@@ -371,59 +344,16 @@ fn each_conformance_check_fails_on_a_manifest_built_to_break_it() {
     assert!(!latest.status.success(), "a failed run published something: {}", stdout(&latest));
 }
 
-/// What the receiver got: each request's headers and body.
-type Deliveries = std::sync::Arc<std::sync::Mutex<Vec<(Vec<(String, String)>, String)>>>;
-
-/// A webhook receiver on loopback that records what it gets.
-fn receiver() -> (String, Deliveries) {
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let store = seen.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async move {
-            let app = axum::Router::new().route(
-                "/hook",
-                axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
-                    let store = store.clone();
-                    async move {
-                        let h = headers
-                            .iter()
-                            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-                            .collect();
-                        store.lock().unwrap().push((h, body));
-                        "received"
-                    }
-                }),
-            );
-            let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
-            tx.send(listener.local_addr().unwrap().port()).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    let port = rx.recv().unwrap();
-    (format!("http://127.0.0.1:{port}/hook"), seen)
-}
-
 #[test]
 fn the_webhook_manifest_signs_with_a_host_held_secret_and_is_delivered() {
     use base64::Engine;
     use hmac::Mac;
-    let (url, seen) = receiver();
+    let (url, seen) = common::receiver(std::time::Duration::ZERO);
     let port: u16 = url.split(':').nth(2).unwrap().split('/').next().unwrap().parse().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let signing_secret = "whsec_e2e_c0ffee_0123456789";
-    let mut child = Command::new(common::vadyl_bin())
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["secret", "set", "webhook-signing-secret"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(signing_secret.as_bytes()).unwrap();
-    assert!(child.wait().unwrap().success());
+    common::set_secret(&data, "webhook-signing-secret", signing_secret);
     let text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/webhook.connector.json")).unwrap();
     let mut m: Value = serde_json::from_str(&text).unwrap();

@@ -3,57 +3,21 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{stderr, stdout, vadyl, Server};
+use common::Server;
 use serde_json::{json, Value};
 
-/// A webhook receiver on loopback that takes `delay` to answer: invocations against it hold a
-/// server slot that long.
-fn slow_receiver(delay: Duration) -> String {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-        rt.block_on(async move {
-            let app = axum::Router::new().route(
-                "/hook",
-                axum::routing::post(move || async move {
-                    tokio::time::sleep(delay).await;
-                    "received"
-                }),
-            );
-            let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
-            tx.send(listener.local_addr().unwrap().port()).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    format!("http://127.0.0.1:{}/hook", rx.recv().unwrap())
-}
-
-fn ok(data: &std::path::Path, args: &[&str]) {
-    let out = vadyl(data, args);
-    assert!(out.status.success(), "{args:?}: {}{}", stdout(&out), stderr(&out));
-}
+use common::vadyl_ok as ok;
 
 #[test]
 fn ten_times_the_concurrency_limit_gets_503_with_retry_after_and_loses_no_acknowledged_write() {
     const LIMIT: usize = 4;
-    let url = slow_receiver(Duration::from_millis(600));
+    let (url, _) = common::receiver(Duration::from_millis(600));
     let port: u16 = url.split(':').nth(2).unwrap().split('/').next().unwrap().parse().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut child = Command::new(common::vadyl_bin())
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["secret", "set", "webhook-signing-secret"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"whsec_load_test").unwrap();
-    assert!(child.wait().unwrap().success());
+    common::set_secret(&data, "webhook-signing-secret", "whsec_load_test");
     let native = vadyl::runtime::native::find("vadyl.webhook-hmac").unwrap();
     let mut d = serde_json::to_value(native.default_descriptor()).unwrap();
     d["egress"]["allow"].as_array_mut().unwrap().push(json!({"scheme": "http", "host": "127.0.0.1", "port": port}));

@@ -222,3 +222,79 @@ pub fn build_with_bytes(reg: &Registry, id: &str, contract: &str, bytes: &[u8]) 
     .unwrap();
     id
 }
+
+/// `vadyl … args`, which must succeed; its stdout.
+pub fn vadyl_ok(data_dir: &Path, args: &[&str]) -> String {
+    let out = vadyl(data_dir, args);
+    assert!(out.status.success(), "{args:?}: {}{}", stdout(&out), stderr(&out));
+    stdout(&out)
+}
+
+/// `vadyl secret set NAME` with the value on stdin; what the command printed.
+pub fn set_secret(data_dir: &Path, name: &str, value: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(vadyl_bin())
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["secret", "set", name])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("vadyl secret set starts");
+    child.stdin.take().expect("stdin is piped").write_all(value.as_bytes()).expect("the value is written");
+    let out = child.wait_with_output().expect("vadyl secret set ends");
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out)
+}
+
+/// Every byte the registry keeps under `dir`, except the encrypted secret store.
+pub fn everything_stored(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("the directory reads") {
+            let path = entry.expect("the entry reads").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if !path.display().to_string().contains("secrets.db") {
+                out.push((path.display().to_string(), std::fs::read(&path).expect("the file reads")));
+            }
+        }
+    }
+    out
+}
+
+/// What a receiver got: each request's headers and body.
+pub type Deliveries = std::sync::Arc<std::sync::Mutex<Vec<(Vec<(String, String)>, String)>>>;
+
+/// A webhook receiver on loopback (`POST /hook`) that records what it gets and answers after `delay`.
+pub fn receiver(delay: std::time::Duration) -> (String, Deliveries) {
+    let seen: Deliveries = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let store = seen.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");
+        rt.block_on(async move {
+            let app = axum::Router::new().route(
+                "/hook",
+                axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+                    let store = store.clone();
+                    async move {
+                        let h = headers
+                            .iter()
+                            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+                            .collect();
+                        store.lock().unwrap_or_else(|p| p.into_inner()).push((h, body));
+                        tokio::time::sleep(delay).await;
+                        "received"
+                    }
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.expect("a loopback port");
+            tx.send(listener.local_addr().expect("an address").port()).expect("the test waits");
+            axum::serve(listener, app).await.expect("the receiver serves");
+        });
+    });
+    let port = rx.recv().expect("the receiver started");
+    (format!("http://127.0.0.1:{port}/hook"), seen)
+}
