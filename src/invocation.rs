@@ -14,6 +14,7 @@ use crate::runtime::adapter::run;
 use crate::runtime::adapter::{Exchange, ExchangeOutcome, LoopError, Outcome};
 use crate::runtime::host::memory::Scope;
 use crate::runtime::host::secrets::SecretRef;
+use crate::runtime::invocations::RecordKey;
 use crate::runtime::invoke::{InvocationHost, Trace};
 use crate::runtime::redaction::{redact_pointers, Redactor};
 
@@ -60,8 +61,6 @@ pub struct InvokeResult {
     /// The typed contract error, when it failed.
     pub error: Option<Value>,
     pub spans: Value,
-    #[serde(skip)]
-    pub trace: Trace,
 }
 
 /// Resolves what `request` runs now.
@@ -298,8 +297,8 @@ pub async fn invoke(registry: &Registry, request: InvokeRequest) -> Result<Invok
         .with_grants(policy.grants())
         .with_memory(memory_scope(&request.project, &implementation_id)?);
     let result = run(loaded.adapter.as_ref(), &mut host, &request.operation, &request.input, MAX_EXCHANGES).await;
-    let trace = host.trace.clone();
-    let redactor = host.redactor();
+    let trace = std::mem::take(&mut host.trace);
+    let redactor = host.redactor().clone();
     let (output, error, exchanges) = match result {
         Ok((Outcome::Done(output), x)) => (Some(redactor.redact_json(&output)), None, x),
         Ok((Outcome::Failed(f), x)) => (None, Some(redactor.redact_json(&failure_json(&f))), x),
@@ -307,36 +306,37 @@ pub async fn invoke(registry: &Registry, request: InvokeRequest) -> Result<Invok
         Err(e) => return Err(InvokeError::Implementation(redactor.redact_str(&e.to_string()))),
     };
     let invocation_id = format!("inv_{}", uuid::Uuid::now_v7().simple());
-    let mut stored_input = request.input.clone();
-    let _ = redact_pointers(&mut stored_input, &sensitive_input_pointers(policy, &contract, &request.operation));
-    // The record keeps the output without the fields the contract or the manifest mark sensitive.
-    let mut stored_output = output.clone();
-    if let Some(out) = stored_output.as_mut() {
-        let mut pointers: Vec<String> = contract
+    let spans = serde_json::to_value(&trace.spans).unwrap_or_default();
+    let key = RecordKey {
+        id: invocation_id.clone(),
+        at_ms: services.clock.now_ms(),
+        project: request.project.to_string(),
+        implementation: implementation_id.to_string(),
+        operation: request.operation.clone(),
+    };
+    let pointers = RecordPointers {
+        input: sensitive_input_pointers(policy, &contract, &request.operation),
+        output: contract
             .sensitive_fields
             .iter()
             .filter(|f| f.operation == request.operation && f.direction == "output")
             .map(|f| f.pointer.clone())
-            .collect();
-        pointers.extend(policy.output_pointers.iter().cloned());
-        let _ = redact_pointers(out, &pointers);
-    }
-    let record = json!({
+            .chain(policy.output_pointers.iter().cloned())
+            .collect(),
+    };
+    let header = json!({
         "invocationId": invocation_id, "project": request.project, "implementationId": implementation_id,
         "contentHash": view.content_hash, "publicationVersion": publication, "operation": request.operation,
-        "input": redactor.redact_json(&stored_input), "output": stored_output, "error": error, "trace": trace,
-        "source": policy.source, "exchanges": stored_exchanges(redactor, &exchanges),
+        "source": policy.source,
     });
-    let now = services.clock.now_ms();
+    let (input, kept_output, kept_error) = (request.input, output.clone(), error.clone());
     registry
         .invocations()
         .record(
-            &invocation_id,
-            now,
-            request.project.as_str(),
-            &implementation_id.to_string(),
-            &request.operation,
-            record,
+            key,
+            Box::new(move || {
+                build_record(header, &redactor, &pointers, input, kept_output, kept_error, &trace, &exchanges)
+            }),
         )
         .map_err(|e| InvokeError::Internal(e.to_string()))?;
     Ok(InvokeResult {
@@ -347,7 +347,39 @@ pub async fn invoke(registry: &Registry, request: InvokeRequest) -> Result<Invok
         operation: request.operation,
         output,
         error,
-        spans: serde_json::to_value(&trace.spans).unwrap_or_default(),
-        trace,
+        spans,
     })
+}
+
+/// The fields of an operation's input and output that a record keeps blanked.
+struct RecordPointers {
+    input: Vec<String>,
+    output: Vec<String>,
+}
+
+/// An invocation's record, as the invocation log keeps it: sensitive fields blanked, every
+/// string redacted. Runs on the log's writer thread.
+#[allow(clippy::too_many_arguments)]
+fn build_record(
+    mut record: Value,
+    redactor: &Redactor,
+    pointers: &RecordPointers,
+    mut input: Value,
+    mut output: Option<Value>,
+    error: Option<Value>,
+    trace: &Trace,
+    exchanges: &[Exchange],
+) -> Value {
+    let _ = redact_pointers(&mut input, &pointers.input);
+    if let Some(out) = output.as_mut() {
+        let _ = redact_pointers(out, &pointers.output);
+    }
+    if let Value::Object(fields) = &mut record {
+        fields.insert("input".into(), redactor.redact_json(&input));
+        fields.insert("output".into(), output.unwrap_or(Value::Null));
+        fields.insert("error".into(), error.unwrap_or(Value::Null));
+        fields.insert("trace".into(), serde_json::to_value(trace).unwrap_or_default());
+        fields.insert("exchanges".into(), stored_exchanges(redactor, exchanges));
+    }
+    record
 }

@@ -114,6 +114,9 @@ pub struct Registry {
     /// Compiled input validators by (contract WIT digest, operation).
     validators: Mutex<HashMap<(crate::ids::ContentHash, String), Arc<jsonschema::Validator>>>,
     live: RwLock<Live>,
+    /// The log's change marker when the live state last caught up (`u64::MAX`: never), so that a
+    /// read skips the query for new events while nobody has committed.
+    caught_up_at: std::sync::atomic::AtomicU64,
     snapshot_position: Mutex<u64>,
     use_snapshots: bool,
 }
@@ -160,6 +163,7 @@ impl Registry {
             secret_redactors: Mutex::new(HashMap::new()),
             validators: Mutex::new(HashMap::new()),
             live: RwLock::new(Live::default()),
+            caught_up_at: std::sync::atomic::AtomicU64::new(u64::MAX),
             snapshot_position: Mutex::new(0),
             use_snapshots: options.use_snapshots,
         };
@@ -306,7 +310,7 @@ impl Registry {
 
     /// Runs `f` on the current projections, after folding anything another process appended.
     pub fn read<R>(&self, f: impl FnOnce(&Projections) -> R) -> R {
-        if let Err(e) = self.catch_up() {
+        if let Err(e) = self.catch_up_if_changed() {
             tracing::error!(error = %e, "cannot catch up with the log; answering from the state as it is");
         }
         match self.live.read() {
@@ -317,6 +321,24 @@ impl Registry {
 
     fn live_mut(&self) -> std::sync::RwLockWriteGuard<'_, Live> {
         self.live.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// [`Registry::catch_up`], unless nobody has committed to the log since the last time.
+    ///
+    /// The marker is read before catching up and stored after: whatever value is stored, every
+    /// commit made before it was read has been folded, so a skip never hides an event (racing
+    /// readers at worst store an older marker and cause one extra catch-up).
+    fn catch_up_if_changed(&self) -> Result<(), RegistryError> {
+        use std::sync::atomic::Ordering;
+        let marker = self.store.change_marker()?;
+        if marker.is_some_and(|m| m == self.caught_up_at.load(Ordering::Acquire)) {
+            return Ok(());
+        }
+        self.catch_up()?;
+        if let Some(m) = marker {
+            self.caught_up_at.store(m, Ordering::Release);
+        }
+        Ok(())
     }
 
     /// Folds every event the log has beyond the live state (written by this or another process).
@@ -562,4 +584,27 @@ fn to_request(live: &Live, events: Vec<DomainEvent>, metadata: &EventMetadata) -
         }
     }
     AppendRequest { streams, metadata: metadata.clone() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A read skips the query for new events only while nobody has committed: events that another
+    /// process (here, a second registry on the same directory) appends are seen by the next read.
+    #[test]
+    fn reads_see_what_another_process_appended() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let options = || OpenOptions { use_snapshots: false, ..OpenOptions::default() };
+        let server = Registry::open(dir.path(), options()).expect("open");
+        let cli = Registry::open(dir.path(), options()).expect("open again");
+        let count = |r: &Registry| r.read(|s| s.tokens.len());
+        assert_eq!(count(&server), 0);
+        assert_eq!(count(&server), 0, "an unchanged log answers from the live state");
+        let meta = EventMetadata::actor("test");
+        cli.issue_token(&meta, crate::ids::Role::Auditor, None, vec![], "from the CLI".into()).expect("issue");
+        assert_eq!(count(&server), 1, "the other registry's event is folded at the next read");
+        server.issue_token(&meta, crate::ids::Role::Auditor, None, vec![], "from the server".into()).expect("issue");
+        assert_eq!((count(&server), count(&cli)), (2, 2));
+    }
 }

@@ -76,6 +76,9 @@ pub struct SqliteStore {
     jobs: Option<Sender<WriteJob>>,
     writer: Option<JoinHandle<()>>,
     readers: Mutex<Vec<Connection>>,
+    /// Only asks `PRAGMA data_version`, which changes when another connection (the writer, or
+    /// another process) commits: one connection, so that successive values are comparable.
+    watch: Mutex<Connection>,
 }
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
@@ -148,7 +151,8 @@ impl SqliteStore {
             .name("vadyl-log-writer".into())
             .spawn(move || writer_loop(conn, rx))
             .map_err(|e| StoreError::Database(format!("cannot start the log writer thread: {e}")))?;
-        Ok(Self { path: path.to_owned(), jobs: Some(tx), writer: Some(writer), readers: Mutex::new(Vec::new()) })
+        let watch = Mutex::new(open_connection(path)?);
+        Ok(Self { path: path.to_owned(), jobs: Some(tx), writer: Some(writer), readers: Mutex::new(Vec::new()), watch })
     }
 
     pub fn path(&self) -> &Path {
@@ -388,6 +392,13 @@ impl EventStore for SqliteStore {
             .map(|(position, hash)| blob32(position, hash).map(|hash| Head { position, hash }))
             .transpose()
         })
+    }
+
+    fn change_marker(&self) -> Result<Option<u64>, StoreError> {
+        let conn = self.watch.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stmt = conn.prepare_cached("PRAGMA data_version")?;
+        let version: i64 = stmt.query_row([], |r| r.get(0))?;
+        Ok(Some(version as u64))
     }
 
     fn read_range(

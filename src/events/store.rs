@@ -136,6 +136,13 @@ pub trait EventStore: Send + Sync {
 
     fn head(&self) -> Result<Option<Head>, StoreError>;
 
+    /// A value that changes whenever anyone (this process or another) commits to the log, read
+    /// without touching the events themselves; `None` when the store cannot tell, and readers must
+    /// then look for new events every time. Values are only comparable with each other.
+    fn change_marker(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+
     /// Calls `visit` for every event with `from <= position <= to`, in order. Stops at the first
     /// error `visit` returns.
     fn read_range(

@@ -24,14 +24,22 @@ pub struct InvocationLog {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
+/// The indexed columns of a record.
+pub struct RecordKey {
+    pub id: String,
+    pub at_ms: u64,
+    pub project: String,
+    pub implementation: String,
+    pub operation: String,
+}
+
+/// Builds the record's JSON. It runs on the writer thread, off the invocation's path, and must
+/// only be handed values that are already safe to keep (or the redactor that makes them so).
+pub type RecordBuilder = Box<dyn FnOnce() -> serde_json::Value + Send>;
+
 struct Row {
-    id: String,
-    at_ms: u64,
-    project: String,
-    implementation: String,
-    operation: String,
-    /// Serialized by the writer, off the invocation's path.
-    record: serde_json::Value,
+    key: RecordKey,
+    build: RecordBuilder,
 }
 
 enum Message {
@@ -44,6 +52,11 @@ enum Message {
 const QUEUE: usize = 4096;
 /// Most records written in one transaction.
 const BATCH: usize = 256;
+/// After the first record of a batch arrives, the writer waits this long for more before writing.
+/// Invocations that queue a record meanwhile find the writer awake and do not have to wake it (a
+/// futex wake per invocation cost more than building the record); a record reaches the disk at
+/// most this much later. A flush does not wait.
+const GATHER: std::time::Duration = std::time::Duration::from_micros(500);
 
 impl InvocationLog {
     pub fn open(path: &Path) -> Result<Self, InvocationLogError> {
@@ -71,25 +84,10 @@ impl InvocationLog {
         Ok(Self { conn, queue: Mutex::new(Some(tx)), writer: Mutex::new(Some(writer)) })
     }
 
-    /// Queues a record for writing; the caller has redacted it. [`InvocationLog::get`] (and dropping
-    /// the log) waits for queued records, so a reader never misses one.
-    pub fn record(
-        &self,
-        id: &str,
-        at_ms: u64,
-        project: &str,
-        implementation: &str,
-        operation: &str,
-        record: serde_json::Value,
-    ) -> Result<(), InvocationLogError> {
-        let row = Row {
-            id: id.to_owned(),
-            at_ms,
-            project: project.to_owned(),
-            implementation: implementation.to_owned(),
-            operation: operation.to_owned(),
-            record,
-        };
+    /// Queues a record for writing; `build` makes its JSON on the writer thread. [`InvocationLog::get`]
+    /// (and dropping the log) waits for queued records, so a reader never misses one.
+    pub fn record(&self, key: RecordKey, build: RecordBuilder) -> Result<(), InvocationLogError> {
+        let row = Row { key, build };
         let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner()).clone();
         queue
             .ok_or_else(|| InvocationLogError("the log is closed".into()))?
@@ -127,6 +125,9 @@ impl Drop for InvocationLog {
 
 fn write_loop(conn: &Mutex<Connection>, rx: &Receiver<Message>) {
     while let Ok(first) = rx.recv() {
+        if matches!(first, Message::Record(_)) {
+            std::thread::sleep(GATHER);
+        }
         let mut batch = vec![first];
         while batch.len() < BATCH {
             match rx.try_recv() {
@@ -134,42 +135,40 @@ fn write_loop(conn: &Mutex<Connection>, rx: &Receiver<Message>) {
                 Err(_) => break,
             }
         }
-        let rows: Vec<&Row> = batch
-            .iter()
-            .filter_map(|m| match m {
-                Message::Record(r) => Some(r),
-                Message::Flush(_) => None,
-            })
-            .collect();
+        let mut flushes = Vec::new();
+        let mut rows = Vec::with_capacity(batch.len());
+        for m in batch {
+            match m {
+                Message::Record(Row { key, build }) => {
+                    // A builder that panics loses its record, not the writer.
+                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(build)) {
+                        Ok(record) => rows.push((key, record.to_string())),
+                        Err(_) => tracing::error!(invocation = %key.id, "building an invocation record panicked"),
+                    }
+                }
+                Message::Flush(done) => flushes.push(done),
+            }
+        }
         if !rows.is_empty() {
             let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
             if let Err(e) = write_batch(&mut conn, &rows) {
                 tracing::error!(error = %e, records = rows.len(), "cannot write invocation records");
             }
         }
-        for m in batch {
-            if let Message::Flush(done) = m {
-                let _ = done.send(());
-            }
+        for done in flushes {
+            let _ = done.send(());
         }
     }
 }
 
-fn write_batch(conn: &mut Connection, rows: &[&Row]) -> Result<(), rusqlite::Error> {
+fn write_batch(conn: &mut Connection, rows: &[(RecordKey, String)]) -> Result<(), rusqlite::Error> {
     let tx = conn.transaction()?;
     {
         let mut insert = tx.prepare_cached(
             "INSERT INTO invocations (id, at_ms, project, implementation, operation, record) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
-        for r in rows {
-            insert.execute(params![
-                r.id,
-                r.at_ms as i64,
-                r.project,
-                r.implementation,
-                r.operation,
-                r.record.to_string()
-            ])?;
+        for (k, record) in rows {
+            insert.execute(params![k.id, k.at_ms as i64, k.project, k.implementation, k.operation, record])?;
         }
     }
     tx.commit()
