@@ -16,7 +16,7 @@ use crate::runtime::host::memory::Scope;
 use crate::runtime::host::secrets::SecretRef;
 use crate::runtime::invocations::RecordKey;
 use crate::runtime::invoke::{InvocationHost, Trace};
-use crate::runtime::redaction::{redact_pointers, Redactor};
+use crate::runtime::redaction::{redact_pointers, values_at, Redactor};
 
 /// At most this many egress exchanges per invocation.
 pub const MAX_EXCHANGES: usize = 8;
@@ -63,11 +63,16 @@ pub struct InvokeResult {
     pub spans: Value,
 }
 
+/// What a binding resolves to now.
+struct Resolved {
+    implementation_id: ImplementationId,
+    publication: PublicationVersion,
+    content_hash: ContentHash,
+    contract: std::sync::Arc<ContractView>,
+}
+
 /// Resolves what `request` runs now.
-fn resolve(
-    registry: &Registry,
-    request: &InvokeRequest,
-) -> Result<(ImplementationId, PublicationVersion, ContractView), InvokeError> {
+fn resolve(registry: &Registry, request: &InvokeRequest) -> Result<Resolved, InvokeError> {
     registry.read(|s| {
         let target = match &request.target {
             InvokeTarget::Alias(alias) => {
@@ -104,9 +109,14 @@ fn resolve(
         };
         let contract = s
             .contract(&entry.contract)
-            .cloned()
+            .map(|c| registry.shared_contract(c))
             .ok_or_else(|| InvokeError::Internal(format!("contract {} is not registered", entry.contract)))?;
-        Ok((entry.implementation_id.clone(), publication, contract))
+        Ok(Resolved {
+            implementation_id: entry.implementation_id.clone(),
+            publication,
+            content_hash: entry.content_hash,
+            contract,
+        })
     })
 }
 
@@ -176,27 +186,17 @@ pub fn sensitive_input_pointers(policy: &Policy, contract: &ContractView, operat
     pointers
 }
 
+/// The text of every value at `pointer`, as it would appear in a log or a body: strings as they
+/// are, other values as JSON (an object marked sensitive is matched as a whole).
 fn collect_strings(input: &Value, pointer: &str, out: &mut Vec<Vec<u8>>) {
-    let mut probe = input.clone();
-    let mut marked = probe.clone();
-    // Find the values at the pointer by redacting a copy and diffing: handles `*` like redaction does.
-    if redact_pointers(&mut marked, &[pointer.to_owned()]).is_err() {
-        return;
-    }
-    fn diff(a: &Value, b: &Value, out: &mut Vec<Vec<u8>>) {
-        match (a, b) {
-            (Value::Object(x), Value::Object(y)) => x.iter().for_each(|(k, v)| diff(v, &y[k], out)),
-            (Value::Array(x), Value::Array(y)) => x.iter().zip(y).for_each(|(v, w)| diff(v, w, out)),
-            (v, w) if v != w => match v {
-                Value::String(s) if !s.is_empty() => out.push(s.as_bytes().to_vec()),
-                Value::Null => {}
-                other => out.push(other.to_string().into_bytes()),
-            },
-            _ => {}
+    for v in values_at(input, pointer) {
+        match v {
+            Value::String(s) if s.is_empty() => {}
+            Value::String(s) => out.push(s.as_bytes().to_vec()),
+            Value::Null => {}
+            other => out.push(other.to_string().into_bytes()),
         }
     }
-    diff(&probe, &marked, out);
-    probe.take();
 }
 
 /// Memory of (project, implementation name): what the Memory* imports reach.
@@ -284,12 +284,9 @@ pub fn failure_json(f: &crate::runtime::adapter::ContractFailure) -> Value {
 
 /// Runs an invocation end to end.
 pub async fn invoke(registry: &Registry, request: InvokeRequest) -> Result<InvokeResult, InvokeError> {
-    let (implementation_id, publication, contract) = resolve(registry, &request)?;
+    let Resolved { implementation_id, publication, content_hash, contract } = resolve(registry, &request)?;
     check_input(registry, &contract, &request.operation, &request.input)?;
-    let view = registry
-        .read(|s| s.implementation(&implementation_id).cloned())
-        .ok_or_else(|| InvokeError::Internal(format!("{implementation_id} vanished")))?;
-    let loaded = registry.cached_adapter(view.content_hash, || lifecycle::load(registry, &implementation_id))?;
+    let loaded = registry.cached_adapter(content_hash, || lifecycle::load(registry, &implementation_id))?;
     let policy = &loaded.policy;
     let redactor = redactor_for(registry, &request.project, policy, &contract, &request.operation, &request.input)?;
     let services = registry.services();
@@ -326,7 +323,7 @@ pub async fn invoke(registry: &Registry, request: InvokeRequest) -> Result<Invok
     };
     let header = json!({
         "invocationId": invocation_id, "project": request.project, "implementationId": implementation_id,
-        "contentHash": view.content_hash, "publicationVersion": publication, "operation": request.operation,
+        "contentHash": content_hash, "publicationVersion": publication, "operation": request.operation,
         "source": policy.source,
     });
     let (input, kept_output, kept_error) = (request.input, output.clone(), error.clone());
@@ -342,7 +339,7 @@ pub async fn invoke(registry: &Registry, request: InvokeRequest) -> Result<Invok
     Ok(InvokeResult {
         invocation_id,
         implementation_id,
-        content_hash: view.content_hash,
+        content_hash,
         publication_version: publication,
         operation: request.operation,
         output,

@@ -434,6 +434,36 @@ fn redact_at(value: &mut Value, tokens: &[String]) {
     }
 }
 
+/// The values `pointer` addresses in `value` (with `*` as in [`redact_pointers`]); none for a
+/// pointer that is invalid or leads nowhere.
+pub fn values_at<'v>(value: &'v Value, pointer: &str) -> Vec<&'v Value> {
+    fn walk<'v>(value: &'v Value, tokens: &[String], out: &mut Vec<&'v Value>) {
+        let Some((token, rest)) = tokens.split_first() else {
+            out.push(value);
+            return;
+        };
+        match value {
+            Value::Array(items) if token == "*" => items.iter().for_each(|item| walk(item, rest, out)),
+            Value::Array(items) => {
+                if let Some(item) = array_index(token).and_then(|i| items.get(i)) {
+                    walk(item, rest, out);
+                }
+            }
+            Value::Object(map) => {
+                if let Some(item) = map.get(token.as_str()) {
+                    walk(item, rest, out);
+                }
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(tokens) = parse_pointer(pointer) {
+        walk(value, &tokens, &mut out);
+    }
+    out
+}
+
 /// RFC 6901 array index: `0` or a decimal without leading zeros.
 fn array_index(token: &str) -> Option<usize> {
     if token.is_empty() || (token.len() > 1 && token.starts_with('0')) || !token.bytes().all(|b| b.is_ascii_digit()) {
