@@ -47,6 +47,13 @@ pub enum Command {
         /// Seconds before a request still running is answered 503.
         #[arg(long, default_value_t = 120)]
         request_timeout_secs: u64,
+        /// Requests per second each token may send on average; more are answered 429 with
+        /// Retry-After. 0 turns the per-token limit off.
+        #[arg(long, default_value_t = crate::http::DEFAULT_TOKEN_RATE)]
+        rate_limit: u32,
+        /// Requests each token may send at once before the per-second rate applies.
+        #[arg(long, default_value_t = crate::http::DEFAULT_TOKEN_BURST)]
+        rate_limit_burst: u32,
     },
     /// The registry's signing key.
     #[command(subcommand)]
@@ -325,12 +332,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let Cli { data_dir, server, command, .. } = cli;
     let cli = Conn { data_dir, server };
     match command {
-        Command::Serve { listen, max_concurrent, request_timeout_secs } => serve(
+        Command::Serve { listen, max_concurrent, request_timeout_secs, rate_limit, rate_limit_burst } => serve(
             &cli.data_dir,
             &listen,
             crate::http::Limits {
                 max_concurrent,
                 request_timeout: std::time::Duration::from_secs(request_timeout_secs.max(1)),
+                per_token: crate::http::rate::TokenRate::new(rate_limit, rate_limit_burst),
             },
         ),
         Command::Key(KeyCommand::Show) => {

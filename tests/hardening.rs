@@ -1,5 +1,6 @@
 //! A hostile load on the HTTP surface: beyond the concurrency limit the server answers 503 with
-//! Retry-After at once, keeps serving within the limit, and loses no acknowledged write.
+//! Retry-After at once, keeps serving within the limit, and loses no acknowledged write; a token
+//! over its rate is answered 429 while other tokens are served.
 
 mod common;
 
@@ -94,4 +95,46 @@ fn ten_times_the_concurrency_limit_gets_503_with_retry_after_and_loses_no_acknow
     }
     let (status, _) = server.get("/contracts");
     assert_eq!(status, 200, "the server serves normally once the load is gone");
+}
+
+#[test]
+fn a_token_over_its_rate_gets_429_with_retry_after_and_other_tokens_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start_with(&data, &["--rate-limit", "2", "--rate-limit-burst", "4"]);
+    let client = reqwest::blocking::Client::new();
+    let get = |token: &str| {
+        let r = client.get(server.url("/contracts")).bearer_auth(token).send().unwrap();
+        let status = r.status().as_u16();
+        let retry_after = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+        let content_type = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+        (status, retry_after, content_type, r.json::<Value>().unwrap_or(Value::Null))
+    };
+    // A second token, issued before the admin token spends its burst (issuing counts as a request).
+    let r = client
+        .post(server.url("/tokens"))
+        .bearer_auth(&server.token)
+        .json(&json!({"role": "auditor", "label": "rate"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let issued: Value = r.json().unwrap();
+    let auditor = issued["token"].as_str().unwrap().to_owned();
+
+    let answers: Vec<_> = (0..8).map(|_| get(&server.token)).collect();
+    let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+    assert!(statuses.iter().take(3).all(|s| *s == 200), "the rest of the burst is served: {statuses:?}");
+    let refused: Vec<_> = answers.iter().filter(|a| a.0 == 429).collect();
+    assert!(!refused.is_empty(), "8 requests at once exceed a burst of 4: {statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
+    for (_, retry_after, content_type, body) in &refused {
+        assert_eq!(retry_after.as_deref(), Some("1"), "{body}");
+        assert_eq!(content_type.as_deref(), Some("application/problem+json"), "{body}");
+        assert_eq!(body["status"], 429);
+        let detail = body["detail"].as_str().unwrap();
+        assert!(detail.starts_with("token ") && detail.contains("2 requests per second, bursts of 4"), "{detail}");
+    }
+    assert_eq!(get(&auditor).0, 200, "another token has its own allowance");
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(get(&server.token).0, 200, "after Retry-After the token is served again");
 }

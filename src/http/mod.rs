@@ -11,6 +11,7 @@ pub mod invoke;
 pub mod memory;
 pub mod openapi;
 pub mod problem;
+pub mod rate;
 pub mod tokens;
 
 use std::net::SocketAddr;
@@ -40,6 +41,8 @@ pub type ApiResult = Result<Response, Problem>;
 pub struct AppState {
     pub registry: Arc<Registry>,
     pub auth: Auth,
+    /// Per-token request rates (none: unlimited).
+    pub rates: Option<Arc<rate::TokenRates>>,
 }
 
 /// How requests are authenticated.
@@ -60,7 +63,15 @@ async fn authenticate(State(st): State<AppState>, mut req: Request, next: axum::
             match header.and_then(|h| h.strip_prefix("Bearer ")) {
                 None => return unauthorized("send a token: Authorization: Bearer vadyl_…"),
                 Some(token) => match st.registry.tokens().check(token.trim()) {
-                    Ok(Some(id)) => st.registry.read(|p| Principal::of_token(p, &id)),
+                    Ok(Some(id)) => {
+                        let principal = st.registry.read(|p| Principal::of_token(p, &id));
+                        if let (Some(_), Some(rates)) = (&principal, &st.rates) {
+                            if let Err(wait) = rates.check(&id) {
+                                return rate_limited(&id, rates.rate(), wait);
+                            }
+                        }
+                        principal
+                    }
                     Ok(None) => None,
                     Err(e) => return Problem::internal(e).into_response(),
                 },
@@ -84,6 +95,18 @@ pub(crate) fn visible(who: &Principal, project: &crate::ids::ProjectId) -> Resul
         Err(Refusal::Hidden) => Ok(false),
         Err(r) => Err(r.into()),
     }
+}
+
+fn rate_limited(token_id: &str, rate: rate::TokenRate, wait: Duration) -> Response {
+    let detail = format!(
+        "token {token_id} is over its rate ({} requests per second, bursts of {}); retry after the indicated delay",
+        rate.per_second, rate.burst
+    );
+    let mut r = Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", &detail).into_response();
+    // Whole seconds, rounded up: a client that waits that long is let in.
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    r.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs.max(1)));
+    r
 }
 
 fn unauthorized(detail: &str) -> Response {
@@ -223,11 +246,11 @@ pub fn api_routes() -> Vec<ApiRoute> {
 
 /// The API for in-process calls by the data directory's owner.
 pub fn router(registry: Arc<Registry>) -> Router {
-    router_with(registry, Auth::Local)
+    router_with(registry, Auth::Local, None)
 }
 
-pub fn router_with(registry: Arc<Registry>, auth: Auth) -> Router {
-    let state = AppState { registry, auth };
+pub fn router_with(registry: Arc<Registry>, auth: Auth, rates: Option<Arc<rate::TokenRates>>) -> Router {
+    let state = AppState { registry, auth, rates };
     let mut api = Router::new();
     let mut by_path: Vec<(&'static str, axum::routing::MethodRouter<AppState>)> = Vec::new();
     for route in api_routes() {
@@ -424,13 +447,25 @@ pub struct Limits {
     /// A request still running after this is answered 503; work already handed to the registry
     /// finishes (a write is acknowledged only by its 2xx).
     pub request_timeout: Duration,
+    /// How fast each token may send requests (429 beyond); `None` for no per-token limit.
+    pub per_token: Option<rate::TokenRate>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_concurrent: 64, request_timeout: Duration::from_secs(120) }
+        Self {
+            max_concurrent: 64,
+            request_timeout: Duration::from_secs(120),
+            per_token: rate::TokenRate::new(DEFAULT_TOKEN_RATE, DEFAULT_TOKEN_BURST),
+        }
     }
 }
+
+/// Requests per second one token may send by default: far above what a person or a deploy
+/// pipeline sends, low enough that one runaway client cannot hold the whole server.
+pub const DEFAULT_TOKEN_RATE: u32 = 100;
+/// Requests one token may send at once by default.
+pub const DEFAULT_TOKEN_BURST: u32 = 200;
 
 /// Seconds a refused client is asked to wait.
 const RETRY_AFTER_SECS: u64 = 1;
@@ -440,7 +475,8 @@ const RETRY_AFTER_SECS: u64 = 1;
 pub fn limited(registry: Arc<Registry>, limits: Limits) -> Router {
     use axum::error_handling::HandleErrorLayer;
     use tower::ServiceBuilder;
-    let api = router_with(registry, Auth::Tokens).layer(
+    let rates = limits.per_token.map(|r| Arc::new(rate::TokenRates::new(r)));
+    let api = router_with(registry, Auth::Tokens, rates).layer(
         ServiceBuilder::new()
             .layer(HandleErrorLayer::new(|e: axum::BoxError| async move {
                 let (detail, slug) = if e.is::<tower::load_shed::error::Overloaded>() {

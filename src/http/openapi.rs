@@ -106,7 +106,8 @@ pub fn document() -> Value {
         "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                "description": "A token from `vadyl token create` (or the admin token `vadyl serve` writes on first start)."}},
+                "description": "A token from `vadyl token create` (or the admin token `vadyl serve` writes on first start). \
+                    Each token has a request rate; beyond it the answer is 429 with Retry-After."}},
             "schemas": components,
         },
     })
