@@ -287,7 +287,7 @@ impl DeclarativeAdapter {
             // has the host MAC it (SecretsHmac); the secret never leaves the host.
             Some(Auth::Hmac(a)) if a.signed_payload.is_some() => {
                 let timestamp = host.now_ms() / 1000;
-                let mut sign_ctx = ctx.clone();
+                let mut sign_ctx = ctx.json().clone();
                 sign_ctx["timestamp"] = Value::from(timestamp);
                 sign_ctx["body"] = Value::String(String::from_utf8_lossy(&body).into_owned());
                 let payload = match template::render(a.signed_payload.as_deref().unwrap_or_default(), &sign_ctx) {

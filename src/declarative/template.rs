@@ -27,7 +27,7 @@
 //! [`extract`] can never meet more than one match.
 
 use std::collections::BTreeSet;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, RwLock};
 
 use minijinja::value::Serde;
 use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior};
@@ -146,9 +146,18 @@ fn check_len(template: &str) -> Result<(), TemplateError> {
     Ok(())
 }
 
-/// Renders a minijinja error with its chain of causes, on one line.
+/// Renders a minijinja error with its chain of causes, on one line. The template is named by its
+/// line only: cached templates are registered under their own text, which the message need not
+/// repeat.
 fn describe(e: &minijinja::Error) -> String {
-    let mut out = e.to_string();
+    let mut out = e.kind().to_string();
+    if let Some(detail) = e.detail() {
+        out.push_str(": ");
+        out.push_str(detail);
+    }
+    if let Some(line) = e.line() {
+        out.push_str(&format!(" (line {line})"));
+    }
     let mut source = std::error::Error::source(e);
     while let Some(cause) = source {
         out.push_str(": ");
@@ -309,11 +318,62 @@ pub fn referenced_variables(template: &str) -> Result<BTreeSet<String>, Template
 ///
 /// Values in `ctx` are data: they are never parsed as templates. See [`template_context`] for how
 /// `null` members are treated.
-pub fn render(template: &str, ctx: &Value) -> Result<String, TemplateError> {
+pub fn render(template: &str, ctx: &(impl RenderContext + ?Sized)) -> Result<String, TemplateError> {
     check_len(template)?;
-    let env = environment();
-    let compiled = env.template_from_str(template).map_err(|e| TemplateError::Syntax(describe(&e)))?;
-    compiled.render(to_mj(ctx)).map_err(|e| TemplateError::Render(describe(&e)))
+    let render = |t: minijinja::Template<'_, '_>| {
+        t.render(ctx.template_value()).map_err(|e| TemplateError::Render(describe(&e)))
+    };
+    let cache = compiled_templates();
+    {
+        let env = cache.read().unwrap_or_else(|p| p.into_inner());
+        if let Ok(t) = env.get_template(template) {
+            return render(t);
+        }
+    }
+    let mut env = cache.write().unwrap_or_else(|p| p.into_inner());
+    if env.templates().count() >= MAX_CACHED_TEMPLATES {
+        env.clear_templates();
+    }
+    // Named by their own text: the cache key is the source (`describe` leaves the name out).
+    env.add_template_owned(template.to_owned(), template.to_owned())
+        .map_err(|e| TemplateError::Syntax(describe(&e)))?;
+    let t = env.get_template(template).map_err(|e| TemplateError::Syntax(describe(&e)))?;
+    render(t)
+}
+
+/// Compiled templates kept at once; beyond, the cache starts over (manifests are loaded once and
+/// reuse their templates on every invocation, so the working set is small).
+const MAX_CACHED_TEMPLATES: usize = 4096;
+
+/// Templates compiled once and rendered many times, by source text, in an environment configured
+/// like [`environment`]. Compiling a template costs more than rendering it.
+fn compiled_templates() -> &'static RwLock<Environment<'static>> {
+    static CACHE: LazyLock<RwLock<Environment<'static>>> = LazyLock::new(|| RwLock::new(build_environment()));
+    &CACHE
+}
+
+/// Compiled expressions (the single-expression templates), by source text.
+fn compiled_expressions(
+) -> &'static RwLock<std::collections::HashMap<String, Arc<minijinja::Expression<'static, 'static>>>> {
+    static CACHE: LazyLock<RwLock<std::collections::HashMap<String, Arc<minijinja::Expression<'static, 'static>>>>> =
+        LazyLock::new(Default::default);
+    &CACHE
+}
+
+fn compiled_expression(expr: &str) -> Result<Arc<minijinja::Expression<'static, 'static>>, TemplateError> {
+    let cache = compiled_expressions();
+    if let Some(e) = cache.read().unwrap_or_else(|p| p.into_inner()).get(expr) {
+        return Ok(e.clone());
+    }
+    let compiled = Arc::new(
+        environment().compile_expression_owned(expr.to_owned()).map_err(|e| TemplateError::Syntax(describe(&e)))?,
+    );
+    let mut cache = cache.write().unwrap_or_else(|p| p.into_inner());
+    if cache.len() >= MAX_CACHED_TEMPLATES {
+        cache.clear();
+    }
+    cache.insert(expr.to_owned(), compiled.clone());
+    Ok(compiled)
 }
 
 /// If `template` is exactly one `{{ expression }}` (surrounding whitespace allowed), the expression.
@@ -329,14 +389,13 @@ pub fn single_expression(template: &str) -> Option<&str> {
 ///
 /// A single-expression template yields the expression's value as JSON (`undefined` becomes
 /// `null`); any other template yields its rendered text as a JSON string.
-pub fn render_leaf(template: &str, ctx: &Value) -> Result<Value, TemplateError> {
+pub fn render_leaf(template: &str, ctx: &(impl RenderContext + ?Sized)) -> Result<Value, TemplateError> {
     let Some(expr) = single_expression(template) else {
         return render(template, ctx).map(Value::String);
     };
     check_len(template)?;
-    let env = environment();
-    let compiled = env.compile_expression(expr).map_err(|e| TemplateError::Syntax(describe(&e)))?;
-    let value = compiled.eval(to_mj(ctx)).map_err(|e| TemplateError::Render(describe(&e)))?;
+    let compiled = compiled_expression(expr)?;
+    let value = compiled.eval(ctx.template_value()).map_err(|e| TemplateError::Render(describe(&e)))?;
     if value.is_undefined() {
         return Ok(Value::Null);
     }
@@ -345,7 +404,7 @@ pub fn render_leaf(template: &str, ctx: &Value) -> Result<Value, TemplateError> 
 
 /// Renders a JSON template: every string leaf goes through [`render_leaf`]; object keys, numbers,
 /// booleans and `null` are kept as written.
-pub fn render_value(template: &Value, ctx: &Value) -> Result<Value, TemplateError> {
+pub fn render_value(template: &Value, ctx: &(impl RenderContext + ?Sized)) -> Result<Value, TemplateError> {
     Ok(match template {
         Value::String(s) => render_leaf(s, ctx)?,
         Value::Array(items) => Value::Array(items.iter().map(|v| render_value(v, ctx)).collect::<Result<_, _>>()?),
@@ -362,8 +421,45 @@ pub fn render_value(template: &Value, ctx: &Value) -> Result<Value, TemplateErro
 /// an optional field sent as `null` and one left out behave the same: both are *undefined* in
 /// templates, where `{{ x | default("…") }}` and `{% if x is defined %}` handle them and a bare
 /// `{{ x }}` in text is an error.
-pub fn template_context(input: &Value, config: &Value) -> Value {
-    serde_json::json!({ "input": strip_null_members(input), "config": strip_null_members(config) })
+pub fn template_context(input: &Value, config: &Value) -> Context {
+    Context::new(serde_json::json!({ "input": strip_null_members(input), "config": strip_null_members(config) }))
+}
+
+/// What templates are rendered with: a JSON object.
+pub trait RenderContext {
+    /// The object as a template value.
+    fn template_value(&self) -> minijinja::Value;
+}
+
+impl RenderContext for Value {
+    fn template_value(&self) -> minijinja::Value {
+        to_mj(self)
+    }
+}
+
+/// A rendering context converted once for the many templates of one request (the conversion costs
+/// about as much as rendering a small template).
+#[derive(Debug, Clone)]
+pub struct Context {
+    json: Value,
+    value: minijinja::Value,
+}
+
+impl Context {
+    pub fn new(json: Value) -> Self {
+        let value = to_mj(&json);
+        Self { json, value }
+    }
+
+    pub fn json(&self) -> &Value {
+        &self.json
+    }
+}
+
+impl RenderContext for Context {
+    fn template_value(&self) -> minijinja::Value {
+        self.value.clone()
+    }
 }
 
 fn strip_null_members(value: &Value) -> Value {
