@@ -109,7 +109,7 @@ fn resolve(registry: &Registry, request: &InvokeRequest) -> Result<Resolved, Inv
         };
         let contract = s
             .contract(&entry.contract)
-            .map(|c| registry.shared_contract(c))
+            .cloned()
             .ok_or_else(|| InvokeError::Internal(format!("contract {} is not registered", entry.contract)))?;
         Ok(Resolved {
             implementation_id: entry.implementation_id.clone(),
@@ -176,14 +176,22 @@ pub fn redactor_for(
 }
 
 pub fn sensitive_input_pointers(policy: &Policy, contract: &ContractView, operation: &str) -> Vec<String> {
-    let mut pointers: Vec<String> = contract
+    sensitive_pointers(contract, operation, "input", &policy.input_pointers)
+}
+
+/// The output fields a record keeps blanked: the contract's and the manifest's.
+pub fn sensitive_output_pointers(policy: &Policy, contract: &ContractView, operation: &str) -> Vec<String> {
+    sensitive_pointers(contract, operation, "output", &policy.output_pointers)
+}
+
+fn sensitive_pointers(contract: &ContractView, operation: &str, direction: &str, own: &[String]) -> Vec<String> {
+    contract
         .sensitive_fields
         .iter()
-        .filter(|f| f.operation == operation && f.direction == "input")
+        .filter(|f| f.operation == operation && f.direction == direction)
         .map(|f| f.pointer.clone())
-        .collect();
-    pointers.extend(policy.input_pointers.iter().cloned());
-    pointers
+        .chain(own.iter().cloned())
+        .collect()
 }
 
 /// The text of every value at `pointer`, as it would appear in a log or a body: strings as they
@@ -313,13 +321,7 @@ pub async fn invoke(registry: &Registry, request: InvokeRequest) -> Result<Invok
     };
     let pointers = RecordPointers {
         input: sensitive_input_pointers(policy, &contract, &request.operation),
-        output: contract
-            .sensitive_fields
-            .iter()
-            .filter(|f| f.operation == request.operation && f.direction == "output")
-            .map(|f| f.pointer.clone())
-            .chain(policy.output_pointers.iter().cloned())
-            .collect(),
+        output: sensitive_output_pointers(policy, &contract, &request.operation),
     };
     let header = json!({
         "invocationId": invocation_id, "project": request.project, "implementationId": implementation_id,

@@ -20,7 +20,7 @@ use crate::events::store::{AppendRequest, EventStore, ExpectedVersion, ProposedE
 use crate::ids::PublicationVersion;
 use crate::keys::{KeyError, RegistryKey, Signer, KEY_NAME};
 use crate::projections::snapshot::{Snapshot, SNAPSHOT_FORMAT};
-use crate::projections::{ApplyError, CheckpointView, ContractView, Projections, PublicationView};
+use crate::projections::{ApplyError, CheckpointView, Projections, PublicationView};
 use crate::runtime::artifacts::ArtifactStore;
 use crate::runtime::host::clock::{Clock, SystemClock};
 use crate::runtime::host::egress::{Executor, ExecutorConfig, TokioSleeper};
@@ -113,9 +113,6 @@ pub struct Registry {
     components: std::sync::OnceLock<Arc<crate::runtime::component::ComponentRuntime>>,
     /// Compiled input validators by (contract WIT digest, operation).
     validators: Mutex<HashMap<(crate::ids::ContentHash, String), Arc<jsonschema::Validator>>>,
-    /// Contract views by (contract, WIT digest), shared by invocations instead of cloned (their
-    /// schemas are large); the operations and sensitive fields are a function of the WIT.
-    contract_views: Mutex<HashMap<(crate::ids::ContractRef, crate::ids::ContentHash), Arc<ContractView>>>,
     live: RwLock<Live>,
     /// The log's change marker when the live state last caught up (`u64::MAX`: never), so that a
     /// read skips the query for new events while nobody has committed.
@@ -165,7 +162,6 @@ impl Registry {
             components: std::sync::OnceLock::new(),
             secret_redactors: Mutex::new(HashMap::new()),
             validators: Mutex::new(HashMap::new()),
-            contract_views: Mutex::new(HashMap::new()),
             live: RwLock::new(Live::default()),
             caught_up_at: std::sync::atomic::AtomicU64::new(u64::MAX),
             snapshot_position: Mutex::new(0),
@@ -310,12 +306,6 @@ impl Registry {
         let v = Arc::new(compile()?);
         self.validators.lock().unwrap_or_else(|p| p.into_inner()).insert(key, v.clone());
         Ok(v)
-    }
-
-    /// `view`, shared: cloned once per (contract, WIT digest).
-    pub fn shared_contract(&self, view: &ContractView) -> Arc<ContractView> {
-        let mut views = self.contract_views.lock().unwrap_or_else(|p| p.into_inner());
-        views.entry((view.contract.clone(), view.wit_digest)).or_insert_with(|| Arc::new(view.clone())).clone()
     }
 
     /// Runs `f` on the current projections, after folding anything another process appended.

@@ -195,16 +195,9 @@ pub async fn replay_invocation(registry: &Registry, id: &str) -> Result<ReplayRe
     let (recorded, replayed) = match result {
         Ok((Outcome::Done(mut output), _)) => {
             let contract = registry.read(|s| s.contract(&view.contract).cloned());
-            let mut pointers: Vec<String> = contract
-                .map(|c| {
-                    c.sensitive_fields
-                        .iter()
-                        .filter(|f| f.operation == operation && f.direction == "output")
-                        .map(|f| f.pointer.clone())
-                        .collect()
-                })
-                .unwrap_or_default();
-            pointers.extend(loaded.policy.output_pointers.iter().cloned());
+            let pointers = contract
+                .map(|c| crate::invocation::sensitive_output_pointers(&loaded.policy, &c, &operation))
+                .unwrap_or_else(|| loaded.policy.output_pointers.clone());
             let _ = redact_pointers(&mut output, &pointers);
             (record["output"].clone(), output)
         }

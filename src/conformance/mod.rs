@@ -175,7 +175,7 @@ pub async fn run_with_progress(
     let view = registry.read(|s| s.implementation(id).cloned()).ok_or_else(|| {
         RegistryError::Command(commands::CommandError::NotFound(format!("implementation {id} does not exist")))
     })?;
-    let contract: ContractView = registry
+    let contract: std::sync::Arc<ContractView> = registry
         .read(|s| s.contract(&view.contract).cloned())
         .ok_or_else(|| ConformanceError::Setup(format!("contract {} is not registered", view.contract)))?;
     let loaded = lifecycle::load(registry, id)?;

@@ -186,7 +186,8 @@ pub struct RegistryView {
 pub struct Projections {
     /// The last applied position.
     pub position: u64,
-    pub contracts: BTreeMap<String, ContractView>,
+    /// Shared: an invocation holds its contract's view without copying the schemas.
+    pub contracts: BTreeMap<String, std::sync::Arc<ContractView>>,
     pub implementations: BTreeMap<String, ImplementationView>,
     pub conformance_runs: BTreeMap<String, ConformanceRunView>,
     /// Keyed `project/alias`.
@@ -272,7 +273,7 @@ impl Projections {
                 } = c;
                 self.contracts.insert(
                     key,
-                    ContractView {
+                    std::sync::Arc::new(ContractView {
                         kind: contract.kind.to_string(),
                         major_version: contract.major_version,
                         contract,
@@ -285,7 +286,7 @@ impl Projections {
                         operations,
                         sensitive_fields,
                         registered: Recorded::of(e),
-                    },
+                    }),
                 );
             }
             DomainEvent::ImplementationBuilt(b) => {
@@ -447,7 +448,7 @@ impl Projections {
         self.implementations.get(&id.to_string())
     }
 
-    pub fn contract(&self, c: &ContractRef) -> Option<&ContractView> {
+    pub fn contract(&self, c: &ContractRef) -> Option<&std::sync::Arc<ContractView>> {
         self.contracts.get(&c.to_string())
     }
 
