@@ -10,7 +10,7 @@ use crate::events::domain::{
     BindingChanged, BindingCreated, CheckpointSigned, ConformanceRunCompleted, ContractRegistered, DomainEvent,
     ImplementationBuilt, PublicationCreated, PublicationEntry, PublicationInvalidated, RegistryKeyRegistered,
 };
-use crate::ids::{BindingAlias, BindingTarget, ProjectId, PublicationVersion};
+use crate::ids::{BindingAlias, BindingTarget, ContentHash, ContractRef, ImplementationId, ProjectId, PublicationVersion};
 use crate::keys::Signer;
 use crate::projections::{Projections, Resolution};
 
@@ -74,15 +74,28 @@ pub fn record_build(state: &Projections, built: ImplementationBuilt) -> Result<B
     if state.contract(&built.contract).is_none() {
         return Err(CommandError::Invalid(format!("unknown contract {}", built.contract)));
     }
-    match state.implementation(&built.implementation_id) {
-        Some(existing) if existing.content_hash == built.content_hash && existing.contract == built.contract => {
-            Ok(BuildDecision::AlreadyBuilt)
-        }
+    match check_rebuild(state, &built.implementation_id, &built.content_hash, &built.contract)? {
+        true => Ok(BuildDecision::AlreadyBuilt),
+        false => Ok(BuildDecision::Created(vec![DomainEvent::ImplementationBuilt(built)])),
+    }
+}
+
+/// Implementation versions are immutable: building an existing id again is idempotent with the
+/// same content and contract (`Ok(true)`: already built) and a conflict with any other. The build
+/// use case asks this before it stores an artifact, so a refused rebuild writes nothing at all.
+pub fn check_rebuild(
+    state: &Projections,
+    id: &ImplementationId,
+    content_hash: &ContentHash,
+    contract: &ContractRef,
+) -> Result<bool, CommandError> {
+    match state.implementation(id) {
+        Some(existing) if &existing.content_hash == content_hash && &existing.contract == contract => Ok(true),
         Some(existing) => Err(CommandError::Conflict(format!(
-            "{} is already built with content {}; implementation versions are immutable, publish a new version",
-            built.implementation_id, existing.content_hash
+            "{id} is already built with content {}; implementation versions are immutable, publish a new version",
+            existing.content_hash
         ))),
-        None => Ok(BuildDecision::Created(vec![DomainEvent::ImplementationBuilt(built)])),
+        None => Ok(false),
     }
 }
 

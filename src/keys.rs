@@ -1,10 +1,10 @@
-//! The registry's ed25519 signing key: generated on first use, kept owner-only on disk.
+//! The registry's ed25519 signing key as the domain sees it: a signer and its public halves.
 //!
 //! The key signs checkpoints (as C2SP signed notes), publications and artifacts. Its public half is
 //! what auditors pin: `vadyl key show` prints it, and offline verification needs nothing else.
+//! Where the seed is kept (an owner-only file in the data directory) is `storage::keys`'s business;
+//! nothing here touches a disk.
 
-use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
@@ -15,23 +15,15 @@ use crate::ids::SignatureBytes;
 /// The signed-note key name, which is also the checkpoints' origin line.
 pub const KEY_NAME: &str = "vadyl-registry";
 
-const KEY_FILE: &str = "registry.ed25519";
-const KEY_HEADER: &str = "vadyl-ed25519-seed-v1";
-
-#[derive(Debug, thiserror::Error)]
-pub enum KeyError {
-    #[error("cannot {action} {path}: {source}")]
-    Io { action: &'static str, path: PathBuf, source: std::io::Error },
-    #[error("{path} is not a Vadyl key file: {reason}")]
-    Malformed { path: PathBuf, reason: String },
-    #[error("{path} is readable by others (mode {mode:o}); run `chmod 600 {path}` — a signing key must be owner-only")]
-    TooOpen { path: PathBuf, mode: u32 },
-    #[error("cannot read a random seed from the operating system: {0}")]
-    Random(String),
+/// Signs with the registry key; decisions that produce signed facts take this, not the key itself.
+pub trait Signer {
+    fn sign(&self, message: &[u8]) -> SignatureBytes;
+    fn key_id_hex(&self) -> String;
 }
 
 pub struct RegistryKey {
     signing: SigningKey,
+    /// Where the seed was read from, for messages (`vadyl key show`); never read here.
     path: PathBuf,
 }
 
@@ -42,50 +34,9 @@ impl std::fmt::Debug for RegistryKey {
     }
 }
 
-/// Signs with the registry key; decisions that produce signed facts take this, not the key itself.
-pub trait Signer {
-    fn sign(&self, message: &[u8]) -> SignatureBytes;
-    fn key_id_hex(&self) -> String;
-}
-
 impl RegistryKey {
-    /// Loads the key from `keys_dir`, creating the directory (0700) and the key (0600) on first use.
-    pub fn load_or_create(keys_dir: &Path) -> Result<Self, KeyError> {
-        let path = keys_dir.join(KEY_FILE);
-        if path.exists() {
-            return Self::load(&path);
-        }
-        create_private_dir(keys_dir).map_err(|source| KeyError::Io {
-            action: "create directory",
-            path: keys_dir.to_owned(),
-            source,
-        })?;
-        let mut seed = [0u8; 32];
-        getrandom_seed(&mut seed)?;
-        let text = format!("{KEY_HEADER} {}\n", hex::encode(seed));
-        let io = |action, source| KeyError::Io { action, path: path.clone(), source };
-        let mut file = open_owner_only(&path).map_err(|e| io("create", e))?;
-        file.write_all(text.as_bytes()).map_err(|e| io("write", e))?;
-        file.sync_all().map_err(|e| io("sync", e))?;
-        Ok(Self { signing: SigningKey::from_bytes(&seed), path })
-    }
-
-    fn load(path: &Path) -> Result<Self, KeyError> {
-        check_owner_only(path)?;
-        let text = fs::read_to_string(path).map_err(|source| KeyError::Io {
-            action: "read",
-            path: path.to_owned(),
-            source,
-        })?;
-        let malformed = |reason: &str| KeyError::Malformed { path: path.to_owned(), reason: reason.to_owned() };
-        let hex_seed = text
-            .trim_end()
-            .strip_prefix(KEY_HEADER)
-            .and_then(|r| r.strip_prefix(' '))
-            .ok_or_else(|| malformed("missing header"))?;
-        let mut seed = [0u8; 32];
-        hex::decode_to_slice(hex_seed, &mut seed).map_err(|_| malformed("the seed is not 64 hex digits"))?;
-        Ok(Self { signing: SigningKey::from_bytes(&seed), path: path.to_owned() })
+    pub fn from_seed(seed: &[u8; 32], path: impl Into<PathBuf>) -> Self {
+        Self { signing: SigningKey::from_bytes(seed), path: path.into() }
     }
 
     pub fn path(&self) -> &Path {
@@ -118,80 +69,5 @@ impl Signer for RegistryKey {
 
     fn key_id_hex(&self) -> String {
         hex::encode(checkpoint::key_id(KEY_NAME, &self.verifying_key()))
-    }
-}
-
-fn getrandom_seed(seed: &mut [u8; 32]) -> Result<(), KeyError> {
-    use rand::RngCore;
-    rand::rngs::OsRng.try_fill_bytes(seed).map_err(|e| KeyError::Random(e.to_string()))
-}
-
-/// Creates a directory readable only by its owner (0700 on Unix), if it does not exist.
-pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        if !dir.exists() {
-            fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-        }
-    }
-    #[cfg(not(unix))]
-    fs::create_dir_all(dir)?;
-    Ok(())
-}
-
-/// Opens a new file for writing with owner-only permissions (0600 on Unix); fails if it exists.
-pub fn open_owner_only(path: &Path) -> std::io::Result<fs::File> {
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    options.open(path)
-}
-
-/// The file's permission bits when group or others can reach it (a key file must be owner-only).
-pub fn too_open_mode(path: &Path) -> std::io::Result<Option<u32>> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = fs::metadata(path)?.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Ok(Some(mode));
-        }
-    }
-    let _ = path;
-    Ok(None)
-}
-
-fn check_owner_only(path: &Path) -> Result<(), KeyError> {
-    match too_open_mode(path) {
-        Ok(None) => Ok(()),
-        Ok(Some(mode)) => Err(KeyError::TooOpen { path: path.to_owned(), mode }),
-        Err(source) => Err(KeyError::Io { action: "stat", path: path.to_owned(), source }),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_key_is_created_owner_only_and_reloads_identically() {
-        let dir = tempfile::tempdir().unwrap();
-        let keys = dir.path().join("keys");
-        let a = RegistryKey::load_or_create(&keys).unwrap();
-        let b = RegistryKey::load_or_create(&keys).unwrap();
-        assert_eq!(a.verifying_key(), b.verifying_key());
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            assert_eq!(fs::metadata(a.path()).unwrap().permissions().mode() & 0o777, 0o600);
-            assert_eq!(fs::metadata(&keys).unwrap().permissions().mode() & 0o777, 0o700);
-            fs::set_permissions(a.path(), fs::Permissions::from_mode(0o644)).unwrap();
-            assert!(matches!(RegistryKey::load_or_create(&keys), Err(KeyError::TooOpen { .. })));
-        }
     }
 }

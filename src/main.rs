@@ -1,4 +1,8 @@
+//! The `vadyl` binary: the command line (`cli`) over the library. The only code that uses `anyhow`.
+
 use clap::Parser;
+
+mod cli;
 
 // Replay hands millions of small allocations from the reading thread to the folding thread;
 // mimalloc frees across threads without the contention glibc's allocator shows there.
@@ -12,8 +16,8 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = vadyl::cli::Cli::parse();
-    match vadyl::cli::run(cli) {
+    let cli = cli::Cli::parse();
+    match cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

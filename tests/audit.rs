@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{stderr, stdout, vadyl};
-use vadyl::audit::{self, TrustedKey};
+use vadyl::app::audit::{self, TrustedKey};
 
 /// A registry with some history: publications, an invalidation, bindings and checkpoints.
 fn history(dir: &Path) {
@@ -15,9 +15,9 @@ fn history(dir: &Path) {
     common::publish(&reg, "stripe-charge-adapter:1.0.0", "payment.charge@1");
     common::publish(&reg, "webhook-signer:1.0.0", "webhook.deliver@1");
     common::bind(&reg, "shop", "stripe", "stripe-charge-adapter@^1");
-    reg.checkpoint(&common::actor("test")).unwrap();
-    reg.invalidate_publication(&common::actor("test"), vadyl::ids::PublicationVersion(2), "leak").unwrap();
-    reg.checkpoint(&common::actor("test")).unwrap();
+    reg.registry().checkpoint(&common::actor("test")).unwrap();
+    reg.registry().invalidate_publication(&common::actor("test"), vadyl::ids::PublicationVersion(2), "leak").unwrap();
+    reg.registry().checkpoint(&common::actor("test")).unwrap();
 }
 
 fn verifier_key(dir: &Path) -> String {
@@ -175,7 +175,7 @@ fn an_inclusion_proof_verifies_against_the_checkpoint_and_fails_for_another_even
 fn replay_from_zero_reproduces_the_live_digest_and_stops_at_any_position() {
     let dir = tempfile::tempdir().unwrap();
     history(dir.path());
-    let live = common::open(dir.path()).read(|s| s.digests());
+    let live = common::open(dir.path()).registry().read(|s| s.digests());
 
     let out = vadyl(dir.path(), &["--json", "audit", "replay"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -200,14 +200,14 @@ fn start_up_from_a_snapshot_plus_tail_equals_a_full_replay() {
     history(dir.path());
     {
         let reg = common::open(dir.path());
-        reg.write_snapshot().unwrap();
+        reg.registry().write_snapshot().unwrap();
         // A tail after the snapshot.
         common::publish(&reg, "stripe-charge-adapter:1.2.0", "payment.charge@1");
     }
-    let from_snapshot = common::open(dir.path()).read(|s| s.clone());
-    let store = vadyl::events::sqlite::SqliteStore::open(
+    let from_snapshot = common::open(dir.path()).registry().read(|s| s.clone());
+    let store = vadyl::storage::sqlite::log::SqliteStore::open(
         &dir.path().join("events.db"),
-        vadyl::events::sqlite::Durability::Full,
+        vadyl::storage::sqlite::log::Durability::Full,
     )
     .unwrap();
     let replayed = audit::replay(&store, None).unwrap();
@@ -217,5 +217,5 @@ fn start_up_from_a_snapshot_plus_tail_equals_a_full_replay() {
     let snap = dir.path().join("projections.snapshot.json");
     let text = std::fs::read_to_string(&snap).unwrap().replace("stripe-charge-adapter@^1", "stripe-charge-adapter@^2");
     std::fs::write(&snap, text).unwrap();
-    assert_eq!(common::open(dir.path()).read(|s| s.clone()), replayed);
+    assert_eq!(common::open(dir.path()).registry().read(|s| s.clone()), replayed);
 }

@@ -80,7 +80,7 @@ fn bindings_resolve_against_latest_and_follow_rollbacks() {
     assert_eq!(status, 400, "{problem}");
     server.stop();
     let reg = common::open(dir.path());
-    assert_eq!(reg.read(|s| s.bindings.len()), 2, "refused requests wrote nothing");
+    assert_eq!(reg.registry().read(|s| s.bindings.len()), 2, "refused requests wrote nothing");
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::{stderr, stdout, vadyl, Server};
 use serde_json::{json, Value};
 use support::fake_stripe::FakeStripe;
-use vadyl::guests;
+use vadyl::tools::guests;
 
 const SECRET: &str = "sk_test_component_7c1e9a5b3d";
 const SIGNING_SECRET: &str = "whsec_component_c0ffee_42";
@@ -273,12 +273,12 @@ fn a_forbidden_import_is_named_at_build_and_refused_at_instantiation_when_forced
     assert!(!out.status.success());
     assert!(stderr(&out).contains("wasi:cli/environment@0.2.0"), "the import is named: {}", stderr(&out));
     let reg = common::open(&data);
-    assert!(reg.read(|s| s.implementation(&"sneaky:1.0.0".parse().unwrap()).is_none()), "nothing was recorded");
+    assert!(reg.registry().read(|s| s.implementation(&"sneaky:1.0.0".parse().unwrap()).is_none()), "nothing was recorded");
 
     // Forced into the store (bytes signed and recorded behind the build's back): the loader refuses it.
     let with_descriptor = vadyl::runtime::component::descriptor::embed(&wasm, d.to_string().as_bytes()).unwrap();
-    let id = common::build_with_bytes(&reg, "sneaky:1.0.0", "payment.charge@1", &with_descriptor);
-    let err = match vadyl::lifecycle::load(&reg, &id) {
+    let id = common::build_with_bytes(&reg, &data, "sneaky:1.0.0", "payment.charge@1", &with_descriptor);
+    let err = match reg.load(&id) {
         Ok(_) => panic!("a component importing WASI was loaded"),
         Err(e) => e.to_string(),
     };

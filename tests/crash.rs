@@ -24,6 +24,7 @@ fn child(data_dir: &str) {
                     let alias = format!("w{t}-{i}");
                     let target: vadyl::ids::BindingTarget = "stripe-charge-adapter@^1".parse().unwrap();
                     let stored = reg
+                        .registry()
                         .execute(&common::actor("crash-writer"), |s| {
                             vadyl::commands::bind(s, "shop".parse().unwrap(), alias.parse().unwrap(), target.clone())
                         })
@@ -87,11 +88,11 @@ fn acknowledged_appends_survive_sigkill() {
     let reg = common::open(dir.path());
     let project: vadyl::ids::ProjectId = "shop".parse().unwrap();
     for (alias, position) in &acked {
-        let binding = reg.read(|s| s.binding(&project, &alias.parse().unwrap()).cloned());
+        let binding = reg.registry().read(|s| s.binding(&project, &alias.parse().unwrap()).cloned());
         let binding = binding.unwrap_or_else(|| panic!("acknowledged binding {alias} was lost"));
         assert_eq!(binding.created.position, *position, "{alias}");
         assert_eq!(binding.created.actor, "crash-writer");
     }
-    let total = reg.read(|s| s.bindings.len());
+    let total = reg.registry().read(|s| s.bindings.len());
     assert!(total >= acked.len(), "{total} bindings stored, {} acknowledged", acked.len());
 }

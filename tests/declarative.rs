@@ -265,7 +265,7 @@ fn hostile_manifests_and_requests_get_a_clear_4xx_and_change_nothing() {
     assert_eq!(status, 404);
     server.stop();
     let reg = common::open(&data);
-    assert_eq!(reg.read(|s| s.implementations.len()), 0, "nothing was built");
+    assert_eq!(reg.registry().read(|s| s.implementations.len()), 0, "nothing was built");
 }
 
 #[test]

@@ -54,14 +54,14 @@ fn the_contract_catalogue_is_recorded_once_per_wit_digest() {
     let dir = tempfile::tempdir().unwrap();
     let count = |dir: &std::path::Path| {
         let reg = common::open(dir);
-        reg.read(|s| s.contracts.values().map(|c| c.revision).sum::<u32>())
+        reg.registry().read(|s| s.contracts.values().map(|c| c.revision).sum::<u32>())
     };
     assert_eq!(count(dir.path()), 2);
     // Opening again with the same WIT records nothing new.
     assert_eq!(count(dir.path()), 2);
     let reg = common::open(dir.path());
     let mut contract_events = 0;
-    reg.store()
+    reg.registry().store()
         .read_range(1, u64::MAX, &mut |e| {
             contract_events += usize::from(e.event_type == "ContractRegistered");
             Ok(())
@@ -165,9 +165,9 @@ fn invalidation_rolls_latest_back_and_keeps_versions_readable() {
     // Nothing the refused requests sent was written: two invalidations, no more.
     server.stop();
     let reg = common::open(dir.path());
-    let invalidated = reg.read(|s| s.publications.versions.values().filter(|v| v.invalidated.is_some()).count());
+    let invalidated = reg.registry().read(|s| s.publications.versions.values().filter(|v| v.invalidated.is_some()).count());
     assert_eq!(invalidated, 2);
-    assert_eq!(reg.read(|s| s.publications.latest().map(|l| l.publication_version.0)), Some(2));
+    assert_eq!(reg.registry().read(|s| s.publications.latest().map(|l| l.publication_version.0)), Some(2));
 }
 
 #[test]
@@ -179,7 +179,7 @@ fn invalidating_every_version_leaves_no_latest_and_floating_bindings_follow_roll
     common::bind(&reg, "shop", "stripe", "stripe-charge-adapter@^1");
     common::bind(&reg, "shop", "pinned", "stripe-charge-adapter:1.1.0");
     let resolve = |alias: &str| {
-        reg.read(|s| {
+        reg.registry().read(|s| {
             let b = s.binding(&"shop".parse().unwrap(), &alias.parse().unwrap()).unwrap();
             match s.resolve(&b.target.parse().unwrap()) {
                 vadyl::projections::Resolution::Resolved { entry, .. } => entry.implementation_id.to_string(),
@@ -188,11 +188,11 @@ fn invalidating_every_version_leaves_no_latest_and_floating_bindings_follow_roll
         })
     };
     assert_eq!(resolve("stripe"), "stripe-charge-adapter:1.1.0");
-    reg.invalidate_publication(&common::actor("test"), vadyl::ids::PublicationVersion(2), "bad release").unwrap();
+    reg.registry().invalidate_publication(&common::actor("test"), vadyl::ids::PublicationVersion(2), "bad release").unwrap();
     assert_eq!(resolve("stripe"), "stripe-charge-adapter:1.0.0", "floating follows the rollback");
     assert!(resolve("pinned").starts_with("NoLongerPublished"), "pinned does not silently run something else");
     let latest =
-        reg.invalidate_publication(&common::actor("test"), vadyl::ids::PublicationVersion(1), "all bad").unwrap();
+        reg.registry().invalidate_publication(&common::actor("test"), vadyl::ids::PublicationVersion(1), "all bad").unwrap();
     assert!(latest.is_none());
     assert_eq!(resolve("stripe"), "NothingPublished");
 }

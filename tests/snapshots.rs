@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use vadyl::audit::{self, TrustedKey};
+use vadyl::app::audit::{self, TrustedKey};
 use vadyl::events::domain::EVENT_TYPES;
 use vadyl::ids::{ImplementationSource, PublicationVersion};
 
@@ -56,8 +56,8 @@ fn regenerate() {
     common::bind(&reg, "shop", "stripe", "stripe-charge-adapter@^1");
     common::bind(&reg, "shop", "hooks", "webhook-signer:1.0.0");
     common::bind(&reg, "shop", "stripe", &stripe.to_string());
-    reg.checkpoint(&common::actor("snapshot-generator")).unwrap();
-    reg.invalidate_publication(
+    reg.registry().checkpoint(&common::actor("snapshot-generator")).unwrap();
+    reg.registry().invalidate_publication(
         &common::actor("release-manager"),
         PublicationVersion(2),
         "1.2.0 double-charges on retry",
@@ -75,12 +75,13 @@ fn regenerate() {
         "shop backend".into(),
     )
     .unwrap();
-    reg.execute(&common::actor("admin"), |s| vadyl::commands::revoke_token(s, &auditor.token_id, "audit finished"))
+    reg.registry().execute(&common::actor("admin"), |s| vadyl::commands::revoke_token(s, &auditor.token_id, "audit finished"))
         .unwrap();
-    let cp = reg.checkpoint(&common::actor("snapshot-generator")).unwrap().unwrap();
-    audit::export(reg.store(), &cp.note, cp.tree_size, &dir().join("history.ndjson")).unwrap();
-    std::fs::write(dir().join("registry.pub"), format!("{}\n", reg.key().verifier_key())).unwrap();
-    let key = TrustedKey::parse(&reg.key().verifier_key()).unwrap();
+    let cp = reg.registry().checkpoint(&common::actor("snapshot-generator")).unwrap().unwrap();
+    let mut out = std::fs::File::create(dir().join("history.ndjson")).unwrap();
+    audit::export(reg.registry().store(), &cp.note, cp.tree_size, &mut out).unwrap();
+    std::fs::write(dir().join("registry.pub"), format!("{}\n", reg.registry().key().verifier_key())).unwrap();
+    let key = TrustedKey::parse(&reg.registry().key().verifier_key()).unwrap();
     let (_, events) = audit::read_export(&std::fs::read(dir().join("history.ndjson")).unwrap(), &key).unwrap();
     let state = audit::replay_events(&events).unwrap();
     let doc = serde_json::json!({ "digests": state.digests(), "state": state });

@@ -1,11 +1,11 @@
 //! The append-only event log: event types, canonical encoding, the hash chain, the Merkle tree and
-//! signed checkpoints over it, and the store that keeps it (SQLite by default).
+//! signed checkpoints over it, and the `EventStore` trait a backend implements (`storage::sqlite::log`
+//! is the default).
 //!
-//! Architecture invariant: only `sqlite` knows SQL. Everything else here is pure.
+//! Architecture invariant: pure. No SQL, no files, no clock.
 
 pub mod checkpoint;
 pub mod domain;
 pub mod envelope;
 pub mod merkle;
-pub mod sqlite;
 pub mod store;

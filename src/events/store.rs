@@ -116,18 +116,12 @@ pub enum StoreError {
     EventIdConflict { event_id: String },
     #[error("invalid append: {0}")]
     InvalidAppend(String),
-    #[error("database error: {0}")]
-    Database(String),
+    #[error("the log's database failed")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the event log is corrupt at position {position}: {reason}")]
     Corrupt { position: u64, reason: String },
     #[error("the store's writer has stopped")]
     WriterStopped,
-}
-
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        Self::Database(e.to_string())
-    }
 }
 
 /// The log. Methods block; async callers use `spawn_blocking`.

@@ -57,23 +57,23 @@ pub fn project_or_default(project: Option<&str>) -> Result<ProjectId, Problem> {
 
 pub async fn create(
     State(st): State<AppState>,
-    axum::Extension(who): axum::Extension<crate::auth::Principal>,
+    axum::Extension(who): axum::Extension<crate::app::access::Principal>,
     ApiJson(body): ApiJson<CreateBinding>,
 ) -> ApiResult {
     let project = project_or_default(body.project.as_deref())?;
-    who.authorize(crate::auth::Action::WriteProject { project: &project })?;
+    who.authorize(crate::app::access::Action::WriteProject { project: &project })?;
     let alias: BindingAlias = body.alias.parse()?;
     let target: BindingTarget = body.implementation.parse()?;
-    let registry = st.registry.clone();
+    let app = st.app.clone();
     let (p, a) = (project.clone(), alias.clone());
     let stored = tokio::task::spawn_blocking(move || {
-        registry.execute(&who.metadata(), |s| crate::commands::bind(s, p.clone(), a.clone(), target.clone()))
+        app.registry().execute(&who.metadata(), |s| crate::commands::bind(s, p.clone(), a.clone(), target.clone()))
     })
     .await
     .map_err(Problem::internal)??;
     let status =
         if stored.iter().any(|e| e.event_type == "BindingCreated") { StatusCode::CREATED } else { StatusCode::OK };
-    let body = st.registry.read(|s| s.binding(&project, &alias).map(|b| binding_json(s, b)));
+    let body = st.app.registry().read(|s| s.binding(&project, &alias).map(|b| binding_json(s, b)));
     let body = body.ok_or_else(|| Problem::internal("the binding vanished after it was stored"))?;
     Ok((status, Json(body)).into_response())
 }
@@ -86,7 +86,7 @@ pub struct ProjectQuery {
 
 pub async fn list(
     State(st): State<AppState>,
-    axum::Extension(who): axum::Extension<crate::auth::Principal>,
+    axum::Extension(who): axum::Extension<crate::app::access::Principal>,
     ApiQuery(q): ApiQuery<ProjectQuery>,
 ) -> ApiResult {
     let project = project_or_default(q.project.as_deref())?;
@@ -94,13 +94,13 @@ pub async fn list(
         // Exactly what a project without bindings answers.
         return ok(json!({ "project": project, "bindings": [] }));
     }
-    let list = st.registry.read(|s| s.bindings_of(&project).map(|b| binding_json(s, b)).collect::<Vec<_>>());
+    let list = st.app.registry().read(|s| s.bindings_of(&project).map(|b| binding_json(s, b)).collect::<Vec<_>>());
     ok(json!({ "project": project, "bindings": list }))
 }
 
 pub async fn show(
     State(st): State<AppState>,
-    axum::Extension(who): axum::Extension<crate::auth::Principal>,
+    axum::Extension(who): axum::Extension<crate::app::access::Principal>,
     Path(alias): Path<String>,
     ApiQuery(q): ApiQuery<ProjectQuery>,
 ) -> ApiResult {
@@ -109,7 +109,7 @@ pub async fn show(
     if !super::visible(&who, &project)? {
         return Err(Problem::not_found(format!("project {project} has no binding {alias}")));
     }
-    st.registry
+    st.app.registry()
         .read(|s| s.binding(&project, &alias).map(|b| binding_json(s, b)))
         .map_or_else(|| Err(Problem::not_found(format!("project {project} has no binding {alias}"))), ok)
 }

@@ -9,18 +9,17 @@ use axum::Json;
 
 use super::problem::Problem;
 use super::{ok, ApiJson, ApiResult, AppState};
-use crate::lifecycle;
 
 pub async fn declarative(
     State(st): State<AppState>,
-    axum::Extension(who): axum::Extension<crate::auth::Principal>,
+    axum::Extension(who): axum::Extension<crate::app::access::Principal>,
     ApiJson(document): ApiJson<serde_json::Value>,
 ) -> ApiResult {
     let name = document.get("name").and_then(serde_json::Value::as_str).unwrap_or_default();
-    who.authorize(crate::auth::Action::Build { implementation: name })?;
-    let registry = st.registry.clone();
+    who.authorize(crate::app::access::Action::Build { implementation: name })?;
+    let app = st.app.clone();
     let result =
-        tokio::task::spawn_blocking(move || lifecycle::build_declarative(&registry, &who.metadata(), &document))
+        tokio::task::spawn_blocking(move || app.build_declarative(&who.metadata(), &document))
             .await
             .map_err(Problem::internal)??;
     let status = if result.created { StatusCode::CREATED } else { StatusCode::OK };
@@ -28,7 +27,7 @@ pub async fn declarative(
 }
 
 pub async fn declarative_schema() -> ApiResult {
-    ok(crate::declarative::manifest_json_schema())
+    ok(crate::runtime::declarative::manifest_json_schema())
 }
 
 /// `POST /build/component`.
@@ -49,18 +48,17 @@ pub struct ComponentBuild {
 
 pub async fn component(
     State(st): State<AppState>,
-    axum::Extension(who): axum::Extension<crate::auth::Principal>,
+    axum::Extension(who): axum::Extension<crate::app::access::Principal>,
     ApiJson(body): ApiJson<ComponentBuild>,
 ) -> ApiResult {
     use base64::Engine;
-    who.authorize(crate::auth::Action::Build { implementation: body.implementation_id.name.as_str() })?;
+    who.authorize(crate::app::access::Action::Build { implementation: body.implementation_id.name.as_str() })?;
     let wasm = base64::engine::general_purpose::STANDARD
         .decode(body.component.as_bytes())
         .map_err(|e| Problem::bad_request(format!("/component is not standard base64: {e}")))?;
-    let registry = st.registry.clone();
+    let app = st.app.clone();
     let result = tokio::task::spawn_blocking(move || {
-        lifecycle::build_component(
-            &registry,
+        app.build_component(
             &who.metadata(),
             body.implementation_id,
             body.contract,
@@ -88,14 +86,13 @@ pub struct NativeBuild {
 
 pub async fn native(
     State(st): State<AppState>,
-    axum::Extension(who): axum::Extension<crate::auth::Principal>,
+    axum::Extension(who): axum::Extension<crate::app::access::Principal>,
     ApiJson(body): ApiJson<NativeBuild>,
 ) -> ApiResult {
-    who.authorize(crate::auth::Action::Build { implementation: body.implementation_id.name.as_str() })?;
-    let registry = st.registry.clone();
+    who.authorize(crate::app::access::Action::Build { implementation: body.implementation_id.name.as_str() })?;
+    let app = st.app.clone();
     let result = tokio::task::spawn_blocking(move || {
-        lifecycle::build_native(
-            &registry,
+        app.build_native(
             &who.metadata(),
             body.implementation_id,
             &body.adapter,

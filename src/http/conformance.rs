@@ -3,9 +3,7 @@
 use axum::extract::State;
 use serde::Deserialize;
 
-use super::problem::Problem;
 use super::{ok, ApiJson, ApiResult, AppState};
-use crate::conformance::{self, ConformanceError};
 use crate::ids::ImplementationId;
 
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -14,23 +12,13 @@ pub struct RunBody {
     implementation_id: String,
 }
 
-impl From<ConformanceError> for Problem {
-    fn from(e: ConformanceError) -> Self {
-        match e {
-            ConformanceError::Lifecycle(l) => l.into(),
-            ConformanceError::Registry(r) => r.into(),
-            ConformanceError::Setup(m) => Problem::internal(m),
-        }
-    }
-}
-
 pub async fn run(
     State(st): State<AppState>,
-    axum::Extension(who): axum::Extension<crate::auth::Principal>,
+    axum::Extension(who): axum::Extension<crate::app::access::Principal>,
     ApiJson(body): ApiJson<RunBody>,
 ) -> ApiResult {
     let id: ImplementationId = body.implementation_id.parse()?;
-    who.authorize(crate::auth::Action::Conformance { implementation: id.name.as_str() })?;
-    let report = conformance::run(&st.registry, &who.metadata(), &id).await?;
+    who.authorize(crate::app::access::Action::Conformance { implementation: id.name.as_str() })?;
+    let report = st.app.run_conformance(&who.metadata(), &id).await?;
     ok(serde_json::to_value(&report).unwrap_or_default())
 }

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::bindings::project_or_default;
 use super::problem::Problem;
 use super::{ok, ApiJson, ApiResult, AppState};
-use crate::invocation::{self, InvokeError, InvokeRequest, InvokeTarget};
+use crate::app::invoke::{InvokeRequest, InvokeTarget};
 
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -19,29 +19,9 @@ pub struct InvokeBody {
     input: serde_json::Value,
 }
 
-impl From<InvokeError> for Problem {
-    fn from(e: InvokeError) -> Self {
-        match e {
-            InvokeError::Command(c) => c.into(),
-            InvokeError::InvalidInput(problems) => {
-                let detail = InvokeError::InvalidInput(problems.clone()).to_string();
-                let items = problems
-                    .iter()
-                    .map(|(path, message)| serde_json::json!({"path": path, "message": message}))
-                    .collect();
-                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-input", detail)
-                    .with_errors(serde_json::Value::Array(items))
-            }
-            InvokeError::Lifecycle(l) => l.into(),
-            InvokeError::Implementation(m) => Problem::new(StatusCode::BAD_GATEWAY, "implementation-failed", m),
-            InvokeError::Internal(m) => Problem::internal(m),
-        }
-    }
-}
-
 pub async fn invoke(
     State(st): State<AppState>,
-    axum::Extension(who): axum::Extension<crate::auth::Principal>,
+    axum::Extension(who): axum::Extension<crate::app::access::Principal>,
     ApiJson(body): ApiJson<InvokeBody>,
 ) -> ApiResult {
     let project = project_or_default(body.project.as_deref())?;
@@ -56,10 +36,10 @@ pub async fn invoke(
             ))
         }
     };
-    match who.authorize(crate::auth::Action::WriteProject { project: &project }) {
+    match who.authorize(crate::app::access::Action::WriteProject { project: &project }) {
         Ok(()) => {}
         // Exactly what a binding that does not exist answers.
-        Err(crate::auth::Refusal::Hidden) => {
+        Err(crate::app::access::Refusal::Hidden) => {
             return Err(Problem::not_found(match &target {
                 InvokeTarget::Alias(alias) => format!("project {project} has no binding {alias}"),
                 InvokeTarget::Implementation(id) => format!("project {project} has no binding for {id}"),
@@ -68,6 +48,6 @@ pub async fn invoke(
         Err(refusal) => return Err(refusal.into()),
     }
     let request = InvokeRequest { project, target, operation: body.operation, input: body.input };
-    let result = invocation::invoke(&st.registry, request).await?;
+    let result = st.app.invoke(request).await?;
     ok(serde_json::to_value(&result).unwrap_or_default())
 }

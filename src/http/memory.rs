@@ -22,7 +22,7 @@ pub struct MemoryQuery {
 
 pub async fn get(
     State(st): State<AppState>,
-    axum::Extension(who): axum::Extension<crate::auth::Principal>,
+    axum::Extension(who): axum::Extension<crate::app::access::Principal>,
     ApiQuery(q): ApiQuery<MemoryQuery>,
 ) -> ApiResult {
     let project = project_or_default(q.project.as_deref())?;
@@ -37,9 +37,9 @@ pub async fn get(
     // Memory is shared by every version of an implementation name within a project.
     let scope =
         Scope::new(project.as_str(), implementation.name.as_str()).map_err(|e| Problem::bad_request(e.to_string()))?;
-    let memory = st.registry.services().memory.clone();
+    let app = st.app.clone();
     let key = q.key.clone();
-    let entry = tokio::task::spawn_blocking(move || memory.get(&scope, &key))
+    let entry = tokio::task::spawn_blocking(move || app.memory_get(&scope, &key))
         .await
         .map_err(Problem::internal)?
         .map_err(|e| Problem::bad_request(e.to_string()))?;

@@ -28,18 +28,19 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::{Action, Principal, Refusal};
+use crate::app::access::{Action, Principal, Refusal};
 use crate::events::envelope::EventMetadata;
 use crate::ids::{ContractKind, ContractRef, ImplementationId, PublicationVersion};
 use crate::projections::{Projections, PublicationView};
-use crate::registry::Registry;
+use crate::app::registry::Registry;
+use crate::app::App;
 use problem::Problem;
 
 pub type ApiResult = Result<Response, Problem>;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub registry: Arc<Registry>,
+    pub app: Arc<App>,
     pub auth: Auth,
     /// Per-token request rates (none: unlimited).
     pub rates: Option<Arc<rate::TokenRates>>,
@@ -62,18 +63,17 @@ async fn authenticate(State(st): State<AppState>, mut req: Request, next: axum::
             let header = req.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
             match header.and_then(|h| h.strip_prefix("Bearer ")) {
                 None => return unauthorized("send a token: Authorization: Bearer vadyl_…"),
-                Some(token) => match st.registry.tokens().check(token.trim()) {
-                    Ok(Some(id)) => {
-                        let principal = st.registry.read(|p| Principal::of_token(p, &id));
-                        if let (Some(_), Some(rates)) = (&principal, &st.rates) {
-                            if let Err(wait) = rates.check(&id) {
-                                return rate_limited(&id, rates.rate(), wait);
+                Some(token) => match st.app.authenticate(token.trim()) {
+                    Ok(Some(principal)) => {
+                        if let (Some(id), Some(rates)) = (principal.token_id(), &st.rates) {
+                            if let Err(wait) = rates.check(id) {
+                                return rate_limited(id, rates.rate(), wait);
                             }
                         }
-                        principal
+                        Some(principal)
                     }
                     Ok(None) => None,
-                    Err(e) => return Problem::internal(e).into_response(),
+                    Err(e) => return Problem::from(e).into_response(),
                 },
             }
         }
@@ -208,7 +208,7 @@ pub fn api_routes() -> Vec<ApiRoute> {
             )
         },
         ApiRoute {
-            body: Some(crate::declarative::manifest_json_schema),
+            body: Some(crate::runtime::declarative::manifest_json_schema),
             ..r(
                 Method::POST,
                 "/build/declarative",
@@ -245,12 +245,12 @@ pub fn api_routes() -> Vec<ApiRoute> {
 }
 
 /// The API for in-process calls by the data directory's owner.
-pub fn router(registry: Arc<Registry>) -> Router {
-    router_with(registry, Auth::Local, None)
+pub fn router(app: Arc<App>) -> Router {
+    router_with(app, Auth::Local, None)
 }
 
-pub fn router_with(registry: Arc<Registry>, auth: Auth, rates: Option<Arc<rate::TokenRates>>) -> Router {
-    let state = AppState { registry, auth, rates };
+pub fn router_with(app: Arc<App>, auth: Auth, rates: Option<Arc<rate::TokenRates>>) -> Router {
+    let state = AppState { app, auth, rates };
     let mut api = Router::new();
     let mut by_path: Vec<(&'static str, axum::routing::MethodRouter<AppState>)> = Vec::new();
     for route in api_routes() {
@@ -320,7 +320,7 @@ pub(crate) fn ok(value: serde_json::Value) -> ApiResult {
 }
 
 async fn list_contracts(State(st): State<AppState>) -> ApiResult {
-    let contracts = st.registry.read(|p| {
+    let contracts = st.app.registry().read(|p| {
         p.contracts
             .values()
             .map(|c| {
@@ -342,7 +342,7 @@ async fn get_contract(State(st): State<AppState>, Path((kind, major)): Path<(Str
     let major_version: u32 =
         major.parse().map_err(|_| Problem::bad_request(format!("majorVersion {major:?} must be a whole number")))?;
     let contract = ContractRef { kind, major_version };
-    st.registry
+    st.app.registry()
         .read(|p| p.contract(&contract).map(|c| serde_json::to_value(c).unwrap_or_default()))
         .map_or_else(|| Err(Problem::not_found(format!("contract {contract} is not registered"))), ok)
 }
@@ -356,7 +356,7 @@ fn implementation_json(p: &Projections, id: &ImplementationId) -> Option<serde_j
 }
 
 async fn list_implementations(State(st): State<AppState>) -> ApiResult {
-    let list = st.registry.read(|p| {
+    let list = st.app.registry().read(|p| {
         p.implementations.values().filter_map(|i| implementation_json(p, &i.implementation_id)).collect::<Vec<_>>()
     });
     ok(json!({ "implementations": list }))
@@ -364,7 +364,7 @@ async fn list_implementations(State(st): State<AppState>) -> ApiResult {
 
 async fn get_implementation(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
     let id: ImplementationId = id.parse()?;
-    st.registry
+    st.app.registry()
         .read(|p| implementation_json(p, &id))
         .map_or_else(|| Err(Problem::not_found(format!("implementation {id} does not exist"))), ok)
 }
@@ -377,7 +377,7 @@ pub fn publication_json(p: &Projections, view: &PublicationView) -> serde_json::
 }
 
 async fn latest_publication(State(st): State<AppState>) -> ApiResult {
-    st.registry
+    st.app.registry()
         .read(|p| p.publications.latest().map(|l| publication_json(p, l)))
         .map_or_else(|| Err(Problem::not_found("nothing is published yet (or every version is invalidated)")), ok)
 }
@@ -388,7 +388,7 @@ fn parse_version(v: &str) -> Result<PublicationVersion, Problem> {
 
 async fn publication_version(State(st): State<AppState>, Path(version): Path<String>) -> ApiResult {
     let version = parse_version(&version)?;
-    st.registry
+    st.app.registry()
         .read(|p| p.publications.get(version).map(|v| publication_json(p, v)))
         .map_or_else(|| Err(Problem::not_found(format!("publication version {version} does not exist"))), ok)
 }
@@ -396,7 +396,7 @@ async fn publication_version(State(st): State<AppState>, Path(version): Path<Str
 async fn publication_entry(State(st): State<AppState>, Path((version, id)): Path<(String, String)>) -> ApiResult {
     let version = parse_version(&version)?;
     let id: ImplementationId = id.parse()?;
-    st.registry.read(|p| {
+    st.app.registry().read(|p| {
         let publication = p
             .publications
             .get(version)
@@ -429,12 +429,12 @@ async fn invalidate_publication(
     if version.0 == 0 {
         return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "publicationVersion starts at 1"));
     }
-    let registry = st.registry.clone();
+    let app = st.app.clone();
     let latest =
-        tokio::task::spawn_blocking(move || registry.invalidate_publication(&who.metadata(), version, &body.reason))
+        tokio::task::spawn_blocking(move || app.registry().invalidate_publication(&who.metadata(), version, &body.reason))
             .await
             .map_err(Problem::internal)??;
-    let latest = st.registry.read(|p| latest.as_ref().map(|l| publication_json(p, l)));
+    let latest = st.app.registry().read(|p| latest.as_ref().map(|l| publication_json(p, l)));
     ok(json!({ "invalidated": version, "latest": latest }))
 }
 
@@ -472,11 +472,11 @@ const RETRY_AFTER_SECS: u64 = 1;
 
 /// The router behind load shedding, a concurrency limit and a request timeout, every refusal a
 /// problem document. Health checks bypass the limit so an overloaded server still says it is alive.
-pub fn limited(registry: Arc<Registry>, limits: Limits) -> Router {
+pub fn limited(app: Arc<App>, limits: Limits) -> Router {
     use axum::error_handling::HandleErrorLayer;
     use tower::ServiceBuilder;
     let rates = limits.per_token.map(|r| Arc::new(rate::TokenRates::new(r)));
-    let api = router_with(registry, Auth::Tokens, rates).layer(
+    let api = router_with(app, Auth::Tokens, rates).layer(
         ServiceBuilder::new()
             .layer(HandleErrorLayer::new(|e: axum::BoxError| async move {
                 let (detail, slug) = if e.is::<tower::load_shed::error::Overloaded>() {
@@ -501,34 +501,69 @@ pub fn limited(registry: Arc<Registry>, limits: Limits) -> Router {
 
 /// Serves until Ctrl-C / SIGTERM. Checkpoints and snapshots in the background, and once more on
 /// the way out, so a clean stop leaves a signed head and a fresh snapshot.
-pub async fn serve(registry: Arc<Registry>, listener: tokio::net::TcpListener, limits: Limits) -> anyhow::Result<()> {
+pub async fn serve(app: Arc<App>, listener: tokio::net::TcpListener, limits: Limits) -> std::io::Result<()> {
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, "serving");
     let maintenance = {
-        let registry = registry.clone();
+        let app = app.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(10));
             tick.tick().await;
             loop {
                 tick.tick().await;
-                let r = registry.clone();
-                let _ = tokio::task::spawn_blocking(move || maintain(&r)).await;
+                let a = app.clone();
+                let _ = tokio::task::spawn_blocking(move || maintain(a.registry())).await;
             }
         })
     };
-    axum::serve(listener, limited(registry.clone(), limits)).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, limited(app.clone(), limits)).with_graceful_shutdown(shutdown_signal()).await?;
     maintenance.abort();
-    tokio::task::spawn_blocking(move || maintain(&registry)).await?;
+    tokio::task::spawn_blocking(move || maintain(app.registry())).await.map_err(std::io::Error::other)?;
     Ok(())
 }
 
 fn maintain(registry: &Registry) {
     if let Err(e) = registry.checkpoint(&EventMetadata::actor("system")) {
-        tracing::error!(error = %e, "checkpoint failed");
+        tracing::error!(error = %crate::report::ErrorChain(&e), "checkpoint failed");
     }
     if let Err(e) = registry.snapshot_if_stale(1) {
-        tracing::error!(error = %e, "snapshot failed");
+        tracing::error!(error = %crate::report::ErrorChain(&e), "snapshot failed");
     }
+}
+
+/// Sends one request to `router` in-process and returns the status and the JSON body (`null` when
+/// the body is empty): how the CLI without `--server` runs a read command through the very handlers
+/// a server uses, so both modes print the same JSON.
+pub async fn call_local(
+    router: Router,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<(u16, serde_json::Value), LocalCallError> {
+    use tower::ServiceExt;
+    let builder = axum::http::Request::builder().method(method).uri(format!("/api/Connector{path}"));
+    let request = match body {
+        Some(b) => builder
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(serde_json::to_vec(&b).map_err(LocalCallError::Json)?)),
+        None => builder.body(axum::body::Body::empty()),
+    }
+    .map_err(|e| LocalCallError::Request(e.to_string()))?;
+    let response = router.oneshot(request).await.map_err(|e| LocalCallError::Request(e.to_string()))?;
+    let status = response.status().as_u16();
+    let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024 * 1024)
+        .await
+        .map_err(|e| LocalCallError::Request(e.to_string()))?;
+    let value = if bytes.is_empty() { serde_json::Value::Null } else { serde_json::from_slice(&bytes).map_err(LocalCallError::Json)? };
+    Ok((status, value))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalCallError {
+    #[error("the in-process request failed: {0}")]
+    Request(String),
+    #[error("the in-process answer is not JSON")]
+    Json(#[source] serde_json::Error),
 }
 
 async fn shutdown_signal() {

@@ -1,11 +1,12 @@
-//! RFC 9457 problem documents: the one place errors become HTTP statuses.
+//! RFC 9457 problem documents: the one place errors become HTTP statuses. Every error type of the
+//! layers below has its `From` here and nowhere else.
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::commands::CommandError;
-use crate::registry::RegistryError;
+use crate::app::registry::RegistryError;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
@@ -46,6 +47,16 @@ impl Problem {
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         // The detail is logged, not sent: internal errors may name paths and SQL.
         tracing::error!(error = %detail, "internal error");
+        Self::internal_opaque()
+    }
+
+    /// [`Problem::internal`] for an error with causes: the whole chain goes to the log.
+    pub fn internal_error(e: &(dyn std::error::Error + 'static)) -> Self {
+        tracing::error!(error = %crate::report::ErrorChain(e), "internal error");
+        Self::internal_opaque()
+    }
+
+    fn internal_opaque() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -81,7 +92,7 @@ impl From<RegistryError> for Problem {
             | RegistryError::Contention(_) => {
                 Self::new(StatusCode::CONFLICT, "concurrent-change", format!("{e}; retry the request"))
             }
-            other => Self::internal(other),
+            other => Self::internal_error(&other),
         }
     }
 }
@@ -92,9 +103,9 @@ impl From<crate::ids::IdError> for Problem {
     }
 }
 
-impl From<crate::lifecycle::LifecycleError> for Problem {
-    fn from(e: crate::lifecycle::LifecycleError) -> Self {
-        use crate::lifecycle::LifecycleError;
+impl From<crate::app::lifecycle::LifecycleError> for Problem {
+    fn from(e: crate::app::lifecycle::LifecycleError) -> Self {
+        use crate::app::lifecycle::LifecycleError;
         match e {
             LifecycleError::InvalidManifest(errors) => {
                 let detail = LifecycleError::InvalidManifest(errors.clone()).to_string();
@@ -104,6 +115,7 @@ impl From<crate::lifecycle::LifecycleError> for Problem {
             }
             LifecycleError::Registry(r) => r.into(),
             LifecycleError::Artifact(a) => Self::internal(a),
+            e @ (LifecycleError::ArtifactStore { .. } | LifecycleError::Contracts(_)) => Self::internal_error(&e),
             LifecycleError::InvalidRequest(m) => Self::bad_request(m),
             LifecycleError::Component(c) => {
                 use crate::runtime::component::ComponentError as C;
@@ -116,9 +128,50 @@ impl From<crate::lifecycle::LifecycleError> for Problem {
                     C::ExportMismatch { .. } | C::Invalid(_) | C::Descriptor(_) => {
                         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-component", c.to_string())
                     }
-                    C::Instantiate(_) | C::Cache(_) | C::Engine(_) => Self::internal(c),
+                    C::Instantiate(_) | C::Cache(_) | C::Engine(_) => Self::internal_error(&c),
                 }
             }
+        }
+    }
+}
+
+impl From<crate::app::conformance::ConformanceError> for Problem {
+    fn from(e: crate::app::conformance::ConformanceError) -> Self {
+        use crate::app::conformance::ConformanceError;
+        match e {
+            ConformanceError::Lifecycle(l) => l.into(),
+            ConformanceError::Registry(r) => r.into(),
+            other => Self::internal_error(&other),
+        }
+    }
+}
+
+impl From<crate::app::invoke::InvokeError> for Problem {
+    fn from(e: crate::app::invoke::InvokeError) -> Self {
+        use crate::app::invoke::InvokeError;
+        match e {
+            InvokeError::Command(c) => c.into(),
+            InvokeError::InvalidInput(problems) => {
+                let detail = InvokeError::InvalidInput(problems.clone()).to_string();
+                let items = problems
+                    .iter()
+                    .map(|(path, message)| serde_json::json!({"path": path, "message": message}))
+                    .collect();
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-input", detail)
+                    .with_errors(serde_json::Value::Array(items))
+            }
+            InvokeError::Lifecycle(l) => l.into(),
+            InvokeError::Implementation(m) => Self::new(StatusCode::BAD_GATEWAY, "implementation-failed", m),
+            other => Self::internal_error(&other),
+        }
+    }
+}
+
+impl From<crate::app::access::AccessError> for Problem {
+    fn from(e: crate::app::access::AccessError) -> Self {
+        match e {
+            crate::app::access::AccessError::Registry(r) => r.into(),
+            other => Self::internal_error(&other),
         }
     }
 }

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::problem::Problem;
 use super::{ok, ApiJson, ApiResult, AppState};
-use crate::auth::{Action, Principal};
+use crate::app::access::{Action, Principal};
 use crate::ids::{ProjectId, Role};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -34,14 +34,14 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateToken>,
 ) -> ApiResult {
     who.authorize(Action::ManageTokens)?;
-    let registry = st.registry.clone();
+    let app = st.app.clone();
     let role = body.role;
     let new = tokio::task::spawn_blocking(move || {
-        registry.issue_token(&who.metadata(), body.role, body.project, body.implementations, body.label)
+        app.issue_token(&who.metadata(), body.role, body.project, body.implementations, body.label)
     })
     .await
     .map_err(Problem::internal)??;
-    let grant = st.registry.read(|p| p.tokens.get(&new.token_id).cloned());
+    let grant = st.app.registry().read(|p| p.tokens.get(&new.token_id).cloned());
     Ok((
         StatusCode::CREATED,
         Json(json!({"tokenId": new.token_id, "token": new.token, "role": role, "grant": grant,
@@ -52,7 +52,7 @@ pub async fn create(
 
 pub async fn list(State(st): State<AppState>, Extension(who): Extension<Principal>) -> ApiResult {
     who.authorize(Action::ReadTokens)?;
-    let tokens = st.registry.read(|p| p.tokens.values().cloned().collect::<Vec<_>>());
+    let tokens = st.app.registry().read(|p| p.tokens.values().cloned().collect::<Vec<_>>());
     ok(json!({ "tokens": tokens }))
 }
 
@@ -69,13 +69,13 @@ pub async fn revoke(
     ApiJson(body): ApiJson<Revoke>,
 ) -> ApiResult {
     who.authorize(Action::ManageTokens)?;
-    let registry = st.registry.clone();
+    let app = st.app.clone();
     let id = token_id.clone();
     tokio::task::spawn_blocking(move || {
-        registry.execute(&who.metadata(), |s| crate::commands::revoke_token(s, &id, &body.reason))
+        app.registry().execute(&who.metadata(), |s| crate::commands::revoke_token(s, &id, &body.reason))
     })
     .await
     .map_err(Problem::internal)??;
-    let grant = st.registry.read(|p| p.tokens.get(&token_id).cloned());
+    let grant = st.app.registry().read(|p| p.tokens.get(&token_id).cloned());
     ok(json!({ "token": grant }))
 }

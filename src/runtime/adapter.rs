@@ -31,6 +31,7 @@ pub enum ExchangeOutcome {
     Response {
         status: u16,
         headers: Vec<(String, String)>,
+        #[serde(with = "body_text_or_base64")]
         body: Vec<u8>,
     },
     NetworkError {
@@ -40,6 +41,65 @@ pub enum ExchangeOutcome {
     Refused {
         message: String,
     },
+}
+
+impl Exchange {
+    /// This exchange as an invocation record keeps it: headers, body and messages through `redact`.
+    pub fn redacted(&self, redact_str: impl Fn(&str) -> String) -> Exchange {
+        let pairs =
+            |h: &[(String, String)]| h.iter().map(|(n, v)| (redact_str(n), redact_str(v))).collect::<Vec<_>>();
+        let outcome = match &self.outcome {
+            ExchangeOutcome::Response { status, headers, body } => ExchangeOutcome::Response {
+                status: *status,
+                headers: pairs(headers),
+                // Binary bodies are kept as they are: the redactor matches text.
+                body: match std::str::from_utf8(body) {
+                    Ok(text) => redact_str(text).into_bytes(),
+                    Err(_) => body.clone(),
+                },
+            },
+            ExchangeOutcome::NetworkError { message } => ExchangeOutcome::NetworkError { message: redact_str(message) },
+            ExchangeOutcome::Refused { message } => ExchangeOutcome::Refused { message: redact_str(message) },
+        };
+        Exchange {
+            plan: self.plan,
+            sequence: self.sequence,
+            outcome,
+            elapsed_ms: self.elapsed_ms,
+            attempts: self.attempts,
+            sent_headers: pairs(&self.sent_headers),
+        }
+    }
+}
+
+/// A body as JSON: `{"text": …}` when it is UTF-8, else `{"base64": …}`.
+mod body_text_or_base64 {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    enum Body {
+        Text(String),
+        Base64(String),
+    }
+
+    pub fn serialize<S: Serializer>(body: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(body) {
+            Ok(text) => Body::Text(text.to_owned()),
+            Err(_) => Body::Base64(base64::engine::general_purpose::STANDARD.encode(body)),
+        }
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        match Body::deserialize(d)? {
+            Body::Text(text) => Ok(text.into_bytes()),
+            Body::Base64(b) => base64::engine::general_purpose::STANDARD
+                .decode(b)
+                .map_err(|e| serde::de::Error::custom(format!("a recorded body is not base64: {e}"))),
+        }
+    }
 }
 
 /// A typed contract error (the contracts' `contract-error`).

@@ -21,6 +21,43 @@ pub enum ArtifactError {
     BadSignature(ContentHash),
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactStoreError {
+    #[error("artifact store I/O ({what}): {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("artifact {0} is not in the store")]
+    Missing(ContentHash),
+    #[error(transparent)]
+    Verification(#[from] ArtifactError),
+}
+
+/// The port artifacts are kept behind: bytes by their content hash. A backend only stores and
+/// returns bytes; verification is [`load_verified`]'s, the same for every backend.
+pub trait ArtifactStore: Send + Sync {
+    /// Stores `bytes` under their content hash. Storing the same bytes again is a no-op. A reader
+    /// never sees half an artifact.
+    fn put(&self, bytes: &[u8]) -> Result<ContentHash, ArtifactStoreError>;
+    /// The bytes stored under `hash`, unverified, or `None`.
+    fn get(&self, hash: &ContentHash) -> Result<Option<Vec<u8>>, ArtifactStoreError>;
+}
+
+/// Reads an artifact and verifies its bytes against the hash and the registry's signature; nothing
+/// unverified leaves this function.
+pub fn load_verified(
+    store: &dyn ArtifactStore,
+    hash: &ContentHash,
+    signature: &SignatureBytes,
+    key: &VerifyingKey,
+) -> Result<Vec<u8>, ArtifactStoreError> {
+    let bytes = store.get(hash)?.ok_or(ArtifactStoreError::Missing(*hash))?;
+    verify(&bytes, hash, signature, key)?;
+    Ok(bytes)
+}
+
 /// Checks bytes against the content hash and signature recorded when they were built.
 pub fn verify(
     bytes: &[u8],

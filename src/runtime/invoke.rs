@@ -32,7 +32,7 @@ pub struct HostServices {
     pub sleeper: Arc<dyn Sleeper>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LogRecord {
     pub level: String,
@@ -41,7 +41,7 @@ pub struct LogRecord {
     pub at_ms: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SpanRecord {
     pub name: String,
@@ -50,7 +50,7 @@ pub struct SpanRecord {
 }
 
 /// What one egress plan did, as kept for audit (bodies redacted).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EgressRecord {
     pub plan: u64,
@@ -63,7 +63,7 @@ pub struct EgressRecord {
 }
 
 /// Everything an invocation produced besides its outcome.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Trace {
     pub logs: Vec<LogRecord>,

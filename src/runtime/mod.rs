@@ -6,10 +6,9 @@
 
 pub mod adapter;
 pub mod artifact;
-pub mod artifacts;
 pub mod component;
+pub mod declarative;
 pub mod host;
-pub mod invocations;
 pub mod invoke;
 pub mod native;
 pub mod redaction;

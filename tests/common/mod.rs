@@ -11,7 +11,9 @@ use vadyl::events::domain::{CheckResult, CheckState, ConformanceRunCompleted, Im
 use vadyl::events::envelope::EventMetadata;
 use vadyl::ids::{BindingTarget, ContentHash, ImplementationId, ImplementationSource};
 use vadyl::keys::Signer;
-use vadyl::registry::{OpenOptions, Registry};
+use vadyl::app::registry::OpenOptions;
+use vadyl::app::App;
+use vadyl::runtime::artifact::ArtifactStore as _;
 
 pub fn vadyl_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vadyl"))
@@ -135,8 +137,8 @@ fn read(r: reqwest::blocking::Response) -> (u16, serde_json::Value) {
     (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
 }
 
-pub fn open(data_dir: &Path) -> Registry {
-    Registry::open(data_dir, OpenOptions::default()).expect("the registry opens")
+pub fn open(data_dir: &Path) -> App {
+    vadyl::storage::open(data_dir, OpenOptions::default()).expect("the registry opens")
 }
 
 pub fn actor(name: &str) -> EventMetadata {
@@ -144,7 +146,7 @@ pub fn actor(name: &str) -> EventMetadata {
 }
 
 /// Records a build of `id` through the build command handler (what the build engines will call).
-pub fn build(reg: &Registry, id: &str, contract: &str, source: ImplementationSource) -> ImplementationId {
+pub fn build(reg: &App, id: &str, contract: &str, source: ImplementationSource) -> ImplementationId {
     let id: ImplementationId = id.parse().unwrap();
     let bytes = format!("artifact bytes of {id}");
     let content_hash = ContentHash::of(bytes.as_bytes());
@@ -153,11 +155,11 @@ pub fn build(reg: &Registry, id: &str, contract: &str, source: ImplementationSou
         source,
         contract: contract.parse().unwrap(),
         content_hash,
-        signature: reg.key().sign(&vadyl::runtime::artifact::signing_message(&content_hash)),
+        signature: reg.registry().key().sign(&vadyl::runtime::artifact::signing_message(&content_hash)),
         artifact_size: bytes.len() as u64,
         media_type: "application/octet-stream".into(),
     };
-    reg.execute(&actor("test:builder"), |s| match commands::record_build(s, built.clone())? {
+    reg.registry().execute(&actor("test:builder"), |s| match commands::record_build(s, built.clone())? {
         BuildDecision::Created(events) => Ok(events),
         BuildDecision::AlreadyBuilt => Ok(vec![]),
     })
@@ -166,8 +168,8 @@ pub fn build(reg: &Registry, id: &str, contract: &str, source: ImplementationSou
 }
 
 /// Records a conformance run result through its command handler.
-pub fn conformance(reg: &Registry, id: &ImplementationId, run_id: &str, passed: bool) {
-    let imp = reg.read(|s| s.implementation(id).cloned()).unwrap();
+pub fn conformance(reg: &App, id: &ImplementationId, run_id: &str, passed: bool) {
+    let imp = reg.registry().read(|s| s.implementation(id).cloned()).unwrap();
     let state = if passed { CheckState::Passed } else { CheckState::Failed };
     let run = ConformanceRunCompleted {
         run_id: run_id.into(),
@@ -183,19 +185,19 @@ pub fn conformance(reg: &Registry, id: &ImplementationId, run_id: &str, passed: 
         started_at: "2026-11-25T12:00:00Z".into(),
         finished_at: "2026-11-25T12:00:01Z".into(),
     };
-    reg.execute(&actor("test:conformance"), |s| commands::complete_conformance_run(s, run.clone(), reg.key())).unwrap();
+    reg.registry().execute(&actor("test:conformance"), |s| commands::complete_conformance_run(s, run.clone(), reg.registry().key())).unwrap();
 }
 
 /// Builds and admits `id`, creating the next publication version.
-pub fn publish(reg: &Registry, id: &str, contract: &str) -> ImplementationId {
+pub fn publish(reg: &App, id: &str, contract: &str) -> ImplementationId {
     let id = build(reg, id, contract, ImplementationSource::DeclarativeBundle);
     conformance(reg, &id, &format!("conf_{}", id.to_string().replace([':', '.'], "_")), true);
     id
 }
 
-pub fn bind(reg: &Registry, project: &str, alias: &str, target: &str) {
+pub fn bind(reg: &App, project: &str, alias: &str, target: &str) {
     let target: BindingTarget = target.parse().unwrap();
-    reg.execute(&actor("test:project"), |s| {
+    reg.registry().execute(&actor("test:project"), |s| {
         commands::bind(s, project.parse().unwrap(), alias.parse().unwrap(), target.clone())
     })
     .unwrap();
@@ -203,19 +205,20 @@ pub fn bind(reg: &Registry, project: &str, alias: &str, target: &str) {
 
 /// Stores real component bytes and records their build through the command handler, skipping the
 /// build's own checks: how a test forces an artifact the build would refuse into the store.
-pub fn build_with_bytes(reg: &Registry, id: &str, contract: &str, bytes: &[u8]) -> ImplementationId {
+pub fn build_with_bytes(reg: &App, data_dir: &Path, id: &str, contract: &str, bytes: &[u8]) -> ImplementationId {
     let id: ImplementationId = id.parse().unwrap();
-    let content_hash = reg.artifacts().put(bytes).unwrap();
+    let artifacts = vadyl::storage::artifacts::FileArtifacts::open(&data_dir.join("artifacts")).unwrap();
+    let content_hash = artifacts.put(bytes).unwrap();
     let built = ImplementationBuilt {
         implementation_id: id.clone(),
         source: ImplementationSource::AuthoredComponent,
         contract: contract.parse().unwrap(),
         content_hash,
-        signature: reg.key().sign(&vadyl::runtime::artifact::signing_message(&content_hash)),
+        signature: reg.registry().key().sign(&vadyl::runtime::artifact::signing_message(&content_hash)),
         artifact_size: bytes.len() as u64,
         media_type: "application/wasm".into(),
     };
-    reg.execute(&actor("test:forced"), |s| match commands::record_build(s, built.clone())? {
+    reg.registry().execute(&actor("test:forced"), |s| match commands::record_build(s, built.clone())? {
         BuildDecision::Created(events) => Ok(events),
         BuildDecision::AlreadyBuilt => Ok(vec![]),
     })

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::declarative::manifest::{ConformanceFixtures, Egress, Redaction};
+use crate::runtime::declarative::manifest::{ConformanceFixtures, Egress, Redaction};
 
 /// Name of the custom section the host writes.
 pub const SECTION: &str = "vadyl:descriptor";

@@ -231,7 +231,7 @@ impl ComponentRuntime {
         let engine = Engine::new(&engine_config()).map_err(|e| ComponentError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         imports::add_to_linker(&mut linker).map_err(|e| ComponentError::Engine(format!("{e:#}")))?;
-        crate::keys::create_private_dir(cache_dir)
+        create_private_dir(cache_dir)
             .map_err(|e| ComponentError::Cache(format!("cannot create {}: {e}", cache_dir.display())))?;
         let fingerprint = {
             use std::hash::{Hash, Hasher};
@@ -643,4 +643,18 @@ fn same_type(resolve: &Resolve, expected: &Type, actual: &wasmtime::component::t
         },
         _ => false,
     }
+}
+
+/// The compiled-code cache is this node's own: a directory only its owner can list (0700).
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        if !dir.exists() {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        }
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)?;
+    Ok(())
 }

@@ -493,17 +493,17 @@ fn load_master_key(path: &Path) -> Result<Zeroizing<[u8; 32]>, SecretError> {
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), SecretError> {
-    crate::keys::create_private_dir(dir).map_err(|source| SecretError::KeyFileIo {
+    crate::storage::keys::create_private_dir(dir).map_err(|source| SecretError::KeyFileIo {
         action: "create directory",
         path: dir.to_owned(),
         source,
     })
 }
 
-use crate::keys::open_owner_only;
+use crate::storage::keys::open_owner_only;
 
 fn check_owner_only(path: &Path) -> Result<(), SecretError> {
-    match crate::keys::too_open_mode(path) {
+    match crate::storage::keys::too_open_mode(path) {
         Ok(None) => Ok(()),
         Ok(Some(mode)) => Err(SecretError::KeyFileTooOpen { path: path.to_owned(), mode }),
         Err(source) => Err(SecretError::KeyFileIo { action: "stat", path: path.to_owned(), source }),

@@ -112,7 +112,7 @@ pub fn run_tool(
 /// `origin` only names the module in errors.
 pub fn componentize(module: &[u8], origin: &Path) -> Result<Vec<u8>, GuestBuildError> {
     let fail =
-        |e: anyhow::Error| GuestBuildError::Componentize { module: origin.to_path_buf(), reason: format!("{e:#}") };
+        |e| GuestBuildError::Componentize { module: origin.to_path_buf(), reason: format!("{e:#}") };
     wit_component::ComponentEncoder::default().module(module).map_err(fail)?.validate(true).encode().map_err(fail)
 }
 

@@ -114,7 +114,7 @@ struct Bindings {
 fn generate_bindings(wit_dir: &Path, world: &str, out_dir: &Path) -> Result<Bindings, GuestBuildError> {
     // The equivalent command line of the wit-bindgen CLI, to name the step in errors.
     let command = format!("wit-bindgen c --world {world} {}", wit_dir.display());
-    let failed = |e: anyhow::Error| GuestBuildError::BuildFailed {
+    let failed = |e| GuestBuildError::BuildFailed {
         command: command.clone(),
         status: "the in-process generator failed".to_owned(),
         hint: None,

@@ -9,9 +9,9 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::ids::ImplementationId;
-use crate::lifecycle;
-use crate::registry::Registry;
+use crate::app::lifecycle::{self, Loader};
+use crate::app::records::{InvocationRecords, RecordError};
+use crate::app::registry::Registry;
 use crate::runtime::adapter::{
     run, AdapterError, EgressAuth, Exchange, ExecutePlan, LoopError, MemoryAnswer, MemoryCall, MemoryFailure, Outcome,
     PlanRequest, SecretInfo, StepHost,
@@ -27,8 +27,8 @@ pub enum ReplayError {
     Unreadable { id: String, reason: String },
     #[error(transparent)]
     Load(#[from] lifecycle::LifecycleError),
-    #[error("the invocation log failed: {0}")]
-    Log(String),
+    #[error("the invocation record cannot be read")]
+    Record(#[from] RecordError),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -158,29 +158,25 @@ fn unreadable(id: &str, reason: impl Into<String>) -> ReplayError {
 }
 
 /// Replays invocation `id` and compares its outcome with the recorded one.
-pub async fn replay_invocation(registry: &Registry, id: &str) -> Result<ReplayReport, ReplayError> {
-    let record = registry
-        .invocations()
-        .get(id)
-        .map_err(|e| ReplayError::Log(e.to_string()))?
-        .ok_or_else(|| ReplayError::NotFound(id.to_owned()))?;
-    let implementation: ImplementationId = record["implementationId"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| unreadable(id, "no implementation id"))?;
+pub async fn replay_invocation(
+    registry: &Registry,
+    loader: &Loader,
+    records: &dyn InvocationRecords,
+    id: &str,
+) -> Result<ReplayReport, ReplayError> {
+    let record = records.get(id)?.ok_or_else(|| ReplayError::NotFound(id.to_owned()))?;
+    let implementation = record.implementation_id.clone();
     let view = registry
         .read(|s| s.implementation(&implementation).cloned())
         .ok_or_else(|| unreadable(id, format!("{implementation} is not in the registry")))?;
-    if record["contentHash"].as_str() != Some(view.content_hash.to_string().as_str()) {
+    if record.content_hash != view.content_hash {
         return Err(unreadable(id, "the recorded content hash is not the implementation's artifact"));
     }
-    let operation = record["operation"].as_str().ok_or_else(|| unreadable(id, "no operation"))?.to_owned();
-    let exchanges = crate::invocation::exchanges_from_record(&record["exchanges"]).map_err(|e| unreadable(id, e))?;
-    let times: Vec<u64> = serde_json::from_value(record["trace"]["timeReadings"].clone())
-        .map_err(|e| unreadable(id, format!("time readings: {e}")))?;
-    let tape: Vec<TapeEntry> = serde_json::from_value(record["trace"]["tape"].clone())
-        .map_err(|e| unreadable(id, format!("host answers: {e}")))?;
-    let loaded = registry.cached_adapter(view.content_hash, || lifecycle::load(registry, &implementation))?;
+    let operation = record.operation.clone();
+    let exchanges = record.exchanges.clone();
+    let times = record.trace.time_readings.clone();
+    let tape: Vec<TapeEntry> = record.trace.tape.clone();
+    let loaded = loader.load_published(registry, &implementation, view.content_hash)?;
     let (n_exchanges, n_times, n_tape) = (exchanges.len(), times.len(), tape.len());
     let mut host = ReplayHost {
         exchanges,
@@ -191,18 +187,18 @@ pub async fn replay_invocation(registry: &Registry, id: &str) -> Result<ReplayRe
         divergences: Vec::new(),
     };
     let result =
-        run(loaded.adapter.as_ref(), &mut host, &operation, &record["input"], crate::invocation::MAX_EXCHANGES).await;
+        run(loaded.adapter.as_ref(), &mut host, &operation, &record.input, crate::app::invoke::MAX_EXCHANGES).await;
     let (recorded, replayed) = match result {
         Ok((Outcome::Done(mut output), _)) => {
             let contract = registry.read(|s| s.contract(&view.contract).cloned());
             let pointers = contract
-                .map(|c| crate::invocation::sensitive_output_pointers(&loaded.policy, &c, &operation))
+                .map(|c| crate::app::invoke::sensitive_output_pointers(&loaded.policy, &c, &operation))
                 .unwrap_or_else(|| loaded.policy.output_pointers.clone());
             let _ = redact_pointers(&mut output, &pointers);
-            (record["output"].clone(), output)
+            (record.output.clone().unwrap_or(Value::Null), output)
         }
-        Ok((Outcome::Failed(f), _)) => (record["error"].clone(), crate::invocation::failure_json(&f)),
-        Err(e) => (record["output"].clone(), serde_json::json!({ "replayError": e.to_string() })),
+        Ok((Outcome::Failed(f), _)) => (record.error.clone().unwrap_or(Value::Null), crate::app::invoke::failure_json(&f)),
+        Err(e) => (record.output.clone().unwrap_or(Value::Null), serde_json::json!({ "replayError": e.to_string() })),
     };
     Ok(ReplayReport {
         invocation_id: id.to_owned(),

@@ -11,9 +11,12 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::json;
 
+use super::{ensure, BenchResult};
+use crate::app::invoke::{InvokeRequest, InvokeTarget};
+use crate::app::registry::OpenOptions;
+use crate::app::App;
 use crate::events::envelope::EventMetadata;
-use crate::invocation::{self, InvokeRequest, InvokeTarget};
-use crate::registry::{OpenOptions, Registry};
+use crate::runtime::artifact::ArtifactStore as _;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct InvokeBenchOptions {
@@ -62,32 +65,33 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 const CHARGE: &str = r#"{"id":"ch_bench","object":"charge","amount":2000,"currency":"usd","status":"succeeded","captured":true,"created":1764072000}"#;
 
-pub fn run_invoke_bench(opts: &InvokeBenchOptions) -> anyhow::Result<InvokeBenchReport> {
+pub fn run_invoke_bench(opts: &InvokeBenchOptions) -> BenchResult<InvokeBenchReport> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         // The upstream: a minimal charge endpoint on loopback.
-        let app = axum::Router::new()
+        let upstream = axum::Router::new()
             .route("/v1/charges", axum::routing::post(|| async { ([("content-type", "application/json")], CHARGE) }));
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let port = listener.local_addr()?.port();
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let _ = axum::serve(listener, upstream).await;
         });
         let base = format!("http://127.0.0.1:{port}");
 
         let dir = tempfile::tempdir()?;
-        let registry = Registry::open(dir.path(), OpenOptions::default())?;
+        let app = crate::storage::open(dir.path(), OpenOptions::default())?;
+        let registry = app.registry();
         let project = crate::ids::ProjectId::default_project();
-        registry.services().secrets.set(&project, "stripe-secret-key", b"sk_test_bench_secret")?;
-        let mut manifest: serde_json::Value = serde_json::from_str(include_str!("../examples/stripe.connector.json"))?;
+        app.set_secret(&project, "stripe-secret-key", b"sk_test_bench_secret")?;
+        let mut manifest: serde_json::Value = serde_json::from_str(include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/stripe.connector.json")))?;
         manifest["config"]["baseUrl"] = json!(base);
         if let Some(allow) = manifest["egress"]["allow"].as_array_mut() {
             allow.push(json!({"scheme": "http", "host": "127.0.0.1", "port": port}));
         }
         let meta = EventMetadata::actor("bench");
-        let built = crate::lifecycle::build_declarative(&registry, &meta, &manifest)?;
-        let report = crate::conformance::run(&registry, &meta, &built.implementation_id).await?;
-        anyhow::ensure!(report.passed, "the bench manifest failed conformance: {:?}", report.checks);
+        let built = app.build_declarative(&meta, &manifest)?;
+        let report = app.run_conformance(&meta, &built.implementation_id).await?;
+        ensure!(report.passed, "the bench manifest failed conformance: {:?}", report.checks);
         let target: crate::ids::BindingTarget = built.implementation_id.to_string().parse()?;
         registry.execute(&meta, |s| {
             crate::commands::bind(s, project.clone(), "bench".parse().expect("valid alias"), target.clone())
@@ -102,14 +106,14 @@ pub fn run_invoke_bench(opts: &InvokeBenchOptions) -> anyhow::Result<InvokeBench
         };
         let n = opts.invocations.max(10);
         for _ in 0..n / 10 {
-            invocation::invoke(&registry, request()).await?;
+            app.invoke(request()).await?;
         }
         let mut ours = Vec::with_capacity(n);
         for _ in 0..n {
             let started = Instant::now();
-            let r = invocation::invoke(&registry, request()).await?;
+            let r = app.invoke(request()).await?;
             ours.push(started.elapsed().as_secs_f64() * 1e6);
-            anyhow::ensure!(r.output.is_some(), "the bench invocation failed: {:?}", r.error);
+            ensure!(r.output.is_some(), "the bench invocation failed: {:?}", r.error);
         }
 
         // Baseline: the same request with the same HTTP client library, a kept-alive client as a
@@ -135,7 +139,7 @@ pub fn run_invoke_bench(opts: &InvokeBenchOptions) -> anyhow::Result<InvokeBench
         ours.sort_by(|a, b| a.total_cmp(b));
         base_lat.sort_by(|a, b| a.total_cmp(b));
         let (m, bm) = (percentile(&ours, 0.5), percentile(&base_lat, 0.5));
-        let component = component_bench(&registry, &meta, &project, n).await?;
+        let component = component_bench(&app, dir.path(), &meta, &project, n).await?;
         Ok(InvokeBenchReport {
             component,
             declarative: Latency {
@@ -197,21 +201,23 @@ impl crate::runtime::adapter::StepHost for NoHost {
 /// The Rust Stripe component (built from `guests/` for this run), invoked with an input it refuses
 /// before any host call (a currency that is not three letters): the path without egress.
 async fn component_bench(
-    registry: &Registry,
+    app: &App,
+    data_dir: &std::path::Path,
     meta: &EventMetadata,
     project: &crate::ids::ProjectId,
     n: usize,
-) -> anyhow::Result<ComponentLatency> {
-    let guest = crate::guests::guests_dir().join("stripe-charge-rust");
+) -> BenchResult<ComponentLatency> {
+    let guest = crate::tools::guests::guests_dir().join("stripe-charge-rust");
     let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("guests");
-    let wasm = crate::guests::rust::build_rust_component(&guest, &[], &[], &target)?;
+    let wasm = crate::tools::guests::rust::build_rust_component(&guest, &[], &[], &target)?;
     let descriptor: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(guest.join("vadyl-descriptor.json"))?)?;
     let id: crate::ids::ImplementationId = "bench-component:1.0.0".parse()?;
     let contract: crate::ids::ContractRef = "payment.charge@1".parse()?;
-    crate::lifecycle::build_component(registry, meta, id.clone(), contract, &descriptor, &wasm)?;
-    let report = crate::conformance::run(registry, meta, &id).await?;
-    anyhow::ensure!(report.passed, "the bench component failed conformance: {:?}", report.checks);
+    app.build_component(meta, id.clone(), contract, &descriptor, &wasm)?;
+    let report = app.run_conformance(meta, &id).await?;
+    let registry = app.registry();
+    ensure!(report.passed, "the bench component failed conformance: {:?}", report.checks);
     let target: crate::ids::BindingTarget = id.to_string().parse()?;
     registry.execute(meta, |s| {
         crate::commands::bind(s, project.clone(), "bench-wasm".parse().expect("valid alias"), target.clone())
@@ -224,37 +230,39 @@ async fn component_bench(
         input: input.clone(),
     };
     for _ in 0..n / 10 {
-        invocation::invoke(registry, request()).await?;
+        app.invoke(request()).await?;
     }
     let mut ours = Vec::with_capacity(n);
     for _ in 0..n {
         let started = Instant::now();
-        let r = invocation::invoke(registry, request()).await?;
+        let r = app.invoke(request()).await?;
         ours.push(started.elapsed().as_secs_f64() * 1e6);
-        anyhow::ensure!(r.error.as_ref().is_some_and(|e| e["code"] == "invalid-input"), "unexpected answer {r:?}");
+        ensure!(r.error.as_ref().is_some_and(|e| e["code"] == "invalid-input"), "unexpected answer {r:?}");
     }
 
     // Raw: the same component, engine configuration, limits and pre-instantiation; a new store,
     // instantiate, call with ready-made values. No binding, bridge, host loop or record.
     let view = registry
         .read(|s| s.implementation(&id).cloned())
-        .ok_or_else(|| anyhow::anyhow!("the bench component vanished"))?;
-    let bytes =
-        registry.artifacts().get_verified(&view.content_hash, &view.signature, &registry.key().verifying_key())?;
+        .ok_or_else(|| "the bench component vanished")?;
+    // The raw baseline reads the artifact and compiles it itself, beside the registry's runtime.
+    let artifacts = crate::storage::artifacts::FileArtifacts::open(&data_dir.join("artifacts"))?;
+    let bytes = artifacts.get(&view.content_hash)?.ok_or("the bench artifact vanished")?;
     let spec = crate::contracts::load_embedded()?
         .contract("payment.charge", 1)
         .cloned()
-        .ok_or_else(|| anyhow::anyhow!("payment.charge@1 is missing"))?;
-    let adapter = registry.components()?.load(&view.content_hash, &bytes, &spec)?;
+        .ok_or_else(|| "payment.charge@1 is missing")?;
+    let raw_runtime = crate::runtime::component::ComponentRuntime::new(&data_dir.join("bench-compiled"), [7u8; 32])?;
+    let adapter = raw_runtime.load(&view.content_hash, &bytes, &spec)?;
     let (index, args) =
-        adapter.raw_call_parts("charge", &input).ok_or_else(|| anyhow::anyhow!("the component has no charge"))?;
+        adapter.raw_call_parts("charge", &input).ok_or_else(|| "the component has no charge")?;
     let mut raw = Vec::with_capacity(n);
     for i in 0..n + n / 10 {
         let started = Instant::now();
         let mut host = NoHost;
         let mut store = adapter.new_store(&mut host);
         let instance = adapter.instance_pre().instantiate(&mut store)?;
-        let func = instance.get_func(&mut store, index).ok_or_else(|| anyhow::anyhow!("no export"))?;
+        let func = instance.get_func(&mut store, index).ok_or_else(|| "no export")?;
         let mut results = [wasmtime::component::Val::Bool(false)];
         func.call(&mut store, &args, &mut results)?;
         drop(store);

@@ -3,8 +3,8 @@ use serde_json::{json, Value};
 use super::*;
 use crate::contracts::{load_embedded, Catalogue};
 
-const STRIPE: &str = include_str!("../../../examples/stripe.connector.json");
-const WEBHOOK: &str = include_str!("../../../examples/webhook.connector.json");
+const STRIPE: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/stripe.connector.json"));
+const WEBHOOK: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/webhook.connector.json"));
 
 fn catalogue() -> Catalogue {
     load_embedded().unwrap()
@@ -434,7 +434,7 @@ fn all_problems_are_reported_at_once() {
 
 #[test]
 fn example_requests_render_as_intended() {
-    use crate::declarative::template::{render_leaf, render_value, template_context};
+    use crate::runtime::declarative::template::{render_leaf, render_value, template_context};
     let valid = check(&stripe()).unwrap();
     let op = &valid.manifest().operations["refund"];
     let Some(Body::Form(form)) = &op.request.body else { panic!("form body expected") };

@@ -6,7 +6,6 @@
 //! signed checkpoint against the key the auditor supplies (not a key read from the log).
 
 use std::io::Write;
-use std::path::Path;
 
 use ed25519_dalek::VerifyingKey;
 use serde::Serialize;
@@ -34,8 +33,8 @@ pub enum AuditError {
     BadProof(String),
     #[error("the public key is not usable: {0}")]
     BadKey(String),
-    #[error("{0}")]
-    Io(String),
+    #[error("the export cannot be written")]
+    Write(#[source] std::io::Error),
 }
 
 /// The trust root an auditor supplies: a signed-note verifier key (`name+id+base64`, as `vadyl key
@@ -292,33 +291,35 @@ pub fn replay_report(store: &dyn EventStore, to: Option<u64>) -> Result<ReplayRe
     Ok(ReplayReport { digests: state.digests(), summary: summarize(&state) })
 }
 
-/// Writes events `1..=checkpoint.tree_size` as canonical NDJSON, then the signed checkpoint line.
-/// The file is written beside `out` and renamed into place, so a failed export leaves nothing.
-pub fn export(store: &dyn EventStore, checkpoint_note: &str, tree_size: u64, out: &Path) -> Result<u64, AuditError> {
-    let tmp = out.with_extension("partial");
-    let io = |e: std::io::Error| AuditError::Io(format!("cannot write {}: {e}", tmp.display()));
-    let file = std::fs::File::create(&tmp).map_err(io)?;
-    let mut w = std::io::BufWriter::new(file);
+/// Writes events `1..=tree_size` as canonical NDJSON to `out`, then the signed checkpoint line;
+/// returns how many events it wrote. Where the bytes go (a file renamed into place, a response
+/// body) is the caller's business.
+pub fn export(
+    store: &dyn EventStore,
+    checkpoint_note: &str,
+    tree_size: u64,
+    out: &mut dyn Write,
+) -> Result<u64, AuditError> {
     let mut written = 0u64;
     let mut write_error = None;
-    store.read_range(1, tree_size, &mut |e| {
+    let read = store.read_range(1, tree_size, &mut |e| {
         let line = e.canonical_line();
-        if let Err(err) = w.write_all(&line).and_then(|()| w.write_all(b"\n")) {
+        if let Err(err) = out.write_all(&line).and_then(|()| out.write_all(b"\n")) {
             write_error = Some(err);
-            return Err(StoreError::Database("export write failed".into()));
+            return Err(StoreError::Backend("the export's writer refused a line".into()));
         }
         written += 1;
         Ok(())
-    })?;
+    });
     if let Some(err) = write_error {
-        return Err(io(err));
+        return Err(AuditError::Write(err));
     }
+    read?;
     let trailer = serde_json::json!({ "checkpoint": checkpoint_note, "format": EXPORT_FORMAT });
-    let trailer = serde_json_canonicalizer::to_vec(&trailer).map_err(|e| AuditError::Io(e.to_string()))?;
-    w.write_all(&trailer).and_then(|()| w.write_all(b"\n")).map_err(io)?;
-    let file = w.into_inner().map_err(|e| io(e.into_error()))?;
-    file.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, out).map_err(|e| AuditError::Io(format!("cannot move the export into place: {e}")))?;
+    let trailer = serde_json_canonicalizer::to_vec(&trailer)
+        .map_err(|e| AuditError::Write(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+    out.write_all(&trailer).and_then(|()| out.write_all(b"\n")).map_err(AuditError::Write)?;
+    out.flush().map_err(AuditError::Write)?;
     Ok(written)
 }
 

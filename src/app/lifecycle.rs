@@ -2,24 +2,25 @@
 //! sign, record), and the loading of a published implementation for a run. HTTP and CLI call these;
 //! the events they append are still decided by `commands`.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::commands::{self, BuildDecision, CommandError};
-use crate::declarative::engine::DeclarativeAdapter;
-use crate::declarative::manifest::{FixtureResponse, Scheme as ManifestScheme};
-use crate::declarative::{self, Manifest, ManifestError};
+use crate::runtime::declarative::engine::DeclarativeAdapter;
+use crate::runtime::declarative::manifest::{FixtureResponse, Scheme as ManifestScheme};
+use crate::runtime::declarative::{self, Manifest, ManifestError};
 use crate::events::domain::ImplementationBuilt;
 use crate::events::envelope::EventMetadata;
 use crate::ids::{ContentHash, ContractRef, ImplementationId, ImplementationSource, SignatureBytes};
-use crate::keys::Signer;
-use crate::registry::{Registry, RegistryError};
+use crate::keys::{RegistryKey, Signer};
+use crate::app::registry::{Registry, RegistryError};
 use crate::runtime::adapter::Adapter;
-use crate::runtime::artifact;
-use crate::runtime::component::{descriptor, ComponentError, Descriptor};
+use crate::runtime::artifact::{self, ArtifactStore, ArtifactStoreError};
+use crate::runtime::component::{descriptor, ComponentError, ComponentRuntime, Descriptor};
 use crate::runtime::host::egress::{AllowList, AllowRule, Scheme};
 
 pub const DECLARATIVE_MEDIA_TYPE: &str = "application/vnd.vadyl.declarative+json";
@@ -34,10 +35,85 @@ pub enum LifecycleError {
     Registry(#[from] RegistryError),
     #[error("{0}")]
     Artifact(String),
+    #[error("the artifact of {implementation} cannot be {action}")]
+    ArtifactStore {
+        implementation: ImplementationId,
+        action: &'static str,
+        #[source]
+        source: ArtifactStoreError,
+    },
+    #[error("the embedded contract catalogue cannot be loaded")]
+    Contracts(#[source] crate::contracts::ContractError),
     #[error(transparent)]
     Component(#[from] ComponentError),
     #[error("{0}")]
     InvalidRequest(String),
+}
+
+/// Loads published artifacts for runs: verified by hash and signature, then parsed (declarative,
+/// native) or compiled (components, on the engine started on first use), and cached by content
+/// hash so that a run after the first pays none of it.
+pub struct Loader {
+    artifacts: Arc<dyn ArtifactStore>,
+    compiled_dir: PathBuf,
+    /// Authenticates the compiled-code cache; derived from the registry key, so only this
+    /// registry can write entries its loader accepts.
+    cache_key: [u8; 32],
+    components: OnceLock<Arc<ComponentRuntime>>,
+    loaded: Mutex<HashMap<ContentHash, Arc<Loaded>>>,
+}
+
+impl Loader {
+    pub fn new(artifacts: Arc<dyn ArtifactStore>, compiled_dir: PathBuf, key: &RegistryKey) -> Self {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"vadyl compiled-code cache v1\n");
+        h.update(key.signing_key().as_bytes());
+        Self {
+            artifacts,
+            compiled_dir,
+            cache_key: h.finalize().into(),
+            components: OnceLock::new(),
+            loaded: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn artifacts(&self) -> &dyn ArtifactStore {
+        self.artifacts.as_ref()
+    }
+
+    /// The component runtime (engine, closed linker, compiled-code cache), started on first use:
+    /// most commands never run a component.
+    pub fn components(&self) -> Result<Arc<ComponentRuntime>, ComponentError> {
+        if let Some(rt) = self.components.get() {
+            return Ok(rt.clone());
+        }
+        let rt = Arc::new(ComponentRuntime::new(&self.compiled_dir, self.cache_key)?);
+        Ok(self.components.get_or_init(|| rt).clone())
+    }
+
+    /// The loaded implementation `id`, loading (and verifying) it on first use.
+    pub fn load(&self, registry: &Registry, id: &ImplementationId) -> Result<Arc<Loaded>, LifecycleError> {
+        let hash = registry
+            .read(|s| s.implementation(id).map(|i| i.content_hash))
+            .ok_or_else(|| CommandError::NotFound(format!("implementation {id} does not exist")))?;
+        self.load_published(registry, id, hash)
+    }
+
+    /// [`Loader::load`] when the caller already knows the content hash (from the publication).
+    pub fn load_published(
+        &self,
+        registry: &Registry,
+        id: &ImplementationId,
+        hash: ContentHash,
+    ) -> Result<Arc<Loaded>, LifecycleError> {
+        if let Some(a) = self.loaded.lock().unwrap_or_else(|p| p.into_inner()).get(&hash) {
+            return Ok(a.clone());
+        }
+        let loaded = Arc::new(load(registry, self, id)?);
+        self.loaded.lock().unwrap_or_else(|p| p.into_inner()).insert(hash, loaded.clone());
+        Ok(loaded)
+    }
 }
 
 impl From<CommandError> for LifecycleError {
@@ -104,7 +180,7 @@ impl Policy {
     }
 }
 
-fn allow_list(egress: &crate::declarative::manifest::Egress) -> Result<AllowList, LifecycleError> {
+fn allow_list(egress: &crate::runtime::declarative::manifest::Egress) -> Result<AllowList, LifecycleError> {
     let rules = egress
         .allow
         .iter()
@@ -120,6 +196,7 @@ fn allow_list(egress: &crate::declarative::manifest::Egress) -> Result<AllowList
 /// before writing anything). Shared by the three sources.
 fn record_artifact(
     registry: &Registry,
+    loader: &Loader,
     metadata: &EventMetadata,
     id: ImplementationId,
     source: ImplementationSource,
@@ -128,15 +205,12 @@ fn record_artifact(
     media_type: &str,
 ) -> Result<BuildResult, LifecycleError> {
     let content_hash = ContentHash::of(bytes);
-    if let Some(existing) = registry.read(|s| s.implementation(&id).map(|i| i.content_hash)) {
-        if existing != content_hash {
-            return Err(CommandError::Conflict(format!(
-                "{id} is already built with content {existing}; implementation versions are immutable, publish a new version"
-            ))
-            .into());
-        }
-    }
-    registry.artifacts().put(bytes).map_err(|e| LifecycleError::Artifact(e.to_string()))?;
+    registry.read(|s| commands::check_rebuild(s, &id, &content_hash, &contract))?;
+    loader.artifacts.put(bytes).map_err(|source| LifecycleError::ArtifactStore {
+        implementation: id.clone(),
+        action: "stored",
+        source,
+    })?;
     let signature = registry.key().sign(&artifact::signing_message(&content_hash));
     let built = ImplementationBuilt {
         implementation_id: id.clone(),
@@ -167,7 +241,7 @@ fn record_artifact(
 }
 
 fn contract_spec(contract: &ContractRef) -> Result<crate::contracts::ContractSpec, LifecycleError> {
-    let catalogue = crate::contracts::load_embedded().map_err(|e| LifecycleError::Artifact(e.to_string()))?;
+    let catalogue = crate::contracts::load_embedded().map_err(LifecycleError::Contracts)?;
     catalogue
         .contract(contract.kind.as_str(), contract.major_version)
         .cloned()
@@ -177,6 +251,7 @@ fn contract_spec(contract: &ContractRef) -> Result<crate::contracts::ContractSpe
 /// Builds a declarative manifest into a signed, content-addressed artifact and records the build.
 pub fn build_declarative(
     registry: &Registry,
+    loader: &Loader,
     metadata: &EventMetadata,
     document: &Value,
 ) -> Result<BuildResult, LifecycleError> {
@@ -185,7 +260,7 @@ pub fn build_declarative(
     let (Some(kind), Some(major)) = (kind, major) else {
         return Err(invalid("/contract", "the manifest must name its contract: {\"kind\": …, \"majorVersion\": …}"));
     };
-    let catalogue = crate::contracts::load_embedded().map_err(|e| LifecycleError::Artifact(e.to_string()))?;
+    let catalogue = crate::contracts::load_embedded().map_err(LifecycleError::Contracts)?;
     let major = u32::try_from(major).map_err(|_| invalid("/contract/majorVersion", "too large"))?;
     let spec = catalogue
         .contract(kind, major)
@@ -197,6 +272,7 @@ pub fn build_declarative(
     let bytes = declarative::canonical_bytes(&valid);
     record_artifact(
         registry,
+        loader,
         metadata,
         id,
         ImplementationSource::DeclarativeBundle,
@@ -211,6 +287,7 @@ pub fn build_declarative(
 /// records the one artifact.
 pub fn build_component(
     registry: &Registry,
+    loader: &Loader,
     metadata: &EventMetadata,
     id: ImplementationId,
     contract: ContractRef,
@@ -222,12 +299,13 @@ pub fn build_component(
         .map_err(|e| LifecycleError::InvalidRequest(format!("the descriptor is not valid: {e}")))?;
     parsed.validate().map_err(ComponentError::from)?;
     validate_fixtures(&parsed, &contract)?;
-    registry.components()?.check(wasm, &spec)?;
+    loader.components()?.check(wasm, &spec)?;
     let canonical = serde_json_canonicalizer::to_vec(&parsed)
         .map_err(|e| LifecycleError::Artifact(format!("cannot canonicalize the descriptor: {e}")))?;
     let artifact = descriptor::embed(wasm, &canonical).map_err(ComponentError::from)?;
     record_artifact(
         registry,
+        loader,
         metadata,
         id,
         ImplementationSource::AuthoredComponent,
@@ -239,7 +317,7 @@ pub fn build_component(
 
 fn validate_fixtures(d: &Descriptor, contract: &ContractRef) -> Result<(), LifecycleError> {
     let Some(conformance) = &d.conformance else { return Ok(()) };
-    let vectors = crate::conformance::vectors(&contract.to_string());
+    let vectors = crate::contracts::vectors::vectors(&contract.to_string());
     for name in conformance.fixtures.keys() {
         if !vectors.as_ref().is_some_and(|v| v.vectors.iter().any(|x| &x.name == name)) {
             return Err(LifecycleError::InvalidRequest(format!(
@@ -268,6 +346,7 @@ pub struct NativeArtifact {
 /// the adapter and the build of the binary, signed and stored like any other.
 pub fn build_native(
     registry: &Registry,
+    loader: &Loader,
     metadata: &EventMetadata,
     id: ImplementationId,
     adapter: &str,
@@ -295,7 +374,7 @@ pub fn build_native(
     };
     let bytes = serde_json_canonicalizer::to_vec(&artifact)
         .map_err(|e| LifecycleError::Artifact(format!("cannot canonicalize the native artifact: {e}")))?;
-    record_artifact(registry, metadata, id, ImplementationSource::BuiltInNative, contract, &bytes, NATIVE_MEDIA_TYPE)
+    record_artifact(registry, loader, metadata, id, ImplementationSource::BuiltInNative, contract, &bytes, NATIVE_MEDIA_TYPE)
 }
 
 /// The build of this binary, as native artifacts name it.
@@ -305,14 +384,14 @@ pub fn binary_build() -> String {
 
 /// Loads a built implementation's artifact (verifying hash and signature before anything is parsed
 /// or compiled) as a runnable adapter with its policy.
-pub fn load(registry: &Registry, id: &ImplementationId) -> Result<Loaded, LifecycleError> {
+/// Uncached: [`Loader::load`] is what runs use.
+pub fn load(registry: &Registry, loader: &Loader, id: &ImplementationId) -> Result<Loaded, LifecycleError> {
     let view = registry
         .read(|s| s.implementation(id).cloned())
         .ok_or_else(|| CommandError::NotFound(format!("implementation {id} does not exist")))?;
-    let bytes = registry
-        .artifacts()
-        .get_verified(&view.content_hash, &view.signature, &registry.key().verifying_key())
-        .map_err(|e| LifecycleError::Artifact(format!("refusing to load {id}: {e}")))?;
+    let bytes =
+        artifact::load_verified(loader.artifacts(), &view.content_hash, &view.signature, &registry.key().verifying_key())
+            .map_err(|e| LifecycleError::Artifact(format!("refusing to load {id}: {e}")))?;
     match view.source {
         ImplementationSource::DeclarativeBundle => {
             let manifest: Manifest = serde_json::from_slice(&bytes)
@@ -338,7 +417,7 @@ pub fn load(registry: &Registry, id: &ImplementationId) -> Result<Loaded, Lifecy
         }
         ImplementationSource::AuthoredComponent => {
             let spec = contract_spec(&view.contract)?;
-            let adapter = registry.components()?.load(&view.content_hash, &bytes, &spec)?;
+            let adapter = loader.components()?.load(&view.content_hash, &bytes, &spec)?;
             let policy = Policy::from_descriptor(view.source, adapter.descriptor())?;
             Ok(Loaded { adapter: Arc::new(adapter), policy })
         }

@@ -12,70 +12,29 @@ pub mod upstream;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::commands;
 use crate::events::domain::{CheckResult, CheckState, ConformanceRunCompleted};
 use crate::events::envelope::EventMetadata;
 use crate::ids::ImplementationId;
-use crate::invocation::{
-    check_input, failure_json, memory_scope, redactor_for, sensitive_input_pointers, MAX_EXCHANGES,
+use crate::app::invoke::{
+    check_input, failure_json, memory_scope, redactor_for, sensitive_input_pointers, Invoker, MAX_EXCHANGES,
 };
-use crate::lifecycle::{self, LifecycleError};
+use crate::app::lifecycle::{self, LifecycleError};
 use crate::projections::ContractView;
-use crate::registry::{Registry, RegistryError};
+use crate::app::registry::RegistryError;
 use crate::runtime::adapter::Outcome;
 use crate::runtime::host::egress::RecordingSleeper;
 use crate::runtime::host::memory::Scope;
 use crate::runtime::invoke::InvocationHost;
 use crate::runtime::redaction::Redactor;
+use crate::contracts::vectors::vectors;
 use upstream::{ScriptedResponse, Upstream};
 
 /// The project conformance runs in: canary secrets and memory live here, never in a user's project.
 pub const CONFORMANCE_PROJECT: &str = "vadyl-conformance";
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct VectorFile {
-    pub contract: String,
-    pub vectors: Vec<Vector>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Vector {
-    pub name: String,
-    pub operation: String,
-    pub input: Value,
-    pub expect: Expectation,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Expectation {
-    /// `done`, `failed`, or `any`.
-    pub outcome: String,
-    #[serde(default)]
-    pub code: Option<String>,
-    /// Output pointer -> input pointer whose value it must equal.
-    #[serde(default)]
-    pub output_echoes_input: BTreeMap<String, String>,
-    #[serde(default)]
-    pub min_attempts: Option<usize>,
-    #[serde(default)]
-    pub same_idempotency_key_on_retry: bool,
-}
-
-/// The vectors of a contract, embedded in the binary.
-pub fn vectors(contract: &str) -> Option<VectorFile> {
-    let text = match contract {
-        "payment.charge@1" => include_str!("vectors/payment.charge@1.json"),
-        "webhook.deliver@1" => include_str!("vectors/webhook.deliver@1.json"),
-        _ => return None,
-    };
-    serde_json::from_str(text).ok()
-}
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -97,6 +56,20 @@ pub enum ConformanceError {
     Registry(#[from] RegistryError),
     #[error("{0}")]
     Setup(String),
+    #[error("the conformance project's name is invalid")]
+    Project(#[source] crate::ids::IdError),
+    #[error("the canary secrets cannot be planted")]
+    Secrets(#[from] crate::runtime::host::secrets::SecretError),
+    #[error("a scanner for the canary or sensitive values cannot be built")]
+    Redaction(#[from] crate::runtime::redaction::RedactionError),
+    #[error("the host-controlled upstream cannot start")]
+    Upstream(#[source] std::io::Error),
+    #[error("the conformance host cannot be set up")]
+    Host(#[source] crate::runtime::host::egress::EgressError),
+    #[error("a vector cannot be prepared")]
+    Invoke(#[from] crate::app::invoke::InvokeError),
+    #[error("the implementation's memory cannot be scanned")]
+    Memory(#[from] crate::runtime::host::memory::MemoryError),
 }
 
 /// Failures per check, in the order checks are reported.
@@ -157,20 +130,21 @@ fn validates(schema: &Value, value: &Value) -> Result<(), String> {
 
 /// Runs the suite and records the run (publishing the implementation if it passed).
 pub async fn run(
-    registry: &Registry,
+    inv: &Invoker<'_>,
     metadata: &EventMetadata,
     id: &ImplementationId,
 ) -> Result<ConformanceReport, ConformanceError> {
-    run_with_progress(registry, metadata, id, &mut |_| {}).await
+    run_with_progress(inv, metadata, id, &mut |_| {}).await
 }
 
 /// Like [`run`], reporting each vector's name as it starts.
 pub async fn run_with_progress(
-    registry: &Registry,
+    inv: &Invoker<'_>,
     metadata: &EventMetadata,
     id: &ImplementationId,
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<ConformanceReport, ConformanceError> {
+    let registry = inv.registry;
     let started_at = now_rfc3339();
     let view = registry.read(|s| s.implementation(id).cloned()).ok_or_else(|| {
         RegistryError::Command(commands::CommandError::NotFound(format!("implementation {id} does not exist")))
@@ -178,24 +152,25 @@ pub async fn run_with_progress(
     let contract: std::sync::Arc<ContractView> = registry
         .read(|s| s.contract(&view.contract).cloned())
         .ok_or_else(|| ConformanceError::Setup(format!("contract {} is not registered", view.contract)))?;
-    let loaded = lifecycle::load(registry, id)?;
+    // Loaded afresh, not from the run cache: a conformance run re-verifies the stored artifact.
+    let loaded = lifecycle::load(registry, inv.loader, id)?;
     let policy = &loaded.policy;
     let suite = vectors(&view.contract.to_string())
         .ok_or_else(|| ConformanceError::Setup(format!("no conformance vectors for {}", view.contract)))?;
     let project =
-        CONFORMANCE_PROJECT.parse().map_err(|e: crate::ids::IdError| ConformanceError::Setup(e.to_string()))?;
-    let services = registry.services();
+        CONFORMANCE_PROJECT.parse().map_err(ConformanceError::Project)?;
+    let services = inv.host;
 
     // Plant a fresh canary as every secret the implementation uses.
     let canary = random_canary();
     let secret_names = &policy.secrets;
     for name in secret_names {
-        services.secrets.set(&project, name, canary.as_bytes()).map_err(|e| ConformanceError::Setup(e.to_string()))?;
+        services.secrets.set(&project, name, canary.as_bytes())?;
     }
     let canary_scan =
-        Redactor::new([canary.clone().into_bytes()]).map_err(|e| ConformanceError::Setup(e.to_string()))?;
+        Redactor::new([canary.clone().into_bytes()])?;
     let upstream =
-        Upstream::start().await.map_err(|e| ConformanceError::Setup(format!("cannot start the upstream: {e}")))?;
+        Upstream::start().await.map_err(ConformanceError::Upstream)?;
     let allow = policy.allow.clone();
     let fixtures = &policy.fixtures;
 
@@ -206,7 +181,7 @@ pub async fn run_with_progress(
     for vector in &suite.vectors {
         progress(&vector.name);
         let v = &vector.name;
-        if check_input(registry, &contract, &vector.operation, &vector.input).is_err() {
+        if check_input(inv.caches, &contract, &vector.operation, &vector.input).is_err() {
             findings.fail("contract.shape", format!("{v}: the vector's input does not fit the contract (suite bug)"));
             continue;
         }
@@ -227,14 +202,14 @@ pub async fn run_with_progress(
                 })
                 .collect(),
         );
-        let redactor = redactor_for(registry, &project, policy, &contract, &vector.operation, &vector.input)
-            .map_err(|e| ConformanceError::Setup(e.to_string()))?;
+        let redactor =
+            redactor_for(services, inv.caches, &project, policy, &contract, &vector.operation, &vector.input)?;
         let host = InvocationHost::new(services, project.clone(), allow.clone(), redactor)
             .redirecting_to(&upstream.origin())
-            .map_err(|e| ConformanceError::Setup(e.to_string()))?
+            .map_err(ConformanceError::Host)?
             .with_sleeper(Arc::new(RecordingSleeper::default()))
             .with_grants(policy.grants())
-            .with_memory(memory_scope(&project, id).map_err(|e| ConformanceError::Setup(e.to_string()))?)
+            .with_memory(memory_scope(&project, id)?)
             .keeping_raw_emissions();
         let mut host = host;
         let result = crate::runtime::adapter::run(
@@ -327,8 +302,7 @@ pub async fn run_with_progress(
         }
 
         // secrets.no-raw-material: the canary never appears in what the implementation produced.
-        let memory_scope = Scope::new(project.as_str(), view.implementation_id.name.as_str())
-            .map_err(|e| ConformanceError::Setup(e.to_string()))?;
+        let memory_scope = Scope::new(project.as_str(), view.implementation_id.name.as_str())?;
         let memory = services.memory.get_snapshot(&memory_scope, "", None).map(|s| s.entries).unwrap_or_default();
         let mut places: Vec<(&str, Vec<u8>)> = vec![
             ("the output or error", outcome_json.to_string().into_bytes()),
@@ -373,7 +347,7 @@ pub async fn run_with_progress(
             }
         }
         if !sensitive.is_empty() {
-            let scan = Redactor::new(sensitive).map_err(|e| ConformanceError::Setup(e.to_string()))?;
+            let scan = Redactor::new(sensitive)?;
             for (place, bytes) in places
                 .iter()
                 .filter(|(p, _)| matches!(*p, "logs" | "spans" | "egress records" | "what it sent to logs and spans"))

@@ -14,7 +14,8 @@ use serde::Serialize;
 
 use crate::events::domain::{BindingChanged, BindingCreated, DomainEvent};
 use crate::events::envelope::EventMetadata;
-use crate::events::sqlite::{Durability, SqliteStore};
+use super::BenchResult;
+use crate::storage::sqlite::log::{Durability, SqliteStore};
 use crate::events::store::{AppendRequest, EventStore, ExpectedVersion, ProposedEvent};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -125,7 +126,7 @@ const BASELINE_SCHEMA: &str =
     stream_version INTEGER, type TEXT, schema_version INTEGER, recorded_at TEXT, actor TEXT, correlation_id TEXT, \
     causation_id TEXT, payload TEXT, prev_hash BLOB, hash BLOB)";
 
-fn baseline_conn(path: &Path, durability: Durability) -> anyhow::Result<Connection> {
+fn baseline_conn(path: &Path, durability: Durability) -> BenchResult<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(60))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -162,7 +163,7 @@ fn rate(events: u64, started: Instant) -> f64 {
     events as f64 / started.elapsed().as_secs_f64().max(1e-9)
 }
 
-pub fn run_log_bench(opts: &LogBenchOptions) -> anyhow::Result<LogBenchReport> {
+pub fn run_log_bench(opts: &LogBenchOptions) -> BenchResult<LogBenchReport> {
     let tmp;
     let dir = match &opts.dir {
         Some(d) => {
@@ -253,7 +254,7 @@ pub fn run_log_bench(opts: &LogBenchOptions) -> anyhow::Result<LogBenchReport> {
         let handles: Vec<_> = (0..64u64)
             .map(|w| {
                 let store = store.clone();
-                std::thread::spawn(move || -> anyhow::Result<()> {
+                std::thread::spawn(move || -> BenchResult<()> {
                     for i in 0..per {
                         let stream = format!("bench-{w}");
                         store.append(AppendRequest::single(
@@ -268,7 +269,7 @@ pub fn run_log_bench(opts: &LogBenchOptions) -> anyhow::Result<LogBenchReport> {
             })
             .collect();
         for h in handles {
-            h.join().map_err(|_| anyhow::anyhow!("a bench writer panicked"))??;
+            h.join().map_err(|_| Box::<dyn std::error::Error + Send + Sync>::from("a bench writer panicked"))??;
         }
         ours.push(rate(total, started));
         drop(store);
@@ -279,7 +280,7 @@ pub fn run_log_bench(opts: &LogBenchOptions) -> anyhow::Result<LogBenchReport> {
             .map(|_| {
                 let path = path.clone();
                 let payload = payload.clone();
-                std::thread::spawn(move || -> anyhow::Result<()> {
+                std::thread::spawn(move || -> BenchResult<()> {
                     let conn = baseline_conn(&path, Durability::Full)?;
                     for _ in 0..per {
                         baseline_insert(&conn, None, &payload)?;
@@ -289,7 +290,7 @@ pub fn run_log_bench(opts: &LogBenchOptions) -> anyhow::Result<LogBenchReport> {
             })
             .collect();
         for h in handles {
-            h.join().map_err(|_| anyhow::anyhow!("a baseline writer panicked"))??;
+            h.join().map_err(|_| Box::<dyn std::error::Error + Send + Sync>::from("a baseline writer panicked"))??;
         }
         base.push(rate(total, started));
     }
@@ -319,7 +320,7 @@ pub fn run_log_bench(opts: &LogBenchOptions) -> anyhow::Result<LogBenchReport> {
     for _ in 0..reps {
         let store = SqliteStore::open(&replay_path, Durability::Normal)?;
         let started = Instant::now();
-        let state = crate::audit::replay(&store, None)?;
+        let state = crate::app::audit::replay(&store, None)?;
         ours.push(rate(state.position, started));
         drop(store);
         let conn = Connection::open(&replay_path)?;

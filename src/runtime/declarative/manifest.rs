@@ -1213,7 +1213,7 @@ mod tests {
 
     #[test]
     fn typed_manifest_round_trips_through_serde() {
-        let text = include_str!("../../examples/stripe.connector.json");
+        let text = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/stripe.connector.json"));
         let manifest: Manifest = serde_json::from_str(text).unwrap();
         let again: Manifest = serde_json::from_value(serde_json::to_value(&manifest).unwrap()).unwrap();
         assert_eq!(manifest, again);

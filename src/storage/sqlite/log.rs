@@ -19,9 +19,9 @@ use crossbeam_channel::{Receiver, Sender};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use sha2::{Digest, Sha256};
 
-use super::envelope::{canonical_json, RecordedEvent, GENESIS_PREV_HASH};
-use super::merkle::Hash32;
-use super::store::{AppendOutcome, AppendRequest, EventStore, Head, StoreError};
+use crate::events::envelope::{canonical_json, RecordedEvent, GENESIS_PREV_HASH};
+use crate::events::merkle::Hash32;
+use crate::events::store::{AppendOutcome, AppendRequest, EventStore, Head, StoreError};
 
 /// How hard a commit is made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,7 +111,7 @@ fn row_to_event(row: &rusqlite::Row<'_>) -> Result<RecordedEvent, StoreError> {
         event_type: row.get(4)?,
         schema_version: row.get::<_, i64>(5)? as u32,
         recorded_at: row.get(6)?,
-        metadata: super::envelope::EventMetadata {
+        metadata: crate::events::envelope::EventMetadata {
             actor: row.get(7)?,
             correlation_id: row.get(8)?,
             causation_id: row.get(9)?,
@@ -150,7 +150,7 @@ impl SqliteStore {
         let writer = std::thread::Builder::new()
             .name("vadyl-log-writer".into())
             .spawn(move || writer_loop(conn, rx))
-            .map_err(|e| StoreError::Database(format!("cannot start the log writer thread: {e}")))?;
+            .map_err(|e| StoreError::Backend(Box::new(e)))?;
         let watch = Mutex::new(open_connection(path)?);
         Ok(Self { path: path.to_owned(), jobs: Some(tx), writer: Some(writer), readers: Mutex::new(Vec::new()), watch })
     }
@@ -235,7 +235,10 @@ fn commit_group(conn: &mut Connection, group: &[WriteJob]) -> Vec<Result<AppendO
     };
     match run(conn) {
         Ok(results) => results,
-        Err(e) => group.iter().map(|_| Err(StoreError::Database(format!("commit failed: {e}")))).collect(),
+        Err(e) => {
+            let e = std::sync::Arc::new(e);
+            group.iter().map(|_| Err(StoreError::Backend(Box::new(SharedError(e.clone()))))).collect()
+        }
     }
 }
 
@@ -558,5 +561,28 @@ mod tests {
         let wins = handles.into_iter().map(|h| h.join().unwrap()).filter(|ok| *ok).count();
         assert_eq!(wins, 1);
         assert_eq!(s.head().unwrap().unwrap().position, 2);
+    }
+}
+
+// The `EventStore` seam knows no database; SQLite's errors become its backend errors here.
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Backend(Box::new(e))
+    }
+}
+
+/// One failed commit, reported to every append of its group.
+#[derive(Debug)]
+struct SharedError(std::sync::Arc<StoreError>);
+
+impl std::fmt::Display for SharedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the group commit failed: {}", self.0)
+    }
+}
+
+impl std::error::Error for SharedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(self.0.as_ref())
     }
 }

@@ -13,11 +13,13 @@ use anyhow::{anyhow, bail, Context};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
-use crate::audit::{self, TrustedKey};
-use crate::events::envelope::EventMetadata;
-use crate::events::sqlite::{Durability, SqliteStore};
-use crate::ids::{BindingAlias, BindingTarget, ContractRef, ImplementationId, ProjectId, PublicationVersion};
-use crate::registry::{OpenOptions, Registry, EVENTS_DB};
+use vadyl::app::audit::{self, TrustedKey};
+use vadyl::events::envelope::EventMetadata;
+use vadyl::storage::sqlite::log::{Durability, SqliteStore};
+use vadyl::storage::EVENTS_DB;
+use vadyl::ids::{BindingAlias, BindingTarget, ContractRef, ImplementationId, ProjectId, PublicationVersion};
+use vadyl::app::registry::OpenOptions;
+use vadyl::app::App;
 
 #[derive(Parser, Debug)]
 #[command(name = "vadyl", version, about = "Event-sourced publication registry and runtime for connectors")]
@@ -49,10 +51,10 @@ pub enum Command {
         request_timeout_secs: u64,
         /// Requests per second each token may send on average; more are answered 429 with
         /// Retry-After. 0 turns the per-token limit off.
-        #[arg(long, default_value_t = crate::http::DEFAULT_TOKEN_RATE)]
+        #[arg(long, default_value_t = vadyl::http::DEFAULT_TOKEN_RATE)]
         rate_limit: u32,
         /// Requests each token may send at once before the per-second rate applies.
-        #[arg(long, default_value_t = crate::http::DEFAULT_TOKEN_BURST)]
+        #[arg(long, default_value_t = vadyl::http::DEFAULT_TOKEN_BURST)]
         rate_limit_burst: u32,
     },
     /// The registry's signing key.
@@ -316,9 +318,9 @@ pub enum AuditCommand {
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// Event log throughput beside raw-SQLite baselines measured in the same run.
-    Log(crate::bench::LogBenchOptions),
+    Log(vadyl::tools::bench::log::LogBenchOptions),
     /// Declarative invocation through the full path beside a direct call of the same upstream.
-    Invoke(crate::bench_invoke::InvokeBenchOptions),
+    Invoke(vadyl::tools::bench::invoke::InvokeBenchOptions),
 }
 
 /// Where a command's data lives: the data directory, or a server.
@@ -335,18 +337,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { listen, max_concurrent, request_timeout_secs, rate_limit, rate_limit_burst } => serve(
             &cli.data_dir,
             &listen,
-            crate::http::Limits {
+            vadyl::http::Limits {
                 max_concurrent,
                 request_timeout: std::time::Duration::from_secs(request_timeout_secs.max(1)),
-                per_token: crate::http::rate::TokenRate::new(rate_limit, rate_limit_burst),
+                per_token: vadyl::http::rate::TokenRate::new(rate_limit, rate_limit_burst),
             },
         ),
         Command::Key(KeyCommand::Show) => {
-            let key = crate::keys::RegistryKey::load_or_create(&cli.data_dir.join("keys"))?;
-            use crate::keys::Signer;
+            let key = vadyl::storage::registry_key(&cli.data_dir)?;
+            use vadyl::keys::Signer;
             out.print(
                 &json!({
-                    "algorithm": "ed25519", "keyName": crate::keys::KEY_NAME, "keyId": key.key_id_hex(),
+                    "algorithm": "ed25519", "keyName": vadyl::keys::KEY_NAME, "keyId": key.key_id_hex(),
                     "publicKey": key.public_key_base64(), "verifierKey": key.verifier_key(),
                 }),
                 |v| {
@@ -429,11 +431,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     call_api(&cli, reqwest::Method::POST, "/conformance/run", Some(json!({"implementationId": id})))?
                 }
                 None => {
-                    let registry = open_registry(&cli.data_dir)?;
+                    let app = open_registry(&cli.data_dir)?;
                     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
                     let json_mode = out.json;
-                    let report = runtime.block_on(crate::conformance::run_with_progress(
-                        &registry,
+                    let report = runtime.block_on(app.run_conformance_with_progress(
                         &local_actor(),
                         &id,
                         &mut |vector| {
@@ -442,7 +443,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                             }
                         },
                     ))?;
-                    registry.checkpoint(&local_actor())?;
+                    app.registry().checkpoint(&local_actor())?;
                     serde_json::to_value(&report)?
                 }
             };
@@ -498,12 +499,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Connector(ConnectorCommand::Schema(SchemaCommand::Declarative)) => {
-            println!("{}", serde_json::to_string_pretty(&crate::declarative::manifest_json_schema())?);
+            println!("{}", serde_json::to_string_pretty(&vadyl::runtime::declarative::manifest_json_schema())?);
             Ok(())
         }
         Command::Secret(c) => secret(&cli, &out, c),
         Command::Token(TokenCommand::Create { role, project, implementations, label }) => {
-            let role: crate::ids::Role = role.parse()?;
+            let role: vadyl::ids::Role = role.parse()?;
             let body = json!({"role": role, "project": project, "implementations": implementations, "label": label});
             let v = call_api(&cli, reqwest::Method::POST, "/tokens", Some(body))?;
             out.print(&v, |v| {
@@ -533,7 +534,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Audit(c) => audit_command(&cli.data_dir, &out, c),
         Command::Bench(BenchCommand::Invoke(opts)) => {
-            let report = crate::bench_invoke::run_invoke_bench(&opts)?;
+            let report = vadyl::tools::bench::invoke::run_invoke_bench(&opts).map_err(anyhow::Error::from_boxed)?;
             out.print(&serde_json::to_value(&report)?, |_| {
                 let (d, c) = (&report.declarative, &report.component);
                 format!(
@@ -546,7 +547,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(BenchCommand::Log(opts)) => {
-            let report = crate::bench::run_log_bench(&opts)?;
+            let report = vadyl::tools::bench::log::run_log_bench(&opts).map_err(anyhow::Error::from_boxed)?;
             out.print(&serde_json::to_value(&report)?, |_| report.human());
             Ok(())
         }
@@ -572,19 +573,19 @@ fn local_actor() -> EventMetadata {
     EventMetadata::actor(format!("local:{user}"))
 }
 
-fn open_registry(data_dir: &Path) -> anyhow::Result<Registry> {
-    Registry::open(data_dir, OpenOptions::default())
+fn open_registry(data_dir: &Path) -> anyhow::Result<App> {
+    vadyl::storage::open(data_dir, OpenOptions::default())
         .with_context(|| format!("cannot open the registry in {}", data_dir.display()))
 }
 
 /// Where `vadyl serve` writes the first admin token (owner-only).
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 
-fn serve(data_dir: &Path, listen: &str, limits: crate::http::Limits) -> anyhow::Result<()> {
+fn serve(data_dir: &Path, listen: &str, limits: vadyl::http::Limits) -> anyhow::Result<()> {
     let addr: std::net::SocketAddr =
         listen.parse().with_context(|| format!("--listen {listen:?} is not an address such as 127.0.0.1:8080"))?;
-    let registry = Arc::new(open_registry(data_dir)?);
-    let has_tokens = registry.read(|p| p.tokens.values().any(|t| t.revoked.is_none()));
+    let app = Arc::new(open_registry(data_dir)?);
+    let has_tokens = app.registry().read(|p| p.tokens.values().any(|t| t.revoked.is_none()));
     if !addr.ip().is_loopback() && !has_tokens {
         bail!(
             "refusing to listen on {addr}, which is not a loopback address, before any access token exists: \
@@ -593,9 +594,9 @@ fn serve(data_dir: &Path, listen: &str, limits: crate::http::Limits) -> anyhow::
     }
     let token_file = data_dir.join(ADMIN_TOKEN_FILE);
     if !has_tokens && !token_file.exists() {
-        let new = registry.issue_token(
+        let new = app.issue_token(
             &EventMetadata::actor("system"),
-            crate::ids::Role::Admin,
+            vadyl::ids::Role::Admin,
             None,
             vec![],
             "initial admin token (vadyl serve)".into(),
@@ -621,8 +622,8 @@ fn serve(data_dir: &Path, listen: &str, limits: crate::http::Limits) -> anyhow::
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener.local_addr()?;
         // Tests and scripts read this line to learn the port when listening on :0.
-        println!("vadyl listening on http://{local} (data directory {})", registry.data_dir().display());
-        crate::http::serve(registry, listener, limits).await
+        println!("vadyl listening on http://{local} (data directory {})", data_dir.display());
+        Ok(vadyl::http::serve(app, listener, limits).await?)
     })
 }
 
@@ -675,10 +676,10 @@ fn call_api(cli: &Conn, method: reqwest::Method, path: &str, body: Option<Value>
             (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
         }
         None => {
-            let registry = Arc::new(open_registry(&cli.data_dir)?);
+            let app = Arc::new(open_registry(&cli.data_dir)?);
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let result = runtime.block_on(in_process(registry.clone(), method, path, body));
-            registry.snapshot_if_stale(1000)?;
+            let result = runtime.block_on(in_process(app.clone(), method, path, body));
+            app.registry().snapshot_if_stale(1000)?;
             result?
         }
     };
@@ -698,28 +699,12 @@ fn call_api(cli: &Conn, method: reqwest::Method, path: &str, body: Option<Value>
     }
 }
 
-async fn in_process(
-    registry: Arc<Registry>,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> anyhow::Result<(u16, Value)> {
-    use tower::ServiceExt;
-    let mut builder = axum::http::Request::builder().method(method.as_str()).uri(format!("/api/Connector{path}"));
-    let body = match body {
-        Some(b) => {
-            builder = builder.header("content-type", "application/json");
-            axum::body::Body::from(serde_json::to_vec(&b)?)
-        }
-        None => axum::body::Body::empty(),
-    };
-    let response = crate::http::router(registry.clone()).oneshot(builder.body(body)?).await?;
-    let status = response.status().as_u16();
-    let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024 * 1024).await?;
+async fn in_process(app: Arc<App>, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
+    let (status, value) = vadyl::http::call_local(vadyl::http::router(app.clone()), method.as_str(), path, body).await?;
     if (200..300).contains(&status) && method != reqwest::Method::GET {
-        tokio::task::spawn_blocking(move || registry.checkpoint(&local_actor())).await??;
+        tokio::task::spawn_blocking(move || app.registry().checkpoint(&local_actor())).await??;
     }
-    Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+    Ok((status, value))
 }
 
 fn publication(cli: &Conn, out: &Output, command: PublicationCommand) -> anyhow::Result<()> {
@@ -848,8 +833,7 @@ fn secret(cli: &Conn, out: &Output, command: SecretCommand) -> anyhow::Result<()
     if cli.server.is_some() {
         bail!("secrets are set on the registry's own data directory, not through --server");
     }
-    let registry = open_registry(&cli.data_dir)?;
-    let secrets = &registry.services().secrets;
+    let app = open_registry(&cli.data_dir)?;
     match command {
         SecretCommand::Set { name, project, from_env } => {
             let project = project_arg(project)?;
@@ -867,14 +851,14 @@ fn secret(cli: &Conn, out: &Output, command: SecretCommand) -> anyhow::Result<()
             if value.is_empty() {
                 bail!("the secret value is empty");
             }
-            let meta = secrets.set(&project, &name, value.as_bytes())?;
+            let meta = app.set_secret(&project, &name, value.as_bytes())?;
             out.print(&serde_json::to_value(&meta)?, |_| {
                 format!("stored {} version {} in project {project} ({})", meta.name, meta.version, meta.fingerprint)
             });
         }
         SecretCommand::List { project } => {
             let project = project_arg(project)?;
-            let list = secrets.list(&project)?;
+            let list = app.list_secrets(&project)?;
             out.print(&serde_json::to_value(&list)?, |_| {
                 list.iter()
                     .map(|m| format!("{} v{} {}", m.name, m.version, m.fingerprint))
@@ -894,7 +878,7 @@ fn trusted_key(data_dir: &Path, arg: &KeyArg) -> anyhow::Result<TrustedKey> {
             Ok(TrustedKey::parse(&text)?)
         }
         None => {
-            let key = crate::keys::RegistryKey::load_or_create(&data_dir.join("keys"))?;
+            let key = vadyl::storage::registry_key(data_dir)?;
             Ok(TrustedKey::parse(&key.verifier_key())?)
         }
     }
@@ -929,9 +913,9 @@ fn build_summary(v: &Value) -> String {
 fn audit_command(data_dir: &Path, out: &Output, command: AuditCommand) -> anyhow::Result<()> {
     match command {
         AuditCommand::ReplayInvocation { invocation_id } => {
-            let registry = open_registry(data_dir)?;
+            let app = open_registry(data_dir)?;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            let report = runtime.block_on(crate::replay::replay_invocation(&registry, &invocation_id))?;
+            let report = runtime.block_on(app.replay_invocation(&invocation_id))?;
             out.print(&serde_json::to_value(&report)?, |_| {
                 format!(
                     "replayed {} ({} {}) from {} recorded exchange(s), {} time reading(s), {} other host answer(s), without network\n\
@@ -1000,15 +984,17 @@ fn audit_command(data_dir: &Path, out: &Output, command: AuditCommand) -> anyhow
             Ok(())
         }
         AuditCommand::Checkpoint => {
-            let registry = open_registry(data_dir)?;
+            let app = open_registry(data_dir)?;
+            let registry = app.registry();
             let cp = registry.checkpoint(&local_actor())?.ok_or_else(|| anyhow!("the log is empty"))?;
             out.print(&serde_json::to_value(&cp)?, |_| cp.note.clone());
             Ok(())
         }
         AuditCommand::Export { out: path } => {
-            let registry = open_registry(data_dir)?;
+            let app = open_registry(data_dir)?;
+            let registry = app.registry();
             let cp = registry.checkpoint(&local_actor())?.ok_or_else(|| anyhow!("the log is empty"))?;
-            let written = audit::export(registry.store(), &cp.note, cp.tree_size, &path)?;
+            let written = write_export(registry.store(), &cp.note, cp.tree_size, &path)?;
             out.print(
                 &json!({"events": written, "treeSize": cp.tree_size, "rootHash": cp.root_hash, "out": path}),
                 |_| {
@@ -1035,7 +1021,8 @@ fn audit_command(data_dir: &Path, out: &Output, command: AuditCommand) -> anyhow
             Ok(())
         }
         AuditCommand::Prove { position, out: path } => {
-            let registry = open_registry(data_dir)?;
+            let app = open_registry(data_dir)?;
+            let registry = app.registry();
             let cp = registry.checkpoint(&local_actor())?.ok_or_else(|| anyhow!("the log is empty"))?;
             let proof = audit::prove(registry.store(), position, &cp.note, cp.tree_size)?;
             let text = serde_json::to_string_pretty(&proof)?;
@@ -1060,4 +1047,28 @@ fn audit_command(data_dir: &Path, out: &Output, command: AuditCommand) -> anyhow
             Ok(())
         }
     }
+}
+
+/// Writes the export beside `out` and renames it into place, so a failed export leaves nothing.
+fn write_export(
+    store: &dyn vadyl::events::store::EventStore,
+    note: &str,
+    tree_size: u64,
+    out: &Path,
+) -> anyhow::Result<u64> {
+    let tmp = out.with_extension("partial");
+    let file = std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    let mut w = std::io::BufWriter::new(file);
+    let written = match audit::export(store, note, tree_size, &mut w) {
+        Ok(n) => n,
+        Err(e) => {
+            drop(w);
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e).with_context(|| format!("cannot write {}", tmp.display()));
+        }
+    };
+    let file = w.into_inner().map_err(|e| e.into_error()).with_context(|| format!("cannot write {}", tmp.display()))?;
+    file.sync_all().with_context(|| format!("cannot sync {}", tmp.display()))?;
+    std::fs::rename(&tmp, out).with_context(|| format!("cannot move the export into place at {}", out.display()))?;
+    Ok(written)
 }

@@ -7,7 +7,6 @@
 //! HTTP and CLI call this; neither touches the store directly for writes.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::commands::{self, CommandError};
@@ -15,19 +14,11 @@ use crate::events::checkpoint::{self, Checkpoint};
 use crate::events::domain::{CheckpointSigned, DomainEvent, RegistryKeyRegistered};
 use crate::events::envelope::{EventMetadata, RecordedEvent};
 use crate::events::merkle::{self, MerkleAccumulator};
-use crate::events::sqlite::{Durability, SqliteStore};
 use crate::events::store::{AppendRequest, EventStore, ExpectedVersion, ProposedEvent, StoreError, StreamAppend};
 use crate::ids::PublicationVersion;
-use crate::keys::{KeyError, RegistryKey, Signer, KEY_NAME};
+use crate::keys::{RegistryKey, Signer, KEY_NAME};
 use crate::projections::snapshot::{Snapshot, SNAPSHOT_FORMAT};
 use crate::projections::{ApplyError, CheckpointView, Projections, PublicationView};
-use crate::runtime::artifacts::ArtifactStore;
-use crate::runtime::host::clock::{Clock, SystemClock};
-use crate::runtime::host::egress::{Executor, ExecutorConfig, TokioSleeper};
-use crate::runtime::host::memory::MemoryStore;
-use crate::runtime::host::secrets::SecretStore;
-use crate::runtime::invocations::InvocationLog;
-use crate::runtime::invoke::HostServices;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -35,23 +26,18 @@ pub enum RegistryError {
     Command(#[from] CommandError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("the log cannot be folded: {0}")]
+    #[error("the log cannot be folded")]
     Apply(#[from] ApplyError),
-    #[error(transparent)]
-    Key(#[from] KeyError),
-    #[error("the contract catalogue cannot be loaded: {0}")]
-    Contracts(String),
-    #[error("{action} {path}: {source}")]
-    Io { action: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("the contract catalogue cannot be loaded")]
+    Contracts(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the projection snapshot cannot be written")]
+    Snapshot(#[source] std::io::Error),
     #[error("another writer kept changing the same streams; gave up after {0} attempts")]
     Contention(u32),
-    #[error("host services: {0}")]
-    Host(String),
 }
 
 #[derive(Debug, Clone)]
 pub struct OpenOptions {
-    pub durability: Durability,
     /// Record the embedded WIT contracts whose digest is new (off for read-only tools).
     pub register_contracts: bool,
     /// Load the projection snapshot at start-up and write one at close.
@@ -60,8 +46,18 @@ pub struct OpenOptions {
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        Self { durability: Durability::Full, register_contracts: true, use_snapshots: true }
+        Self { register_contracts: true, use_snapshots: true }
     }
+}
+
+/// Where the projection snapshot is kept: a port, so that the registry never knows a file name.
+/// A snapshot is only a cache of the log (checked against it on load), so losing one costs a
+/// replay, never a fact.
+pub trait SnapshotStore: Send + Sync {
+    /// The bytes last saved, or `None` when there are none.
+    fn load(&self) -> std::io::Result<Option<Vec<u8>>>;
+    /// Replaces the snapshot atomically (a reader sees the old bytes or the new, never half).
+    fn save(&self, bytes: &[u8]) -> std::io::Result<()>;
 }
 
 /// The state a decision is made from: projections plus each stream's version as they saw it.
@@ -96,80 +92,36 @@ struct SnapshotFile {
     merkle_peaks: Option<Vec<String>>,
 }
 
+/// The log and the state folded from it: every decision and every read of the projections.
 pub struct Registry {
-    data_dir: PathBuf,
     store: Arc<dyn EventStore>,
     key: RegistryKey,
-    artifacts: ArtifactStore,
-    services: HostServices,
-    invocations: InvocationLog,
-    tokens: crate::auth::TokenStore,
-    /// Loaded artifacts by content hash: verified and parsed once, then shared.
-    adapters: Mutex<HashMap<crate::ids::ContentHash, Arc<crate::lifecycle::Loaded>>>,
-    /// Compiled redaction patterns of secret versions, keyed by (project, name, version, fingerprint):
-    /// a new version has a new key, so a rotated secret is never matched by stale patterns.
-    secret_redactors: Mutex<HashMap<(String, String, String, String), crate::runtime::redaction::Redactor>>,
-    /// The Wasmtime engine and linker, started on first use (most commands never run a component).
-    components: std::sync::OnceLock<Arc<crate::runtime::component::ComponentRuntime>>,
-    /// Compiled input validators by (contract WIT digest, operation).
-    validators: Mutex<HashMap<(crate::ids::ContentHash, String), Arc<jsonschema::Validator>>>,
+    snapshots: Option<Arc<dyn SnapshotStore>>,
     live: RwLock<Live>,
     /// The log's change marker when the live state last caught up (`u64::MAX`: never), so that a
     /// read skips the query for new events while nobody has committed.
     caught_up_at: std::sync::atomic::AtomicU64,
     snapshot_position: Mutex<u64>,
-    use_snapshots: bool,
 }
 
-pub const EVENTS_DB: &str = "events.db";
-const SNAPSHOT_FILE: &str = "projections.snapshot.json";
-
 impl Registry {
-    pub fn open(data_dir: &Path, options: OpenOptions) -> Result<Self, RegistryError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| RegistryError::Io {
-            action: "create data directory",
-            path: data_dir.to_owned(),
-            source,
-        })?;
-        let key = RegistryKey::load_or_create(&data_dir.join("keys"))?;
-        let store: Arc<dyn EventStore> = Arc::new(SqliteStore::open(&data_dir.join(EVENTS_DB), options.durability)?);
-        let host = |e: String| RegistryError::Host(e);
-        let artifacts = ArtifactStore::open(&data_dir.join("artifacts")).map_err(|e| host(e.to_string()))?;
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let services = HostServices {
-            secrets: Arc::new(
-                SecretStore::open(&data_dir.join("secrets.db"), &data_dir.join("keys"))
-                    .map_err(|e| host(e.to_string()))?,
-            ),
-            memory: Arc::new(
-                MemoryStore::open(&data_dir.join("memory.db"), clock.clone()).map_err(|e| host(e.to_string()))?,
-            ),
-            executor: Executor::new(ExecutorConfig::default()).map_err(|e| host(e.to_string()))?,
-            clock,
-            sleeper: Arc::new(TokioSleeper),
-        };
-        let invocations = InvocationLog::open(&data_dir.join("invocations.db")).map_err(|e| host(e.to_string()))?;
-        let tokens = crate::auth::TokenStore::open(&data_dir.join("tokens.db")).map_err(|e| host(e.to_string()))?;
+    /// Opens the registry on a log: loads the snapshot (when given one and it still matches the
+    /// log), folds the tail, records the registry key and, if asked, the embedded contracts.
+    pub fn open(
+        store: Arc<dyn EventStore>,
+        key: RegistryKey,
+        snapshots: Option<Arc<dyn SnapshotStore>>,
+        options: OpenOptions,
+    ) -> Result<Self, RegistryError> {
         let registry = Self {
-            data_dir: data_dir.to_owned(),
             store,
             key,
-            artifacts,
-            services,
-            invocations,
-            tokens,
-            adapters: Mutex::new(HashMap::new()),
-            components: std::sync::OnceLock::new(),
-            secret_redactors: Mutex::new(HashMap::new()),
-            validators: Mutex::new(HashMap::new()),
+            snapshots: snapshots.filter(|_| options.use_snapshots),
             live: RwLock::new(Live::default()),
             caught_up_at: std::sync::atomic::AtomicU64::new(u64::MAX),
             snapshot_position: Mutex::new(0),
-            use_snapshots: options.use_snapshots,
         };
-        if options.use_snapshots {
-            registry.load_snapshot();
-        }
+        registry.load_snapshot();
         registry.catch_up()?;
         let system = EventMetadata::actor("system");
         let key_event = RegistryKeyRegistered {
@@ -188,124 +140,13 @@ impl Registry {
         Ok(registry)
     }
 
-    pub fn data_dir(&self) -> &Path {
-        &self.data_dir
-    }
-
+    /// The log, for the use cases that read it whole (audit, replay, export).
     pub fn store(&self) -> &dyn EventStore {
         self.store.as_ref()
     }
 
     pub fn key(&self) -> &RegistryKey {
         &self.key
-    }
-
-    pub fn artifacts(&self) -> &ArtifactStore {
-        &self.artifacts
-    }
-
-    pub fn services(&self) -> &HostServices {
-        &self.services
-    }
-
-    pub fn invocations(&self) -> &InvocationLog {
-        &self.invocations
-    }
-
-    pub fn tokens(&self) -> &crate::auth::TokenStore {
-        &self.tokens
-    }
-
-    /// Generates a token, stores its hash and records its grant; the token is returned once.
-    pub fn issue_token(
-        &self,
-        metadata: &EventMetadata,
-        role: crate::ids::Role,
-        project: Option<crate::ids::ProjectId>,
-        implementations: Vec<String>,
-        label: String,
-    ) -> Result<crate::auth::NewToken, RegistryError> {
-        let new = self.tokens.generate().map_err(|e| RegistryError::Command(CommandError::Invalid(e.to_string())))?;
-        let grant = crate::events::domain::TokenIssued {
-            token_id: new.token_id.clone(),
-            role,
-            project,
-            implementations,
-            label,
-        };
-        match self.execute(metadata, |s| commands::issue_token(s, grant.clone())) {
-            Ok(_) => Ok(new),
-            Err(e) => {
-                // No grant, no token: drop the hash so nothing half-issued remains.
-                let _ = self.tokens.forget(&new.token_id);
-                Err(e)
-            }
-        }
-    }
-
-    /// The loaded implementation of an artifact, loading (and verifying) it on first use.
-    pub fn cached_adapter<E>(
-        &self,
-        hash: crate::ids::ContentHash,
-        load: impl FnOnce() -> Result<crate::lifecycle::Loaded, E>,
-    ) -> Result<Arc<crate::lifecycle::Loaded>, E> {
-        if let Some(a) = self.adapters.lock().unwrap_or_else(|p| p.into_inner()).get(&hash) {
-            return Ok(a.clone());
-        }
-        let adapter = Arc::new(load()?);
-        self.adapters.lock().unwrap_or_else(|p| p.into_inner()).insert(hash, adapter.clone());
-        Ok(adapter)
-    }
-
-    /// The redaction patterns of one secret version, built on first use.
-    pub fn cached_secret_redactor<E>(
-        &self,
-        key: (String, String, String, String),
-        build: impl FnOnce() -> Result<crate::runtime::redaction::Redactor, E>,
-    ) -> Result<crate::runtime::redaction::Redactor, E> {
-        if let Some(r) = self.secret_redactors.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-            return Ok(r.clone());
-        }
-        let r = build()?;
-        let mut cache = self.secret_redactors.lock().unwrap_or_else(|p| p.into_inner());
-        // Bounded: a registry with more live secret versions than this rebuilds some patterns.
-        if cache.len() >= 4096 {
-            cache.clear();
-        }
-        cache.insert(key, r.clone());
-        Ok(r)
-    }
-
-    /// The component runtime (engine, closed linker, compiled-code cache under the data directory).
-    pub fn components(
-        &self,
-    ) -> Result<Arc<crate::runtime::component::ComponentRuntime>, crate::runtime::component::ComponentError> {
-        if let Some(rt) = self.components.get() {
-            return Ok(rt.clone());
-        }
-        // The cache MAC key is derived from the registry key: only this registry can write entries
-        // its loader accepts.
-        let mut h = <sha2::Sha256 as sha2::Digest>::new();
-        sha2::Digest::update(&mut h, b"vadyl compiled-code cache v1\n");
-        sha2::Digest::update(&mut h, self.key.signing_key().as_bytes());
-        let cache_key: [u8; 32] = sha2::Digest::finalize(h).into();
-        let rt =
-            Arc::new(crate::runtime::component::ComponentRuntime::new(&self.data_dir.join("compiled"), cache_key)?);
-        Ok(self.components.get_or_init(|| rt).clone())
-    }
-
-    /// A compiled validator, compiling on first use.
-    pub fn cached_validator<E>(
-        &self,
-        key: (crate::ids::ContentHash, String),
-        compile: impl FnOnce() -> Result<jsonschema::Validator, E>,
-    ) -> Result<Arc<jsonschema::Validator>, E> {
-        if let Some(v) = self.validators.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-            return Ok(v.clone());
-        }
-        let v = Arc::new(compile()?);
-        self.validators.lock().unwrap_or_else(|p| p.into_inner()).insert(key, v.clone());
-        Ok(v)
     }
 
     /// Runs `f` on the current projections, after folding anything another process appended.
@@ -435,13 +276,17 @@ impl Registry {
         Ok(self.read(|s| s.registry.last_checkpoint.clone()))
     }
 
-    fn snapshot_path(&self) -> PathBuf {
-        self.data_dir.join(SNAPSHOT_FILE)
-    }
-
     /// Loads the snapshot if it is intact and still matches the log; otherwise start from zero.
     fn load_snapshot(&self) {
-        let Ok(bytes) = std::fs::read(self.snapshot_path()) else { return };
+        let Some(snapshots) = &self.snapshots else { return };
+        let bytes = match snapshots.load() {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the projection snapshot; rebuilding from the log");
+                return;
+            }
+        };
         let Ok(file) = serde_json::from_slice::<SnapshotFile>(&bytes) else {
             tracing::warn!("ignoring an unreadable projection snapshot; rebuilding from the log");
             return;
@@ -482,33 +327,26 @@ impl Registry {
         *self.snapshot_position.lock().unwrap_or_else(|p| p.into_inner()) = snapshot.position;
     }
 
-    /// Writes a snapshot of the live projections (atomically: temp file, fsync, rename).
+    /// Writes a snapshot of the live projections through the snapshot port (atomically).
     pub fn write_snapshot(&self) -> Result<(), RegistryError> {
+        let Some(snapshots) = &self.snapshots else { return Ok(()) };
         let (bytes, position) = {
             let live = self.live.read().unwrap_or_else(|p| p.into_inner());
             let snapshot = Snapshot::capture(&live.projections, hex::encode(live.head_hash));
             let streams = live.streams.iter().map(|(k, v)| (k.clone(), *v)).collect();
             let merkle_peaks = live.tree.as_ref().map(|t| t.peaks().iter().map(hex::encode).collect());
             let file = SnapshotFile { snapshot, streams, merkle_peaks };
-            (serde_json::to_vec(&file).unwrap_or_default(), live.projections.position)
+            let bytes = serde_json::to_vec(&file).map_err(|e| RegistryError::Snapshot(e.into()))?;
+            (bytes, live.projections.position)
         };
-        let path = self.snapshot_path();
-        let tmp = path.with_extension("json.tmp");
-        let io = |action, source| RegistryError::Io { action, path: tmp.clone(), source };
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp).map_err(|e| io("create", e))?;
-            f.write_all(&bytes).map_err(|e| io("write", e))?;
-            f.sync_all().map_err(|e| io("sync", e))?;
-        }
-        std::fs::rename(&tmp, &path).map_err(|e| io("rename", e))?;
+        snapshots.save(&bytes).map_err(RegistryError::Snapshot)?;
         *self.snapshot_position.lock().unwrap_or_else(|p| p.into_inner()) = position;
         Ok(())
     }
 
     /// Writes a snapshot if the state moved at least `min_events` since the last one.
     pub fn snapshot_if_stale(&self, min_events: u64) -> Result<(), RegistryError> {
-        if !self.use_snapshots {
+        if self.snapshots.is_none() {
             return Ok(());
         }
         let last = *self.snapshot_position.lock().unwrap_or_else(|p| p.into_inner());
@@ -522,13 +360,13 @@ impl Registry {
 /// The `ContractRegistered` facts of the WIT package embedded in this binary.
 pub fn contract_events() -> Result<Vec<crate::events::domain::ContractRegistered>, RegistryError> {
     use crate::events::domain::{ContractRegistered, OperationSchema, SensitiveFieldRef};
-    let catalogue = crate::contracts::load_embedded().map_err(|e| RegistryError::Contracts(e.to_string()))?;
+    let catalogue = crate::contracts::load_embedded().map_err(|e| RegistryError::Contracts(Box::new(e)))?;
     catalogue
         .contracts
         .into_iter()
         .map(|c| {
             let contract: crate::ids::ContractRef =
-                c.id().parse().map_err(|e: crate::ids::IdError| RegistryError::Contracts(e.to_string()))?;
+                c.id().parse().map_err(|e: crate::ids::IdError| RegistryError::Contracts(Box::new(e)))?;
             Ok(ContractRegistered {
                 contract,
                 package: c.package,
@@ -586,25 +424,3 @@ fn to_request(live: &Live, events: Vec<DomainEvent>, metadata: &EventMetadata) -
     AppendRequest { streams, metadata: metadata.clone() }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A read skips the query for new events only while nobody has committed: events that another
-    /// process (here, a second registry on the same directory) appends are seen by the next read.
-    #[test]
-    fn reads_see_what_another_process_appended() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let options = || OpenOptions { use_snapshots: false, ..OpenOptions::default() };
-        let server = Registry::open(dir.path(), options()).expect("open");
-        let cli = Registry::open(dir.path(), options()).expect("open again");
-        let count = |r: &Registry| r.read(|s| s.tokens.len());
-        assert_eq!(count(&server), 0);
-        assert_eq!(count(&server), 0, "an unchanged log answers from the live state");
-        let meta = EventMetadata::actor("test");
-        cli.issue_token(&meta, crate::ids::Role::Auditor, None, vec![], "from the CLI".into()).expect("issue");
-        assert_eq!(count(&server), 1, "the other registry's event is folded at the next read");
-        server.issue_token(&meta, crate::ids::Role::Auditor, None, vec![], "from the server".into()).expect("issue");
-        assert_eq!((count(&server), count(&cli)), (2, 2));
-    }
-}

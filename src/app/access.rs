@@ -1,37 +1,41 @@
 //! Access control: bearer tokens with a role, and the one table that says which role may do what.
 //!
 //! A token is `vadyl_<id>_<secret>`: 64 random bits of id, 256 random bits of secret. The registry
-//! keeps only the sha256 of the whole token, in `tokens.db` beside the log (owner-only); the log
+//! keeps only the sha256 of the whole token, behind [`TokenHashes`] (owner-only `tokens.db` on
+//! SQLite); the log
 //! records the grant (`TokenIssued`: id, role, scope) and the revocation, never the token nor its
 //! hash. A request is authenticated by looking the id up, comparing hashes in constant time, and
 //! checking the grant is not revoked; every event it causes then records `token:<id>` as its actor.
 
-use std::path::Path;
-use std::sync::Mutex;
-
 use base64::Engine as _;
-use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 
+use crate::app::registry::{Registry, RegistryError};
+use crate::commands;
 use crate::events::envelope::EventMetadata;
 use crate::ids::{ProjectId, Role};
 use crate::projections::Projections;
 
 #[derive(Debug, thiserror::Error)]
-pub enum AuthError {
-    #[error("token store: {0}")]
-    Store(String),
+pub enum AccessError {
+    #[error("the token store cannot {action}")]
+    Store {
+        action: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("cannot draw a token from the operating system's randomness")]
+    Random(#[source] rand::Error),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
 }
 
-impl From<rusqlite::Error> for AuthError {
-    fn from(e: rusqlite::Error) -> Self {
-        Self::Store(e.to_string())
-    }
-}
-
-/// The hashes of issued tokens.
-pub struct TokenStore {
-    conn: Mutex<Connection>,
+/// The port token hashes are kept behind: id -> sha256 of the whole token. Nothing else about a
+/// token is stored anywhere (its grant is an event).
+pub trait TokenHashes: Send + Sync {
+    fn insert(&self, token_id: &str, sha256: &[u8; 32]) -> Result<(), AccessError>;
+    fn remove(&self, token_id: &str) -> Result<(), AccessError>;
+    fn get(&self, token_id: &str) -> Result<Option<Vec<u8>>, AccessError>;
 }
 
 /// A freshly generated token: shown once, then only its hash exists.
@@ -44,59 +48,60 @@ fn hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-impl TokenStore {
-    pub fn open(path: &Path) -> Result<Self, AuthError> {
-        let existed = path.exists();
-        let conn = Connection::open(path)?;
-        if !existed {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| AuthError::Store(format!("cannot restrict {}: {e}", path.display())))?;
+/// Generates a token and stores its hash. The grant is recorded separately (`TokenIssued`).
+pub fn generate(hashes: &dyn TokenHashes) -> Result<NewToken, AccessError> {
+    use rand::RngCore;
+    let mut id = [0u8; 8];
+    let mut secret = [0u8; 32];
+    rand::rngs::OsRng.try_fill_bytes(&mut id).map_err(AccessError::Random)?;
+    rand::rngs::OsRng.try_fill_bytes(&mut secret).map_err(AccessError::Random)?;
+    let token_id = hex::encode(id);
+    let token = format!("vadyl_{token_id}_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret));
+    hashes.insert(&token_id, &hash(&token))?;
+    Ok(NewToken { token_id, token })
+}
+
+/// The token id of `token` if its hash is stored, else `None`.
+pub fn check(hashes: &dyn TokenHashes, token: &str) -> Result<Option<String>, AccessError> {
+    let Some(id) = parse(token) else { return Ok(None) };
+    let stored = hashes.get(id)?;
+    let matches = stored.is_some_and(|h| {
+        // Constant time in the hash bytes: a timing side channel must not reveal a prefix.
+        let want = hash(token);
+        h.len() == want.len() && h.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    });
+    Ok(matches.then(|| id.to_owned()))
+}
+
+/// The principal a bearer token acts as: its hash must be stored and its grant not revoked.
+pub fn authenticate(
+    registry: &Registry,
+    hashes: &dyn TokenHashes,
+    token: &str,
+) -> Result<Option<Principal>, AccessError> {
+    let Some(id) = check(hashes, token)? else { return Ok(None) };
+    Ok(registry.read(|p| Principal::of_token(p, &id)))
+}
+
+/// Generates a token, stores its hash and records its grant; the token is returned once.
+pub fn issue_token(
+    registry: &Registry,
+    hashes: &dyn TokenHashes,
+    metadata: &EventMetadata,
+    role: Role,
+    project: Option<ProjectId>,
+    implementations: Vec<String>,
+    label: String,
+) -> Result<NewToken, AccessError> {
+    let new = generate(hashes)?;
+    let grant = crate::events::domain::TokenIssued { token_id: new.token_id.clone(), role, project, implementations, label };
+    match registry.execute(metadata, |s| commands::issue_token(s, grant.clone())) {
+        Ok(_) => Ok(new),
+        Err(e) => {
+            // No grant, no token: drop the hash so nothing half-issued remains.
+            let _ = hashes.remove(&new.token_id);
+            Err(e.into())
         }
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.execute_batch("CREATE TABLE IF NOT EXISTS token_hashes (id TEXT PRIMARY KEY, sha256 BLOB NOT NULL)")?;
-        Ok(Self { conn: Mutex::new(conn) })
-    }
-
-    /// Generates a token and stores its hash. The grant is recorded separately (`TokenIssued`).
-    pub fn generate(&self) -> Result<NewToken, AuthError> {
-        use rand::RngCore;
-        let mut id = [0u8; 8];
-        let mut secret = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut id);
-        rand::rngs::OsRng.fill_bytes(&mut secret);
-        let token_id = hex::encode(id);
-        let token = format!("vadyl_{token_id}_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret));
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        conn.execute(
-            "INSERT INTO token_hashes (id, sha256) VALUES (?1, ?2)",
-            params![token_id, hash(&token).to_vec()],
-        )?;
-        Ok(NewToken { token_id, token })
-    }
-
-    /// Removes a hash whose grant could not be recorded.
-    pub fn forget(&self, token_id: &str) -> Result<(), AuthError> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        conn.execute("DELETE FROM token_hashes WHERE id = ?1", [token_id])?;
-        Ok(())
-    }
-
-    /// The token id of `token` if its hash is stored, else `None`.
-    pub fn check(&self, token: &str) -> Result<Option<String>, AuthError> {
-        let Some(id) = parse(token) else { return Ok(None) };
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let stored: Option<Vec<u8>> = conn
-            .prepare_cached("SELECT sha256 FROM token_hashes WHERE id = ?1")?
-            .query_row([id], |r| r.get(0))
-            .optional()?;
-        let matches = stored.is_some_and(|h| {
-            // Constant time in the hash bytes: a timing side channel must not reveal a prefix.
-            let want = hash(token);
-            h.len() == want.len() && h.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-        });
-        Ok(matches.then(|| id.to_owned()))
     }
 }
 
@@ -168,6 +173,11 @@ impl Principal {
         })
     }
 
+    /// The id of the token this principal authenticated with, if it did.
+    pub fn token_id(&self) -> Option<&str> {
+        self.actor.strip_prefix("token:")
+    }
+
     pub fn metadata(&self) -> EventMetadata {
         EventMetadata::actor(&self.actor)
     }
@@ -203,24 +213,6 @@ impl Principal {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tokens_verify_by_hash_and_nothing_else() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = TokenStore::open(&dir.path().join("tokens.db")).unwrap();
-        let t = store.generate().unwrap();
-        assert_eq!(store.check(&t.token).unwrap(), Some(t.token_id.clone()));
-        let mut wrong = t.token.clone();
-        wrong.pop();
-        wrong.push(if t.token.ends_with('A') { 'B' } else { 'A' });
-        assert_eq!(store.check(&wrong).unwrap(), None);
-        assert_eq!(store.check("Bearer nonsense").unwrap(), None);
-        let raw = std::fs::read(dir.path().join("tokens.db")).unwrap();
-        assert!(!raw.windows(t.token.len()).any(|w| w == t.token.as_bytes()), "the token itself is stored");
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("tokens.db")).unwrap().permissions().mode();
-        assert_eq!(mode & 0o077, 0, "the hash store is owner-only");
-    }
 
     #[test]
     fn roles_allow_exactly_their_table() {

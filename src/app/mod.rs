@@ -1,0 +1,208 @@
+//! The application layer: the use cases, each a function over the ports it needs, and [`App`], which
+//! holds one set of ports and is what the edges (HTTP, CLI) call.
+//!
+//! - `registry` — decide → append → fold over the log, checkpoints, snapshots;
+//! - `lifecycle` — build (declarative, component, native) and load (verify, then parse or compile);
+//! - `invoke` — resolve a binding, check the input, run the host loop, record the invocation;
+//! - `records` — the typed invocation record and the port it is kept behind;
+//! - `conformance` — run a contract's vectors against an implementation and record the run;
+//! - `replay` — feed a recorded invocation back to its artifact;
+//! - `audit` — verify, replay, export, prove;
+//! - `access` — tokens, principals, and the one table of what each role may do.
+//!
+//! Architecture invariant: nothing here knows SQL, axum or a data directory's layout; stores come
+//! in as traits ([`Ports`]), implemented in `storage`. An edge reaches host state (memory, secrets,
+//! tokens, records) only through a use case on [`App`], never through a store.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::events::envelope::EventMetadata;
+use crate::events::store::EventStore;
+use crate::ids::{ContractRef, ImplementationId, ProjectId, Role};
+use crate::keys::RegistryKey;
+use crate::runtime::artifact::ArtifactStore;
+use crate::runtime::host::clock::Clock;
+use crate::runtime::host::egress::{EgressError, Executor, ExecutorConfig, TokioSleeper};
+use crate::runtime::host::memory::{Entry, MemoryError, MemoryStore, Scope};
+use crate::runtime::host::secrets::{SecretError, SecretMetadata, SecretStore};
+use crate::runtime::invoke::HostServices;
+
+pub mod access;
+pub mod audit;
+pub mod conformance;
+pub mod invoke;
+pub mod lifecycle;
+pub mod records;
+pub mod registry;
+pub mod replay;
+
+use access::{AccessError, NewToken, Principal, TokenHashes};
+use conformance::{ConformanceError, ConformanceReport};
+use invoke::{InvokeError, InvokeRequest, InvokeResult};
+use lifecycle::{BuildResult, LifecycleError, Loader};
+use records::{InvocationRecord, InvocationRecords, RecordError};
+use registry::{OpenOptions, Registry, RegistryError, SnapshotStore};
+use replay::{ReplayError, ReplayReport};
+
+/// Every store the application needs, as the storage layer opened them.
+pub struct Ports {
+    pub log: Arc<dyn EventStore>,
+    pub key: RegistryKey,
+    pub snapshots: Option<Arc<dyn SnapshotStore>>,
+    pub artifacts: Arc<dyn ArtifactStore>,
+    /// This node's compiled-code cache (local disk, never shared).
+    pub compiled_dir: PathBuf,
+    pub secrets: Arc<SecretStore>,
+    pub memory: Arc<MemoryStore>,
+    pub records: Arc<dyn InvocationRecords>,
+    pub tokens: Arc<dyn TokenHashes>,
+    pub clock: Arc<dyn Clock>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("the egress executor cannot start")]
+    Egress(#[source] EgressError),
+}
+
+/// The registry and its runtime, behind one set of ports: what `vadyl serve` and the CLI run.
+pub struct App {
+    registry: Registry,
+    loader: Loader,
+    host: HostServices,
+    records: Arc<dyn InvocationRecords>,
+    tokens: Arc<dyn TokenHashes>,
+    caches: invoke::Caches,
+}
+
+impl App {
+    pub fn open(ports: Ports, options: OpenOptions) -> Result<Self, AppError> {
+        let loader = Loader::new(ports.artifacts, ports.compiled_dir, &ports.key);
+        let registry = Registry::open(ports.log, ports.key, ports.snapshots, options)?;
+        let host = HostServices {
+            secrets: ports.secrets,
+            memory: ports.memory,
+            executor: Executor::new(ExecutorConfig::default()).map_err(AppError::Egress)?,
+            clock: ports.clock,
+            sleeper: Arc::new(TokioSleeper),
+        };
+        Ok(Self { registry, loader, host, records: ports.records, tokens: ports.tokens, caches: invoke::Caches::default() })
+    }
+
+    /// The log and its projections: every read of current state, and every write (through
+    /// `execute` and a command from `commands`).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn build_declarative(&self, metadata: &EventMetadata, document: &Value) -> Result<BuildResult, LifecycleError> {
+        lifecycle::build_declarative(&self.registry, &self.loader, metadata, document)
+    }
+
+    pub fn build_component(
+        &self,
+        metadata: &EventMetadata,
+        id: ImplementationId,
+        contract: ContractRef,
+        descriptor: &Value,
+        wasm: &[u8],
+    ) -> Result<BuildResult, LifecycleError> {
+        lifecycle::build_component(&self.registry, &self.loader, metadata, id, contract, descriptor, wasm)
+    }
+
+    pub fn build_native(
+        &self,
+        metadata: &EventMetadata,
+        id: ImplementationId,
+        adapter: &str,
+        descriptor: Option<&Value>,
+    ) -> Result<BuildResult, LifecycleError> {
+        lifecycle::build_native(&self.registry, &self.loader, metadata, id, adapter, descriptor)
+    }
+
+    /// The loaded (verified, parsed or compiled) implementation, cached by content hash.
+    pub fn load(&self, id: &ImplementationId) -> Result<Arc<lifecycle::Loaded>, LifecycleError> {
+        self.loader.load(&self.registry, id)
+    }
+
+    fn invoker(&self) -> invoke::Invoker<'_> {
+        invoke::Invoker {
+            registry: &self.registry,
+            loader: &self.loader,
+            host: &self.host,
+            caches: &self.caches,
+            records: self.records.as_ref(),
+        }
+    }
+
+    pub async fn invoke(&self, request: InvokeRequest) -> Result<InvokeResult, InvokeError> {
+        self.invoker().invoke(request).await
+    }
+
+    /// Runs the suite and records the run (publishing the implementation if it passed).
+    pub async fn run_conformance(
+        &self,
+        metadata: &EventMetadata,
+        id: &ImplementationId,
+    ) -> Result<ConformanceReport, ConformanceError> {
+        conformance::run(&self.invoker(), metadata, id).await
+    }
+
+    /// [`App::run_conformance`], reporting each vector's name as it starts.
+    pub async fn run_conformance_with_progress(
+        &self,
+        metadata: &EventMetadata,
+        id: &ImplementationId,
+        progress: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<ConformanceReport, ConformanceError> {
+        conformance::run_with_progress(&self.invoker(), metadata, id, progress).await
+    }
+
+    pub async fn replay_invocation(&self, id: &str) -> Result<ReplayReport, ReplayError> {
+        replay::replay_invocation(&self.registry, &self.loader, self.records.as_ref(), id).await
+    }
+
+    pub fn invocation_record(&self, id: &str) -> Result<Option<InvocationRecord>, RecordError> {
+        self.records.get(id)
+    }
+
+    /// One memory entry of (project, implementation name), as the Memory* imports see it.
+    pub fn memory_get(&self, scope: &Scope, key: &str) -> Result<Option<Entry>, MemoryError> {
+        self.host.memory.get(scope, key)
+    }
+
+    pub fn set_secret(&self, project: &ProjectId, name: &str, value: &[u8]) -> Result<SecretMetadata, SecretError> {
+        self.host.secrets.set(project, name, value)
+    }
+
+    pub fn list_secrets(&self, project: &ProjectId) -> Result<Vec<SecretMetadata>, SecretError> {
+        self.host.secrets.list(project)
+    }
+
+    /// The principal a bearer token acts as, or `None` when it is unknown or revoked.
+    pub fn authenticate(&self, token: &str) -> Result<Option<Principal>, AccessError> {
+        access::authenticate(&self.registry, self.tokens.as_ref(), token)
+    }
+
+    /// Generates a token, stores its hash and records its grant; the token is returned once.
+    pub fn issue_token(
+        &self,
+        metadata: &EventMetadata,
+        role: Role,
+        project: Option<ProjectId>,
+        implementations: Vec<String>,
+        label: String,
+    ) -> Result<NewToken, AccessError> {
+        access::issue_token(&self.registry, self.tokens.as_ref(), metadata, role, project, implementations, label)
+    }
+
+    /// The host services, for the benchmarks that drive the runtime beside the use cases.
+    pub fn host_services(&self) -> &HostServices {
+        &self.host
+    }
+}

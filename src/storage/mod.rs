@@ -1,0 +1,159 @@
+//! Storage: the implementations of every store port, and the layout of a data directory.
+//!
+//! - `sqlite` — the event log and every SQLite side database (tokens, invocation records, memory,
+//!   secrets);
+//! - `artifacts` — the content-addressed artifact store (files under a `cap_std::fs::Dir`);
+//! - `keys` — the registry key file and the owner-only file helpers;
+//! - [`open`] — the composition root: opens every store of a data directory and hands them to
+//!   [`App::open`](crate::app::App::open).
+//!
+//! Architecture invariant: this is the only module that knows SQL or a data directory's file names.
+//! The layers above see traits; a PostgreSQL backend is another module beside `sqlite`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::app::registry::{OpenOptions, SnapshotStore};
+use crate::app::{App, AppError, Ports};
+use crate::runtime::host::clock::{Clock, SystemClock};
+use crate::runtime::host::memory::MemoryStore;
+use crate::runtime::host::secrets::SecretStore;
+
+pub mod artifacts;
+pub mod keys;
+pub mod sqlite;
+
+use sqlite::log::{Durability, SqliteStore};
+
+/// The files of a data directory.
+pub const EVENTS_DB: &str = "events.db";
+const TOKENS_DB: &str = "tokens.db";
+const INVOCATIONS_DB: &str = "invocations.db";
+const MEMORY_DB: &str = "memory.db";
+const SECRETS_DB: &str = "secrets.db";
+const KEYS_DIR: &str = "keys";
+const ARTIFACTS_DIR: &str = "artifacts";
+const COMPILED_DIR: &str = "compiled";
+const SNAPSHOT_FILE: &str = "projections.snapshot.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create the data directory {path}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open {what} in {dir}")]
+    Store {
+        what: &'static str,
+        dir: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error(transparent)]
+    App(#[from] AppError),
+}
+
+/// Opens (creating on first use) every store of the data directory `dir` and the application on
+/// top of them.
+pub fn open(dir: &Path, options: OpenOptions) -> Result<App, OpenError> {
+    open_with(dir, options, Durability::Full)
+}
+
+/// [`open`] with the log's durability chosen (the benchmarks measure both).
+pub fn open_with(dir: &Path, options: OpenOptions, durability: Durability) -> Result<App, OpenError> {
+    std::fs::create_dir_all(dir).map_err(|source| OpenError::DataDir { path: dir.to_owned(), source })?;
+    let failed = |what: &'static str| {
+        move |e: Box<dyn std::error::Error + Send + Sync>| OpenError::Store { what, dir: dir.to_owned(), source: e }
+    };
+    let key = keys::load_or_create(&dir.join(KEYS_DIR)).map_err(|e| failed("the registry key")(Box::new(e)))?;
+    let log = open_log(dir, durability).map_err(|e| failed("the event log")(Box::new(e)))?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let ports = Ports {
+        log,
+        key,
+        snapshots: Some(Arc::new(FileSnapshot { path: dir.join(SNAPSHOT_FILE) })),
+        artifacts: Arc::new(
+            artifacts::FileArtifacts::open(&dir.join(ARTIFACTS_DIR))
+                .map_err(|e| failed("the artifact store")(Box::new(e)))?,
+        ),
+        compiled_dir: dir.join(COMPILED_DIR),
+        secrets: Arc::new(
+            SecretStore::open(&dir.join(SECRETS_DB), &dir.join(KEYS_DIR))
+                .map_err(|e| failed("the secret store")(Box::new(e)))?,
+        ),
+        memory: Arc::new(
+            MemoryStore::open(&dir.join(MEMORY_DB), clock.clone())
+                .map_err(|e| failed("the memory store")(Box::new(e)))?,
+        ),
+        records: Arc::new(
+            sqlite::invocations::SqliteInvocationRecords::open(&dir.join(INVOCATIONS_DB))
+                .map_err(|e| failed("the invocation records")(Box::new(e)))?,
+        ),
+        tokens: Arc::new(
+            sqlite::tokens::SqliteTokenHashes::open(&dir.join(TOKENS_DB))
+                .map_err(|e| failed("the token store")(Box::new(e)))?,
+        ),
+        clock,
+    };
+    Ok(App::open(ports, options)?)
+}
+
+/// The event log of a data directory alone, for the audit commands that read it without opening
+/// the registry.
+pub fn open_log(dir: &Path, durability: Durability) -> Result<Arc<SqliteStore>, crate::events::store::StoreError> {
+    Ok(Arc::new(SqliteStore::open(&dir.join(EVENTS_DB), durability)?))
+}
+
+/// The registry key of a data directory (created on first use).
+pub fn registry_key(dir: &Path) -> Result<crate::keys::RegistryKey, keys::KeyError> {
+    keys::load_or_create(&dir.join(KEYS_DIR))
+}
+
+/// The projection snapshot as a file: written to a temporary name, synced, renamed into place.
+struct FileSnapshot {
+    path: PathBuf,
+}
+
+impl SnapshotStore for FileSnapshot {
+    fn load(&self) -> std::io::Result<Option<Vec<u8>>> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn save(&self, bytes: &[u8]) -> std::io::Result<()> {
+        let tmp = self.path.with_extension("json.tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &self.path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A read skips the query for new events only while nobody has committed: events that another
+    /// process (here, a second registry on the same directory) appends are seen by the next read.
+    #[test]
+    fn reads_see_what_another_process_appended() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let options = || OpenOptions { use_snapshots: false, ..OpenOptions::default() };
+        let server = open(dir.path(), options()).expect("open");
+        let cli = open(dir.path(), options()).expect("open again");
+        let count = |a: &App| a.registry().read(|s| s.tokens.len());
+        assert_eq!(count(&server), 0);
+        assert_eq!(count(&server), 0, "an unchanged log answers from the live state");
+        let meta = crate::events::envelope::EventMetadata::actor("test");
+        cli.issue_token(&meta, crate::ids::Role::Auditor, None, vec![], "from the CLI".into()).expect("issue");
+        assert_eq!(count(&server), 1, "the other registry's event is folded at the next read");
+        server.issue_token(&meta, crate::ids::Role::Auditor, None, vec![], "from the server".into()).expect("issue");
+        assert_eq!((count(&server), count(&cli)), (2, 2));
+    }
+}
