@@ -6,8 +6,10 @@
 //! - `memory`: per (project, implementation) memory in its own SQLite file.
 //! - `secrets`: encrypted secrets; plaintext only inside the egress boundary.
 //! - `egress`: allow-listed, pinned, retried HTTP — the only way out.
+//! - `upstream`: the host-controlled loopback server conformance runs send every plan to.
 
 pub mod clock;
 pub mod egress;
 pub mod memory;
 pub mod secrets;
+pub mod upstream;

@@ -9,10 +9,9 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
 /// One scripted response.
@@ -55,18 +54,16 @@ pub struct Upstream {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
-async fn answer(
-    State(script): State<Arc<Mutex<Script>>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+/// Answers one request with the next scripted response, after recording it.
+async fn answer(script: Arc<Mutex<Script>>, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let (parts, body) = request.into_parts();
+    let body = body.collect().await?.to_bytes();
+    let headers = parts.headers;
     let next = {
         let mut s = script.lock().unwrap_or_else(|p| p.into_inner());
         s.received.push(ReceivedRequest {
-            method: method.to_string(),
-            path_and_query: uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+            method: parts.method.to_string(),
+            path_and_query: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
             headers: headers
                 .iter()
                 .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
@@ -75,9 +72,13 @@ async fn answer(
         });
         s.responses.pop_front()
     };
+    let failure = |text: &'static str| {
+        let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+        *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+        r
+    };
     let Some(r) = next else {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "the conformance upstream has no scripted response left")
-            .into_response();
+        return Ok(failure("the conformance upstream has no scripted response left"));
     };
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut builder = Response::builder().status(status);
@@ -98,30 +99,42 @@ async fn answer(
         out
     };
     let body = match r.body {
-        Some(serde_json::Value::String(text)) => axum::body::Body::from(echo(text)),
+        Some(serde_json::Value::String(text)) => Bytes::from(echo(text)),
         Some(json) => {
             builder = builder.header("content-type", "application/json");
-            axum::body::Body::from(echo(serde_json::to_string(&json).unwrap_or_default()))
+            Bytes::from(echo(serde_json::to_string(&json).unwrap_or_default()))
         }
-        None => axum::body::Body::empty(),
+        None => Bytes::new(),
     };
-    builder.body(body).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    Ok(builder.body(Full::new(body)).unwrap_or_else(|_| failure("a scripted response is not valid HTTP")))
 }
 
 impl Upstream {
-    /// Starts the server on 127.0.0.1 (an ephemeral port) on the current tokio runtime.
+    /// Starts the server on 127.0.0.1 (an ephemeral port) on the current tokio runtime: HTTP/1.1
+    /// only, one task per connection, until the upstream is dropped.
     pub async fn start() -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
         let script = Arc::new(Mutex::new(Script::default()));
-        let app = axum::Router::new().fallback(answer).with_state(script.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        let served = script.clone();
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await;
+            loop {
+                let stream = tokio::select! {
+                    _ = &mut rx => break,
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(_) => continue,
+                    },
+                };
+                let script = served.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request| answer(script.clone(), request));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
         });
         Ok(Self { addr, script, shutdown: Some(tx) })
     }
