@@ -9,18 +9,18 @@ use std::sync::{Arc, Mutex, OnceLock};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::app::registry::{Registry, RegistryError};
 use crate::commands::{self, BuildDecision, CommandError};
-use crate::runtime::declarative::engine::DeclarativeAdapter;
-use crate::runtime::declarative::manifest::{FixtureResponse, Scheme as ManifestScheme};
-use crate::runtime::declarative::{self, Manifest, ManifestError};
 use crate::events::domain::ImplementationBuilt;
 use crate::events::envelope::EventMetadata;
 use crate::ids::{ContentHash, ContractRef, ImplementationId, ImplementationSource, SignatureBytes};
 use crate::keys::{RegistryKey, Signer};
-use crate::app::registry::{Registry, RegistryError};
 use crate::runtime::adapter::Adapter;
 use crate::runtime::artifact::{self, ArtifactStore, ArtifactStoreError};
 use crate::runtime::component::{descriptor, ComponentError, ComponentRuntime, Descriptor};
+use crate::runtime::declarative::engine::DeclarativeAdapter;
+use crate::runtime::declarative::manifest::{FixtureResponse, Scheme as ManifestScheme};
+use crate::runtime::declarative::{self, Manifest, ManifestError};
 use crate::runtime::host::egress::{AllowList, AllowRule, Scheme};
 
 pub const DECLARATIVE_MEDIA_TYPE: &str = "application/vnd.vadyl.declarative+json";
@@ -374,7 +374,16 @@ pub fn build_native(
     };
     let bytes = serde_json_canonicalizer::to_vec(&artifact)
         .map_err(|e| LifecycleError::Artifact(format!("cannot canonicalize the native artifact: {e}")))?;
-    record_artifact(registry, loader, metadata, id, ImplementationSource::BuiltInNative, contract, &bytes, NATIVE_MEDIA_TYPE)
+    record_artifact(
+        registry,
+        loader,
+        metadata,
+        id,
+        ImplementationSource::BuiltInNative,
+        contract,
+        &bytes,
+        NATIVE_MEDIA_TYPE,
+    )
 }
 
 /// The build of this binary, as native artifacts name it.
@@ -389,9 +398,13 @@ pub fn load(registry: &Registry, loader: &Loader, id: &ImplementationId) -> Resu
     let view = registry
         .read(|s| s.implementation(id).cloned())
         .ok_or_else(|| CommandError::NotFound(format!("implementation {id} does not exist")))?;
-    let bytes =
-        artifact::load_verified(loader.artifacts(), &view.content_hash, &view.signature, &registry.key().verifying_key())
-            .map_err(|e| LifecycleError::Artifact(format!("refusing to load {id}: {e}")))?;
+    let bytes = artifact::load_verified(
+        loader.artifacts(),
+        &view.content_hash,
+        &view.signature,
+        &registry.key().verifying_key(),
+    )
+    .map_err(|e| LifecycleError::Artifact(format!("refusing to load {id}: {e}")))?;
     match view.source {
         ImplementationSource::DeclarativeBundle => {
             let manifest: Manifest = serde_json::from_slice(&bytes)
