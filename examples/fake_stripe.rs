@@ -8,7 +8,7 @@
 //! Ctrl-C. Inspect it with `curl http://127.0.0.1:PORT/__fake/requests`; queue faults with
 //! `curl -X POST http://127.0.0.1:PORT/__fake/faults -d '{"status": 429, "retryAfter": "1"}'`.
 
-#[path = "../tests/support/fake_stripe.rs"]
+#[path = "../tests/support/fake_stripe/mod.rs"]
 mod fake_stripe;
 
 use std::net::{Ipv4Addr, SocketAddr};

@@ -39,8 +39,9 @@ pub enum LifecycleError {
     ArtifactStore {
         implementation: ImplementationId,
         action: &'static str,
+        /// Boxed: the store's error is large, and every build result carries this type.
         #[source]
-        source: ArtifactStoreError,
+        source: Box<ArtifactStoreError>,
     },
     #[error("the embedded contract catalogue cannot be loaded")]
     Contracts(#[source] crate::contracts::ContractError),
@@ -194,6 +195,7 @@ fn allow_list(egress: &crate::runtime::declarative::manifest::Egress) -> Result<
 
 /// Stores `bytes` by content hash, signs them and records the build (refusing a conflicting rebuild
 /// before writing anything). Shared by the three sources.
+#[allow(clippy::too_many_arguments)]
 fn record_artifact(
     registry: &Registry,
     loader: &Loader,
@@ -209,7 +211,7 @@ fn record_artifact(
     loader.artifacts.put(bytes).map_err(|source| LifecycleError::ArtifactStore {
         implementation: id.clone(),
         action: "stored",
-        source,
+        source: Box::new(source),
     })?;
     let signature = registry.key().sign(&artifact::signing_message(&content_hash));
     let built = ImplementationBuilt {

@@ -1,0 +1,26 @@
+//! `vadyl bench log|invoke`: the benchmarks in `vadyl::tools::bench`, with their summaries.
+
+use super::args::BenchCommand;
+use super::output::Output;
+
+pub(super) fn run(out: &Output, command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Invoke(opts) => {
+            let report = vadyl::tools::bench::invoke::run_invoke_bench(&opts).map_err(anyhow::Error::from_boxed)?;
+            out.print(&serde_json::to_value(&report)?, |_| {
+                let (d, c) = (&report.declarative, &report.component);
+                format!(
+                    "declarative invoke: median {:.0} µs, p99 {:.0} µs; direct call median {:.0} µs, p99 {:.0} µs; added {:.0} µs at the median ({} invocations)\n\
+                     component invoke (no egress): median {:.0} µs, p99 {:.0} µs; raw wasmtime instantiate+call median {:.0} µs, p99 {:.0} µs; ratio {:.2}",
+                    d.median_us, d.p99_us, d.baseline_median_us, d.baseline_p99_us, d.added_median_us, d.invocations,
+                    c.median_us, c.p99_us, c.raw_median_us, c.raw_p99_us, c.ratio
+                )
+            });
+        }
+        BenchCommand::Log(opts) => {
+            let report = vadyl::tools::bench::log::run_log_bench(&opts).map_err(anyhow::Error::from_boxed)?;
+            out.print(&serde_json::to_value(&report)?, |_| report.human());
+        }
+    }
+    Ok(())
+}
