@@ -10,7 +10,9 @@ use crate::events::domain::{
     BindingChanged, BindingCreated, CheckpointSigned, ConformanceRunCompleted, ContractRegistered, DomainEvent,
     ImplementationBuilt, PublicationCreated, PublicationEntry, PublicationInvalidated, RegistryKeyRegistered,
 };
-use crate::ids::{BindingAlias, BindingTarget, ContentHash, ContractRef, ImplementationId, ProjectId, PublicationVersion};
+use crate::ids::{
+    BindingAlias, BindingTarget, ContentHash, ContractRef, ImplementationId, ProjectId, PublicationVersion,
+};
 use crate::keys::Signer;
 use crate::projections::{Projections, Resolution};
 

@@ -273,7 +273,10 @@ fn a_forbidden_import_is_named_at_build_and_refused_at_instantiation_when_forced
     assert!(!out.status.success());
     assert!(stderr(&out).contains("wasi:cli/environment@0.2.0"), "the import is named: {}", stderr(&out));
     let reg = common::open(&data);
-    assert!(reg.registry().read(|s| s.implementation(&"sneaky:1.0.0".parse().unwrap()).is_none()), "nothing was recorded");
+    assert!(
+        reg.registry().read(|s| s.implementation(&"sneaky:1.0.0".parse().unwrap()).is_none()),
+        "nothing was recorded"
+    );
 
     // Forced into the store (bytes signed and recorded behind the build's back): the loader refuses it.
     let with_descriptor = vadyl::runtime::component::descriptor::embed(&wasm, d.to_string().as_bytes()).unwrap();

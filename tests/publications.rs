@@ -61,7 +61,8 @@ fn the_contract_catalogue_is_recorded_once_per_wit_digest() {
     assert_eq!(count(dir.path()), 2);
     let reg = common::open(dir.path());
     let mut contract_events = 0;
-    reg.registry().store()
+    reg.registry()
+        .store()
         .read_range(1, u64::MAX, &mut |e| {
             contract_events += usize::from(e.event_type == "ContractRegistered");
             Ok(())
@@ -165,7 +166,8 @@ fn invalidation_rolls_latest_back_and_keeps_versions_readable() {
     // Nothing the refused requests sent was written: two invalidations, no more.
     server.stop();
     let reg = common::open(dir.path());
-    let invalidated = reg.registry().read(|s| s.publications.versions.values().filter(|v| v.invalidated.is_some()).count());
+    let invalidated =
+        reg.registry().read(|s| s.publications.versions.values().filter(|v| v.invalidated.is_some()).count());
     assert_eq!(invalidated, 2);
     assert_eq!(reg.registry().read(|s| s.publications.latest().map(|l| l.publication_version.0)), Some(2));
 }
@@ -188,11 +190,15 @@ fn invalidating_every_version_leaves_no_latest_and_floating_bindings_follow_roll
         })
     };
     assert_eq!(resolve("stripe"), "stripe-charge-adapter:1.1.0");
-    reg.registry().invalidate_publication(&common::actor("test"), vadyl::ids::PublicationVersion(2), "bad release").unwrap();
+    reg.registry()
+        .invalidate_publication(&common::actor("test"), vadyl::ids::PublicationVersion(2), "bad release")
+        .unwrap();
     assert_eq!(resolve("stripe"), "stripe-charge-adapter:1.0.0", "floating follows the rollback");
     assert!(resolve("pinned").starts_with("NoLongerPublished"), "pinned does not silently run something else");
-    let latest =
-        reg.registry().invalidate_publication(&common::actor("test"), vadyl::ids::PublicationVersion(1), "all bad").unwrap();
+    let latest = reg
+        .registry()
+        .invalidate_publication(&common::actor("test"), vadyl::ids::PublicationVersion(1), "all bad")
+        .unwrap();
     assert!(latest.is_none());
     assert_eq!(resolve("stripe"), "NothingPublished");
 }

@@ -57,12 +57,13 @@ fn regenerate() {
     common::bind(&reg, "shop", "hooks", "webhook-signer:1.0.0");
     common::bind(&reg, "shop", "stripe", &stripe.to_string());
     reg.registry().checkpoint(&common::actor("snapshot-generator")).unwrap();
-    reg.registry().invalidate_publication(
-        &common::actor("release-manager"),
-        PublicationVersion(2),
-        "1.2.0 double-charges on retry",
-    )
-    .unwrap();
+    reg.registry()
+        .invalidate_publication(
+            &common::actor("release-manager"),
+            PublicationVersion(2),
+            "1.2.0 double-charges on retry",
+        )
+        .unwrap();
     common::bind(&reg, "other", "stripe", "stripe-charge-adapter@^1");
     let auditor = reg
         .issue_token(&common::actor("admin"), vadyl::ids::Role::Auditor, None, vec![], "quarterly audit".into())
@@ -75,7 +76,8 @@ fn regenerate() {
         "shop backend".into(),
     )
     .unwrap();
-    reg.registry().execute(&common::actor("admin"), |s| vadyl::commands::revoke_token(s, &auditor.token_id, "audit finished"))
+    reg.registry()
+        .execute(&common::actor("admin"), |s| vadyl::commands::revoke_token(s, &auditor.token_id, "audit finished"))
         .unwrap();
     let cp = reg.registry().checkpoint(&common::actor("snapshot-generator")).unwrap().unwrap();
     let mut out = std::fs::File::create(dir().join("history.ndjson")).unwrap();

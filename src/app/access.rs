@@ -94,7 +94,8 @@ pub fn issue_token(
     label: String,
 ) -> Result<NewToken, AccessError> {
     let new = generate(hashes)?;
-    let grant = crate::events::domain::TokenIssued { token_id: new.token_id.clone(), role, project, implementations, label };
+    let grant =
+        crate::events::domain::TokenIssued { token_id: new.token_id.clone(), role, project, implementations, label };
     match registry.execute(metadata, |s| commands::issue_token(s, grant.clone())) {
         Ok(_) => Ok(new),
         Err(e) => {

@@ -183,10 +183,8 @@ fn resolve(registry: &Registry, request: &InvokeRequest) -> Result<Resolved, Inv
                 return Err(CommandError::Gone("nothing is published (every version is invalidated)".into()).into())
             }
         };
-        let contract = s
-            .contract(&entry.contract)
-            .cloned()
-            .ok_or_else(|| InvokeError::UnknownContract(entry.contract.clone()))?;
+        let contract =
+            s.contract(&entry.contract).cloned().ok_or_else(|| InvokeError::UnknownContract(entry.contract.clone()))?;
         Ok(Resolved {
             implementation_id: entry.implementation_id.clone(),
             publication,
@@ -302,8 +300,15 @@ impl Invoker<'_> {
         check_input(self.caches, &contract, &request.operation, &request.input)?;
         let loaded = self.loader.load_published(self.registry, &implementation_id, content_hash)?;
         let policy = &loaded.policy;
-        let redactor =
-            redactor_for(self.host, self.caches, &request.project, policy, &contract, &request.operation, &request.input)?;
+        let redactor = redactor_for(
+            self.host,
+            self.caches,
+            &request.project,
+            policy,
+            &contract,
+            &request.operation,
+            &request.input,
+        )?;
         let mut host = InvocationHost::new(self.host, request.project.clone(), policy.allow.clone(), redactor)
             .with_grants(policy.grants())
             .with_memory(memory_scope(&request.project, &implementation_id)?);

@@ -9,18 +9,18 @@ use std::sync::{Arc, Mutex, OnceLock};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::app::registry::{Registry, RegistryError};
 use crate::commands::{self, BuildDecision, CommandError};
-use crate::runtime::declarative::engine::DeclarativeAdapter;
-use crate::runtime::declarative::manifest::{FixtureResponse, Scheme as ManifestScheme};
-use crate::runtime::declarative::{self, Manifest, ManifestError};
 use crate::events::domain::ImplementationBuilt;
 use crate::events::envelope::EventMetadata;
 use crate::ids::{ContentHash, ContractRef, ImplementationId, ImplementationSource, SignatureBytes};
 use crate::keys::{RegistryKey, Signer};
-use crate::app::registry::{Registry, RegistryError};
 use crate::runtime::adapter::Adapter;
 use crate::runtime::artifact::{self, ArtifactStore, ArtifactStoreError};
 use crate::runtime::component::{descriptor, ComponentError, ComponentRuntime, Descriptor};
+use crate::runtime::declarative::engine::DeclarativeAdapter;
+use crate::runtime::declarative::manifest::{FixtureResponse, Scheme as ManifestScheme};
+use crate::runtime::declarative::{self, Manifest, ManifestError};
 use crate::runtime::host::egress::{AllowList, AllowRule, Scheme};
 
 pub const DECLARATIVE_MEDIA_TYPE: &str = "application/vnd.vadyl.declarative+json";
@@ -39,8 +39,9 @@ pub enum LifecycleError {
     ArtifactStore {
         implementation: ImplementationId,
         action: &'static str,
+        // Boxed: every lifecycle result carries this error, and the store's error is large.
         #[source]
-        source: ArtifactStoreError,
+        source: Box<ArtifactStoreError>,
     },
     #[error("the embedded contract catalogue cannot be loaded")]
     Contracts(#[source] crate::contracts::ContractError),
@@ -194,6 +195,7 @@ fn allow_list(egress: &crate::runtime::declarative::manifest::Egress) -> Result<
 
 /// Stores `bytes` by content hash, signs them and records the build (refusing a conflicting rebuild
 /// before writing anything). Shared by the three sources.
+#[allow(clippy::too_many_arguments)] // each is one field of the build event; a struct would only rename them
 fn record_artifact(
     registry: &Registry,
     loader: &Loader,
@@ -209,7 +211,7 @@ fn record_artifact(
     loader.artifacts.put(bytes).map_err(|source| LifecycleError::ArtifactStore {
         implementation: id.clone(),
         action: "stored",
-        source,
+        source: Box::new(source),
     })?;
     let signature = registry.key().sign(&artifact::signing_message(&content_hash));
     let built = ImplementationBuilt {
@@ -374,7 +376,16 @@ pub fn build_native(
     };
     let bytes = serde_json_canonicalizer::to_vec(&artifact)
         .map_err(|e| LifecycleError::Artifact(format!("cannot canonicalize the native artifact: {e}")))?;
-    record_artifact(registry, loader, metadata, id, ImplementationSource::BuiltInNative, contract, &bytes, NATIVE_MEDIA_TYPE)
+    record_artifact(
+        registry,
+        loader,
+        metadata,
+        id,
+        ImplementationSource::BuiltInNative,
+        contract,
+        &bytes,
+        NATIVE_MEDIA_TYPE,
+    )
 }
 
 /// The build of this binary, as native artifacts name it.
@@ -389,9 +400,13 @@ pub fn load(registry: &Registry, loader: &Loader, id: &ImplementationId) -> Resu
     let view = registry
         .read(|s| s.implementation(id).cloned())
         .ok_or_else(|| CommandError::NotFound(format!("implementation {id} does not exist")))?;
-    let bytes =
-        artifact::load_verified(loader.artifacts(), &view.content_hash, &view.signature, &registry.key().verifying_key())
-            .map_err(|e| LifecycleError::Artifact(format!("refusing to load {id}: {e}")))?;
+    let bytes = artifact::load_verified(
+        loader.artifacts(),
+        &view.content_hash,
+        &view.signature,
+        &registry.key().verifying_key(),
+    )
+    .map_err(|e| LifecycleError::Artifact(format!("refusing to load {id}: {e}")))?;
     match view.source {
         ImplementationSource::DeclarativeBundle => {
             let manifest: Manifest = serde_json::from_slice(&bytes)

@@ -91,7 +91,14 @@ impl App {
             clock: ports.clock,
             sleeper: Arc::new(TokioSleeper),
         };
-        Ok(Self { registry, loader, host, records: ports.records, tokens: ports.tokens, caches: invoke::Caches::default() })
+        Ok(Self {
+            registry,
+            loader,
+            host,
+            records: ports.records,
+            tokens: ports.tokens,
+            caches: invoke::Caches::default(),
+        })
     }
 
     /// The log and its projections: every read of current state, and every write (through

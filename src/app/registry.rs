@@ -423,4 +423,3 @@ fn to_request(live: &Live, events: Vec<DomainEvent>, metadata: &EventMetadata) -
     }
     AppendRequest { streams, metadata: metadata.clone() }
 }
-

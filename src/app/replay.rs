@@ -197,7 +197,9 @@ pub async fn replay_invocation(
             let _ = redact_pointers(&mut output, &pointers);
             (record.output.clone().unwrap_or(Value::Null), output)
         }
-        Ok((Outcome::Failed(f), _)) => (record.error.clone().unwrap_or(Value::Null), crate::app::invoke::failure_json(&f)),
+        Ok((Outcome::Failed(f), _)) => {
+            (record.error.clone().unwrap_or(Value::Null), crate::app::invoke::failure_json(&f))
+        }
         Err(e) => (record.output.clone().unwrap_or(Value::Null), serde_json::json!({ "replayError": e.to_string() })),
     };
     Ok(ReplayReport {

@@ -14,12 +14,12 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 
 use vadyl::app::audit::{self, TrustedKey};
-use vadyl::events::envelope::EventMetadata;
-use vadyl::storage::sqlite::log::{Durability, SqliteStore};
-use vadyl::storage::EVENTS_DB;
-use vadyl::ids::{BindingAlias, BindingTarget, ContractRef, ImplementationId, ProjectId, PublicationVersion};
 use vadyl::app::registry::OpenOptions;
 use vadyl::app::App;
+use vadyl::events::envelope::EventMetadata;
+use vadyl::ids::{BindingAlias, BindingTarget, ContractRef, ImplementationId, ProjectId, PublicationVersion};
+use vadyl::storage::sqlite::log::{Durability, SqliteStore};
+use vadyl::storage::EVENTS_DB;
 
 #[derive(Parser, Debug)]
 #[command(name = "vadyl", version, about = "Event-sourced publication registry and runtime for connectors")]
@@ -434,15 +434,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     let app = open_registry(&cli.data_dir)?;
                     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
                     let json_mode = out.json;
-                    let report = runtime.block_on(app.run_conformance_with_progress(
-                        &local_actor(),
-                        &id,
-                        &mut |vector| {
+                    let report =
+                        runtime.block_on(app.run_conformance_with_progress(&local_actor(), &id, &mut |vector| {
                             if !json_mode {
                                 eprintln!("  running vector {vector} …");
                             }
-                        },
-                    ))?;
+                        }))?;
                     app.registry().checkpoint(&local_actor())?;
                     serde_json::to_value(&report)?
                 }
@@ -699,8 +696,14 @@ fn call_api(cli: &Conn, method: reqwest::Method, path: &str, body: Option<Value>
     }
 }
 
-async fn in_process(app: Arc<App>, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
-    let (status, value) = vadyl::http::call_local(vadyl::http::router(app.clone()), method.as_str(), path, body).await?;
+async fn in_process(
+    app: Arc<App>,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<(u16, Value)> {
+    let (status, value) =
+        vadyl::http::call_local(vadyl::http::router(app.clone()), method.as_str(), path, body).await?;
     if (200..300).contains(&status) && method != reqwest::Method::GET {
         tokio::task::spawn_blocking(move || app.registry().checkpoint(&local_actor())).await??;
     }

@@ -73,10 +73,10 @@
 //! sensitivity does. Note that wit-parser 0.254 attaches *every* comment preceding an
 //! item (`//` and `/* */` included, not only `///`) to its docs.
 
-pub mod vectors;
 mod schema;
 #[cfg(test)]
 mod tests;
+pub mod vectors;
 
 use std::path::Path;
 

@@ -48,4 +48,3 @@ pub fn vectors(contract: &str) -> Option<VectorFile> {
     };
     serde_json::from_str(text).ok()
 }
-

@@ -109,7 +109,8 @@ pub async fn show(
     if !super::visible(&who, &project)? {
         return Err(Problem::not_found(format!("project {project} has no binding {alias}")));
     }
-    st.app.registry()
+    st.app
+        .registry()
         .read(|s| s.binding(&project, &alias).map(|b| binding_json(s, b)))
         .map_or_else(|| Err(Problem::not_found(format!("project {project} has no binding {alias}"))), ok)
 }

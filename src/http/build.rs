@@ -18,10 +18,9 @@ pub async fn declarative(
     let name = document.get("name").and_then(serde_json::Value::as_str).unwrap_or_default();
     who.authorize(crate::app::access::Action::Build { implementation: name })?;
     let app = st.app.clone();
-    let result =
-        tokio::task::spawn_blocking(move || app.build_declarative(&who.metadata(), &document))
-            .await
-            .map_err(Problem::internal)??;
+    let result = tokio::task::spawn_blocking(move || app.build_declarative(&who.metadata(), &document))
+        .await
+        .map_err(Problem::internal)??;
     let status = if result.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(serde_json::to_value(&result).unwrap_or_default())).into_response())
 }
@@ -58,13 +57,7 @@ pub async fn component(
         .map_err(|e| Problem::bad_request(format!("/component is not standard base64: {e}")))?;
     let app = st.app.clone();
     let result = tokio::task::spawn_blocking(move || {
-        app.build_component(
-            &who.metadata(),
-            body.implementation_id,
-            body.contract,
-            &body.descriptor,
-            &wasm,
-        )
+        app.build_component(&who.metadata(), body.implementation_id, body.contract, &body.descriptor, &wasm)
     })
     .await
     .map_err(Problem::internal)??;
@@ -92,12 +85,7 @@ pub async fn native(
     who.authorize(crate::app::access::Action::Build { implementation: body.implementation_id.name.as_str() })?;
     let app = st.app.clone();
     let result = tokio::task::spawn_blocking(move || {
-        app.build_native(
-            &who.metadata(),
-            body.implementation_id,
-            &body.adapter,
-            body.descriptor.as_ref(),
-        )
+        app.build_native(&who.metadata(), body.implementation_id, &body.adapter, body.descriptor.as_ref())
     })
     .await
     .map_err(Problem::internal)??;

@@ -29,11 +29,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::app::access::{Action, Principal, Refusal};
+use crate::app::registry::Registry;
+use crate::app::App;
 use crate::events::envelope::EventMetadata;
 use crate::ids::{ContractKind, ContractRef, ImplementationId, PublicationVersion};
 use crate::projections::{Projections, PublicationView};
-use crate::app::registry::Registry;
-use crate::app::App;
 use problem::Problem;
 
 pub type ApiResult = Result<Response, Problem>;
@@ -342,7 +342,8 @@ async fn get_contract(State(st): State<AppState>, Path((kind, major)): Path<(Str
     let major_version: u32 =
         major.parse().map_err(|_| Problem::bad_request(format!("majorVersion {major:?} must be a whole number")))?;
     let contract = ContractRef { kind, major_version };
-    st.app.registry()
+    st.app
+        .registry()
         .read(|p| p.contract(&contract).map(|c| serde_json::to_value(c).unwrap_or_default()))
         .map_or_else(|| Err(Problem::not_found(format!("contract {contract} is not registered"))), ok)
 }
@@ -364,7 +365,8 @@ async fn list_implementations(State(st): State<AppState>) -> ApiResult {
 
 async fn get_implementation(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
     let id: ImplementationId = id.parse()?;
-    st.app.registry()
+    st.app
+        .registry()
         .read(|p| implementation_json(p, &id))
         .map_or_else(|| Err(Problem::not_found(format!("implementation {id} does not exist"))), ok)
 }
@@ -377,7 +379,8 @@ pub fn publication_json(p: &Projections, view: &PublicationView) -> serde_json::
 }
 
 async fn latest_publication(State(st): State<AppState>) -> ApiResult {
-    st.app.registry()
+    st.app
+        .registry()
         .read(|p| p.publications.latest().map(|l| publication_json(p, l)))
         .map_or_else(|| Err(Problem::not_found("nothing is published yet (or every version is invalidated)")), ok)
 }
@@ -388,7 +391,8 @@ fn parse_version(v: &str) -> Result<PublicationVersion, Problem> {
 
 async fn publication_version(State(st): State<AppState>, Path(version): Path<String>) -> ApiResult {
     let version = parse_version(&version)?;
-    st.app.registry()
+    st.app
+        .registry()
         .read(|p| p.publications.get(version).map(|v| publication_json(p, v)))
         .map_or_else(|| Err(Problem::not_found(format!("publication version {version} does not exist"))), ok)
 }
@@ -430,10 +434,11 @@ async fn invalidate_publication(
         return Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "publicationVersion starts at 1"));
     }
     let app = st.app.clone();
-    let latest =
-        tokio::task::spawn_blocking(move || app.registry().invalidate_publication(&who.metadata(), version, &body.reason))
-            .await
-            .map_err(Problem::internal)??;
+    let latest = tokio::task::spawn_blocking(move || {
+        app.registry().invalidate_publication(&who.metadata(), version, &body.reason)
+    })
+    .await
+    .map_err(Problem::internal)??;
     let latest = st.app.registry().read(|p| latest.as_ref().map(|l| publication_json(p, l)));
     ok(json!({ "invalidated": version, "latest": latest }))
 }
@@ -554,7 +559,11 @@ pub async fn call_local(
     let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024 * 1024)
         .await
         .map_err(|e| LocalCallError::Request(e.to_string()))?;
-    let value = if bytes.is_empty() { serde_json::Value::Null } else { serde_json::from_slice(&bytes).map_err(LocalCallError::Json)? };
+    let value = if bytes.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&bytes).map_err(LocalCallError::Json)?
+    };
     Ok((status, value))
 }
 

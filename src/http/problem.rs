@@ -5,8 +5,8 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::commands::CommandError;
 use crate::app::registry::RegistryError;
+use crate::commands::CommandError;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {

@@ -46,8 +46,7 @@ pub enum ExchangeOutcome {
 impl Exchange {
     /// This exchange as an invocation record keeps it: headers, body and messages through `redact`.
     pub fn redacted(&self, redact_str: impl Fn(&str) -> String) -> Exchange {
-        let pairs =
-            |h: &[(String, String)]| h.iter().map(|(n, v)| (redact_str(n), redact_str(v))).collect::<Vec<_>>();
+        let pairs = |h: &[(String, String)]| h.iter().map(|(n, v)| (redact_str(n), redact_str(v))).collect::<Vec<_>>();
         let outcome = match &self.outcome {
             ExchangeOutcome::Response { status, headers, body } => ExchangeOutcome::Response {
                 status: *status,

@@ -46,11 +46,8 @@ pub fn load_or_create(keys_dir: &Path) -> Result<RegistryKey, KeyError> {
 
 fn load(path: &Path) -> Result<RegistryKey, KeyError> {
     check_owner_only(path)?;
-    let text = fs::read_to_string(path).map_err(|source| KeyError::Io {
-        action: "read",
-        path: path.to_owned(),
-        source,
-    })?;
+    let text =
+        fs::read_to_string(path).map_err(|source| KeyError::Io { action: "read", path: path.to_owned(), source })?;
     let malformed = |reason: &str| KeyError::Malformed { path: path.to_owned(), reason: reason.to_owned() };
     let hex_seed = text
         .trim_end()

@@ -6,13 +6,13 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
+use vadyl::app::registry::OpenOptions;
+use vadyl::app::App;
 use vadyl::commands::{self, BuildDecision};
 use vadyl::events::domain::{CheckResult, CheckState, ConformanceRunCompleted, ImplementationBuilt};
 use vadyl::events::envelope::EventMetadata;
 use vadyl::ids::{BindingTarget, ContentHash, ImplementationId, ImplementationSource};
 use vadyl::keys::Signer;
-use vadyl::app::registry::OpenOptions;
-use vadyl::app::App;
 use vadyl::runtime::artifact::ArtifactStore as _;
 
 pub fn vadyl_bin() -> PathBuf {
@@ -159,11 +159,12 @@ pub fn build(reg: &App, id: &str, contract: &str, source: ImplementationSource) 
         artifact_size: bytes.len() as u64,
         media_type: "application/octet-stream".into(),
     };
-    reg.registry().execute(&actor("test:builder"), |s| match commands::record_build(s, built.clone())? {
-        BuildDecision::Created(events) => Ok(events),
-        BuildDecision::AlreadyBuilt => Ok(vec![]),
-    })
-    .unwrap();
+    reg.registry()
+        .execute(&actor("test:builder"), |s| match commands::record_build(s, built.clone())? {
+            BuildDecision::Created(events) => Ok(events),
+            BuildDecision::AlreadyBuilt => Ok(vec![]),
+        })
+        .unwrap();
     id
 }
 
@@ -185,7 +186,11 @@ pub fn conformance(reg: &App, id: &ImplementationId, run_id: &str, passed: bool)
         started_at: "2026-11-25T12:00:00Z".into(),
         finished_at: "2026-11-25T12:00:01Z".into(),
     };
-    reg.registry().execute(&actor("test:conformance"), |s| commands::complete_conformance_run(s, run.clone(), reg.registry().key())).unwrap();
+    reg.registry()
+        .execute(&actor("test:conformance"), |s| {
+            commands::complete_conformance_run(s, run.clone(), reg.registry().key())
+        })
+        .unwrap();
 }
 
 /// Builds and admits `id`, creating the next publication version.
@@ -197,10 +202,11 @@ pub fn publish(reg: &App, id: &str, contract: &str) -> ImplementationId {
 
 pub fn bind(reg: &App, project: &str, alias: &str, target: &str) {
     let target: BindingTarget = target.parse().unwrap();
-    reg.registry().execute(&actor("test:project"), |s| {
-        commands::bind(s, project.parse().unwrap(), alias.parse().unwrap(), target.clone())
-    })
-    .unwrap();
+    reg.registry()
+        .execute(&actor("test:project"), |s| {
+            commands::bind(s, project.parse().unwrap(), alias.parse().unwrap(), target.clone())
+        })
+        .unwrap();
 }
 
 /// Stores real component bytes and records their build through the command handler, skipping the
@@ -218,11 +224,12 @@ pub fn build_with_bytes(reg: &App, data_dir: &Path, id: &str, contract: &str, by
         artifact_size: bytes.len() as u64,
         media_type: "application/wasm".into(),
     };
-    reg.registry().execute(&actor("test:forced"), |s| match commands::record_build(s, built.clone())? {
-        BuildDecision::Created(events) => Ok(events),
-        BuildDecision::AlreadyBuilt => Ok(vec![]),
-    })
-    .unwrap();
+    reg.registry()
+        .execute(&actor("test:forced"), |s| match commands::record_build(s, built.clone())? {
+            BuildDecision::Created(events) => Ok(events),
+            BuildDecision::AlreadyBuilt => Ok(vec![]),
+        })
+        .unwrap();
     id
 }
 

@@ -15,22 +15,22 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::commands;
-use crate::events::domain::{CheckResult, CheckState, ConformanceRunCompleted};
-use crate::events::envelope::EventMetadata;
-use crate::ids::ImplementationId;
 use crate::app::invoke::{
     check_input, failure_json, memory_scope, redactor_for, sensitive_input_pointers, Invoker, MAX_EXCHANGES,
 };
 use crate::app::lifecycle::{self, LifecycleError};
-use crate::projections::ContractView;
 use crate::app::registry::RegistryError;
+use crate::commands;
+use crate::contracts::vectors::vectors;
+use crate::events::domain::{CheckResult, CheckState, ConformanceRunCompleted};
+use crate::events::envelope::EventMetadata;
+use crate::ids::ImplementationId;
+use crate::projections::ContractView;
 use crate::runtime::adapter::Outcome;
 use crate::runtime::host::egress::RecordingSleeper;
 use crate::runtime::host::memory::Scope;
 use crate::runtime::invoke::InvocationHost;
 use crate::runtime::redaction::Redactor;
-use crate::contracts::vectors::vectors;
 use upstream::{ScriptedResponse, Upstream};
 
 /// The project conformance runs in: canary secrets and memory live here, never in a user's project.
@@ -157,8 +157,7 @@ pub async fn run_with_progress(
     let policy = &loaded.policy;
     let suite = vectors(&view.contract.to_string())
         .ok_or_else(|| ConformanceError::Setup(format!("no conformance vectors for {}", view.contract)))?;
-    let project =
-        CONFORMANCE_PROJECT.parse().map_err(ConformanceError::Project)?;
+    let project = CONFORMANCE_PROJECT.parse().map_err(ConformanceError::Project)?;
     let services = inv.host;
 
     // Plant a fresh canary as every secret the implementation uses.
@@ -167,10 +166,8 @@ pub async fn run_with_progress(
     for name in secret_names {
         services.secrets.set(&project, name, canary.as_bytes())?;
     }
-    let canary_scan =
-        Redactor::new([canary.clone().into_bytes()])?;
-    let upstream =
-        Upstream::start().await.map_err(ConformanceError::Upstream)?;
+    let canary_scan = Redactor::new([canary.clone().into_bytes()])?;
+    let upstream = Upstream::start().await.map_err(ConformanceError::Upstream)?;
     let allow = policy.allow.clone();
     let fixtures = &policy.fixtures;
 

@@ -83,7 +83,8 @@ pub fn run_invoke_bench(opts: &InvokeBenchOptions) -> BenchResult<InvokeBenchRep
         let registry = app.registry();
         let project = crate::ids::ProjectId::default_project();
         app.set_secret(&project, "stripe-secret-key", b"sk_test_bench_secret")?;
-        let mut manifest: serde_json::Value = serde_json::from_str(include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/stripe.connector.json")))?;
+        let mut manifest: serde_json::Value =
+            serde_json::from_str(include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/stripe.connector.json")))?;
         manifest["config"]["baseUrl"] = json!(base);
         if let Some(allow) = manifest["egress"]["allow"].as_array_mut() {
             allow.push(json!({"scheme": "http", "host": "127.0.0.1", "port": port}));
@@ -242,27 +243,24 @@ async fn component_bench(
 
     // Raw: the same component, engine configuration, limits and pre-instantiation; a new store,
     // instantiate, call with ready-made values. No binding, bridge, host loop or record.
-    let view = registry
-        .read(|s| s.implementation(&id).cloned())
-        .ok_or_else(|| "the bench component vanished")?;
+    let view = registry.read(|s| s.implementation(&id).cloned()).ok_or("the bench component vanished")?;
     // The raw baseline reads the artifact and compiles it itself, beside the registry's runtime.
     let artifacts = crate::storage::artifacts::FileArtifacts::open(&data_dir.join("artifacts"))?;
     let bytes = artifacts.get(&view.content_hash)?.ok_or("the bench artifact vanished")?;
     let spec = crate::contracts::load_embedded()?
         .contract("payment.charge", 1)
         .cloned()
-        .ok_or_else(|| "payment.charge@1 is missing")?;
+        .ok_or("payment.charge@1 is missing")?;
     let raw_runtime = crate::runtime::component::ComponentRuntime::new(&data_dir.join("bench-compiled"), [7u8; 32])?;
     let adapter = raw_runtime.load(&view.content_hash, &bytes, &spec)?;
-    let (index, args) =
-        adapter.raw_call_parts("charge", &input).ok_or_else(|| "the component has no charge")?;
+    let (index, args) = adapter.raw_call_parts("charge", &input).ok_or("the component has no charge")?;
     let mut raw = Vec::with_capacity(n);
     for i in 0..n + n / 10 {
         let started = Instant::now();
         let mut host = NoHost;
         let mut store = adapter.new_store(&mut host);
         let instance = adapter.instance_pre().instantiate(&mut store)?;
-        let func = instance.get_func(&mut store, index).ok_or_else(|| "no export")?;
+        let func = instance.get_func(&mut store, index).ok_or("no export")?;
         let mut results = [wasmtime::component::Val::Bool(false)];
         func.call(&mut store, &args, &mut results)?;
         drop(store);

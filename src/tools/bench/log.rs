@@ -12,11 +12,11 @@ use std::time::Instant;
 use rusqlite::{params, Connection};
 use serde::Serialize;
 
+use super::BenchResult;
 use crate::events::domain::{BindingChanged, BindingCreated, DomainEvent};
 use crate::events::envelope::EventMetadata;
-use super::BenchResult;
-use crate::storage::sqlite::log::{Durability, SqliteStore};
 use crate::events::store::{AppendRequest, EventStore, ExpectedVersion, ProposedEvent};
+use crate::storage::sqlite::log::{Durability, SqliteStore};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct LogBenchOptions {

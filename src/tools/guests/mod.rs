@@ -111,8 +111,7 @@ pub fn run_tool(
 /// Wraps a core module carrying `wit-bindgen` component-type metadata into a validated component.
 /// `origin` only names the module in errors.
 pub fn componentize(module: &[u8], origin: &Path) -> Result<Vec<u8>, GuestBuildError> {
-    let fail =
-        |e| GuestBuildError::Componentize { module: origin.to_path_buf(), reason: format!("{e:#}") };
+    let fail = |e| GuestBuildError::Componentize { module: origin.to_path_buf(), reason: format!("{e:#}") };
     wit_component::ComponentEncoder::default().module(module).map_err(fail)?.validate(true).encode().map_err(fail)
 }
 
