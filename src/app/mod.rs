@@ -56,7 +56,7 @@ pub struct Ports {
     /// This node's compiled-code cache (local disk, never shared).
     pub compiled_dir: PathBuf,
     pub secrets: Arc<SecretStore>,
-    pub memory: Arc<MemoryStore>,
+    pub memory: Arc<dyn MemoryStore>,
     pub records: Arc<dyn InvocationRecords>,
     pub tokens: Arc<dyn TokenHashes>,
     pub clock: Arc<dyn Clock>,

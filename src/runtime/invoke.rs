@@ -18,7 +18,7 @@ use super::host::clock::Clock;
 use super::host::egress::{
     AllowList, AttachAuth, EgressError, EgressPlan, EgressRequest, Executor, Method, PlanLimits, RetryPolicy, Sleeper,
 };
-use super::host::memory::{MemoryError, Scope};
+use super::host::memory::{MemoryError, MemoryStore, Scope};
 use super::host::secrets::{SecretRef, SecretStore};
 use super::redaction::Redactor;
 use crate::ids::ProjectId;
@@ -26,7 +26,7 @@ use crate::ids::ProjectId;
 /// The host services an invocation runs with.
 pub struct HostServices {
     pub secrets: Arc<SecretStore>,
-    pub memory: Arc<super::host::memory::MemoryStore>,
+    pub memory: Arc<dyn MemoryStore>,
     pub executor: Executor,
     pub clock: Arc<dyn Clock>,
     pub sleeper: Arc<dyn Sleeper>,
@@ -427,7 +427,7 @@ impl StepHost for InvocationHost<'_> {
     fn memory(&mut self, call: MemoryCall) -> Result<MemoryAnswer, MemoryFailure> {
         let answer = match &self.memory_scope {
             None => Err(MemoryFailure::Denied("this invocation has no memory".into())),
-            Some(scope) => memory_call(&self.services.memory, scope, &call).map_err(memory_failure),
+            Some(scope) => memory_call(self.services.memory.as_ref(), scope, &call).map_err(memory_failure),
         };
         self.trace.tape.push(TapeEntry::Memory { request: call, answer: answer.clone() });
         answer
@@ -438,11 +438,7 @@ fn entry(e: super::host::memory::Entry) -> MemoryEntry {
     MemoryEntry { key: e.key, value: e.value, version: e.version, expires_at_ms: e.expires_at_ms }
 }
 
-fn memory_call(
-    store: &super::host::memory::MemoryStore,
-    scope: &Scope,
-    call: &MemoryCall,
-) -> Result<MemoryAnswer, MemoryError> {
+fn memory_call(store: &dyn MemoryStore, scope: &Scope, call: &MemoryCall) -> Result<MemoryAnswer, MemoryError> {
     Ok(match call {
         MemoryCall::Get { key } => MemoryAnswer::Entry { entry: store.get(scope, key)?.map(entry) },
         MemoryCall::GetSnapshot { prefix, limit } => {

@@ -1,14 +1,26 @@
-//! Where the registry key lives: an owner-only file in the data directory, generated on first use,
-//! refused when others can read it. Also the owner-only file helpers the other file stores share.
+//! Where the keys live: owner-only files in the data directory's keys directory, generated on first
+//! use, refused when others can read them.
+//!
+//! - the registry's signing key (`registry.ed25519`, [`load_or_create`]);
+//! - the secrets master key (`secrets.key`, [`load_secrets_key`] and [`create_secrets_key`]), which
+//!   the secrets service (`crate::runtime::host::secrets`) receives as 32 bytes;
+//! - the owner-only file helpers the other file stores share.
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use zeroize::Zeroizing;
+
 use crate::keys::RegistryKey;
 
 const KEY_FILE: &str = "registry.ed25519";
 const KEY_HEADER: &str = "vadyl-ed25519-seed-v1";
+
+/// The secrets master key's file name inside the keys directory.
+pub const SECRETS_KEY_FILE: &str = "secrets.key";
+/// The first word of a secrets master key file; the key follows as 64 hex digits.
+pub(crate) const SECRETS_KEY_HEADER: &str = "vadyl-secrets-master-key-v1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -57,6 +69,68 @@ fn load(path: &Path) -> Result<RegistryKey, KeyError> {
     let mut seed = [0u8; 32];
     hex::decode_to_slice(hex_seed, &mut seed).map_err(|_| malformed("the seed is not 64 hex digits"))?;
     Ok(RegistryKey::from_seed(&seed, path))
+}
+
+/// Why the secrets master key file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretKeyError {
+    #[error("cannot {action} the secrets master key file {path}: {source}")]
+    Io { action: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a Vadyl secrets master key file: {reason}")]
+    Malformed { path: PathBuf, reason: &'static str },
+    #[error("{path} is readable by others (mode {mode:o}); run `chmod 600 {path}` — the secrets master key must be owner-only")]
+    TooOpen { path: PathBuf, mode: u32 },
+    #[error("cannot read random bytes from the operating system: {0}")]
+    Random(String),
+}
+
+/// Creates a new secrets master key at `path` inside `keys_dir` (directory 0700, file 0600). When
+/// another process created the file first, its key is loaded instead.
+pub fn create_secrets_key(keys_dir: &Path, path: &Path) -> Result<Zeroizing<[u8; 32]>, SecretKeyError> {
+    create_private_dir(keys_dir).map_err(|source| SecretKeyError::Io {
+        action: "create directory",
+        path: keys_dir.to_owned(),
+        source,
+    })?;
+    let mut key = Zeroizing::new([0u8; 32]);
+    {
+        use rand::RngCore;
+        rand::rngs::OsRng.try_fill_bytes(&mut key[..]).map_err(|e| SecretKeyError::Random(e.to_string()))?;
+    }
+    let text = Zeroizing::new(format!("{SECRETS_KEY_HEADER} {}\n", hex::encode(&key[..])));
+    let io = |action, source| SecretKeyError::Io { action, path: path.to_owned(), source };
+    let mut file = match open_owner_only(path) {
+        Ok(file) => file,
+        // Another process created it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return load_secrets_key(path),
+        Err(e) => return Err(io("create", e)),
+    };
+    file.write_all(text.as_bytes()).map_err(|e| io("write", e))?;
+    file.sync_all().map_err(|e| io("sync", e))?;
+    Ok(key)
+}
+
+/// Loads the secrets master key at `path`, refusing a file that group or others can read.
+pub fn load_secrets_key(path: &Path) -> Result<Zeroizing<[u8; 32]>, SecretKeyError> {
+    match too_open_mode(path) {
+        Ok(None) => {}
+        Ok(Some(mode)) => return Err(SecretKeyError::TooOpen { path: path.to_owned(), mode }),
+        Err(source) => return Err(SecretKeyError::Io { action: "stat", path: path.to_owned(), source }),
+    }
+    let text = Zeroizing::new(fs::read_to_string(path).map_err(|source| SecretKeyError::Io {
+        action: "read",
+        path: path.to_owned(),
+        source,
+    })?);
+    let malformed = |reason| SecretKeyError::Malformed { path: path.to_owned(), reason };
+    let hex_key = text
+        .trim_end()
+        .strip_prefix(SECRETS_KEY_HEADER)
+        .and_then(|r| r.strip_prefix(' '))
+        .ok_or_else(|| malformed("missing header"))?;
+    let mut key = Zeroizing::new([0u8; 32]);
+    hex::decode_to_slice(hex_key, &mut key[..]).map_err(|_| malformed("the key is not 64 hex digits"))?;
+    Ok(key)
 }
 
 fn getrandom_seed(seed: &mut [u8; 32]) -> Result<(), KeyError> {

@@ -1,11 +1,17 @@
 //! Storage: the implementations of every store port, and the layout of a data directory.
 //!
-//! - `sqlite` — the event log and every SQLite side database (tokens, invocation records, memory,
-//!   secrets);
+//! - `sqlite` — the event log and every SQLite side database: tokens, invocation records, host
+//!   memory (`sqlite::memory::SqliteMemory`, the runtime's `MemoryStore` port) and the secret rows
+//!   (`sqlite::secrets::SqliteSecretRows`, the runtime's `SecretRows` port);
 //! - `artifacts` — the content-addressed artifact store (files under a `cap_std::fs::Dir`);
-//! - `keys` — the registry key file and the owner-only file helpers;
+//! - `keys` — the registry key file, the secrets master key file and the owner-only file helpers;
 //! - [`open`] — the composition root: opens every store of a data directory and hands them to
-//!   [`App::open`](crate::app::App::open).
+//!   [`App::open`](crate::app::App::open); [`open_secrets`] is its secrets part (master key file +
+//!   SQLite rows → the runtime's `SecretStore`).
+//!
+//! What stays in the runtime is what every backend shares: memory's value types, errors, argument
+//! checks and semantics (`runtime::host::memory`), and the secrets' encryption, fingerprints and
+//! validation (`runtime::host::secrets`).
 //!
 //! Architecture invariant: this is the only module that knows SQL or a data directory's file names.
 //! The layers above see traits; a PostgreSQL backend is another module beside `sqlite`.
@@ -17,14 +23,16 @@ use std::sync::Arc;
 use crate::app::registry::{OpenOptions, SnapshotStore};
 use crate::app::{App, AppError, Ports};
 use crate::runtime::host::clock::{Clock, SystemClock};
-use crate::runtime::host::memory::MemoryStore;
-use crate::runtime::host::secrets::SecretStore;
+use crate::runtime::host::memory::{MemoryError, MemoryStore};
+use crate::runtime::host::secrets::{SecretError, SecretRows, SecretStore};
 
 pub mod artifacts;
 pub mod keys;
 pub mod sqlite;
 
 use sqlite::log::{Durability, SqliteStore};
+use sqlite::memory::SqliteMemory;
+use sqlite::secrets::SqliteSecretRows;
 
 /// The files of a data directory.
 pub const EVENTS_DB: &str = "events.db";
@@ -56,6 +64,19 @@ pub enum OpenError {
     App(#[from] AppError),
 }
 
+/// Why the secret store of a data directory cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsOpenError {
+    #[error(transparent)]
+    KeyFile(#[from] keys::SecretKeyError),
+    #[error("the secrets master key file {path} is missing but the secret store {db} was encrypted with a key; restore the key file (a new key could not decrypt the stored secrets)")]
+    KeyFileMissing { path: PathBuf, db: PathBuf },
+    #[error("the secrets master key in {path} is not the key the secret store {db} was encrypted with; restore the original key file")]
+    KeyMismatch { path: PathBuf, db: PathBuf },
+    #[error(transparent)]
+    Store(SecretError),
+}
+
 /// Opens (creating on first use) every store of the data directory `dir` and the application on
 /// top of them.
 pub fn open(dir: &Path, options: OpenOptions) -> Result<App, OpenError> {
@@ -81,13 +102,11 @@ pub fn open_with(dir: &Path, options: OpenOptions, durability: Durability) -> Re
         ),
         compiled_dir: dir.join(COMPILED_DIR),
         secrets: Arc::new(
-            SecretStore::open(&dir.join(SECRETS_DB), &dir.join(KEYS_DIR))
+            open_secrets(&dir.join(SECRETS_DB), &dir.join(KEYS_DIR))
                 .map_err(|e| failed("the secret store")(Box::new(e)))?,
         ),
-        memory: Arc::new(
-            MemoryStore::open(&dir.join(MEMORY_DB), clock.clone())
-                .map_err(|e| failed("the memory store")(Box::new(e)))?,
-        ),
+        memory: open_memory(&dir.join(MEMORY_DB), clock.clone())
+            .map_err(|e| failed("the memory store")(Box::new(e)))?,
         records: Arc::new(
             sqlite::invocations::SqliteInvocationRecords::open(&dir.join(INVOCATIONS_DB))
                 .map_err(|e| failed("the invocation records")(Box::new(e)))?,
@@ -99,6 +118,33 @@ pub fn open_with(dir: &Path, options: OpenOptions, durability: Durability) -> Re
         clock,
     };
     Ok(App::open(ports, options)?)
+}
+
+/// The memory store at `path`, as the runtime holds it.
+fn open_memory(path: &Path, clock: Arc<dyn Clock>) -> Result<Arc<dyn MemoryStore>, MemoryError> {
+    Ok(Arc::new(SqliteMemory::open(path, clock)?))
+}
+
+/// Opens the secret store: its SQLite rows at `db`, and the master key at `<keys_dir>/secrets.key`.
+///
+/// The key is created on first use (directory 0700, file 0600). A key file readable by group or
+/// others is refused. Rows that already hold a key check refuse a missing or different key file
+/// rather than silently starting over with a key that cannot decrypt them.
+pub fn open_secrets(db: &Path, keys_dir: &Path) -> Result<SecretStore, SecretsOpenError> {
+    let rows = SqliteSecretRows::open(db).map_err(SecretsOpenError::Store)?;
+    let path = keys_dir.join(keys::SECRETS_KEY_FILE);
+    let sealed_before = rows.key_check().map_err(SecretsOpenError::Store)?.is_some();
+    let master = if path.exists() {
+        keys::load_secrets_key(&path)?
+    } else if sealed_before {
+        return Err(SecretsOpenError::KeyFileMissing { path, db: db.to_owned() });
+    } else {
+        keys::create_secrets_key(keys_dir, &path)?
+    };
+    SecretStore::new(master, Arc::new(rows)).map_err(|e| match e {
+        SecretError::KeyMismatch => SecretsOpenError::KeyMismatch { path, db: db.to_owned() },
+        e => SecretsOpenError::Store(e),
+    })
 }
 
 /// The event log of a data directory alone, for the audit commands that read it without opening
