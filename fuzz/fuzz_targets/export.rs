@@ -1,4 +1,4 @@
-//! Fuzzes the offline export verifier (`vadyl::audit::verify_export`) on raw bytes.
+//! Fuzzes the offline export verifier (`vadyl::app::audit::verify_export`) on raw bytes.
 //!
 //! The trusted key is the one that signed `snapshots/history.ndjson`, which seeds the corpus, so
 //! mutations start from an export that verifies.
@@ -14,7 +14,7 @@
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
-use vadyl::audit::{read_export, replay_events, verify_export, TrustedKey};
+use vadyl::app::audit::{read_export, replay_events, verify_export, TrustedKey};
 
 static KEY: LazyLock<TrustedKey> = LazyLock::new(|| {
     TrustedKey::parse(include_str!("../../snapshots/registry.pub")).expect("snapshots/registry.pub is a verifier key")

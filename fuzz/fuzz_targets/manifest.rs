@@ -1,4 +1,4 @@
-//! Fuzzes the declarative manifest parser and validator (`vadyl::declarative::validate`).
+//! Fuzzes the declarative manifest parser and validator (`vadyl::runtime::declarative::validate`).
 //!
 //! Input: bytes parsed as JSON (anything else is skipped). The document is validated against the
 //! contract it names when the catalogue has it, `payment.charge@1` otherwise.
@@ -19,7 +19,7 @@ use std::sync::LazyLock;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use vadyl::contracts::Catalogue;
-use vadyl::declarative::{canonical_bytes, validate};
+use vadyl::runtime::declarative::{canonical_bytes, validate};
 
 static CATALOGUE: LazyLock<Catalogue> =
     LazyLock::new(|| vadyl::contracts::load_embedded().expect("the embedded WIT contracts load"));
