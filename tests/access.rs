@@ -85,6 +85,9 @@ fn every_route_by_every_role_allows_exactly_its_table_and_refusals_write_nothing
         "endpointUrl": "https://in.hooks.example.com/x", "eventType": "t", "eventId": "e", "payload": "{}",
         "occurredAt": "2026-11-25T12:00:00Z", "headers": []}});
     let all = ["admin", "publisher", "project", "auditor"];
+    let (_, first) = call(&server, Some(&server.token), "GET", "/events/1", None);
+    let first_id = first["eventId"].as_str().unwrap_or_else(|| panic!("no eventId in {first}")).to_owned();
+    let history = vec!["admin", "auditor"];
     // (method, path, body, roles allowed)
     let routes: Vec<(&str, String, Option<Value>, Vec<&str>)> = vec![
         ("GET", "/contracts".into(), None, all.to_vec()),
@@ -140,7 +143,26 @@ fn every_route_by_every_role_allows_exactly_its_table_and_refusals_write_nothing
         ("POST", "/tokens".into(), Some(json!({"role": "auditor", "label": "matrix"})), vec!["admin"]),
         ("GET", "/tokens".into(), None, vec!["admin", "auditor"]),
         ("POST", victim_path, Some(json!({"reason": "matrix"})), vec!["admin"]),
+        ("GET", "/events?limit=5".into(), None, history.clone()),
+        ("GET", "/events/1".into(), None, history.clone()),
+        ("GET", format!("/events/by-id/{first_id}"), None, history.clone()),
+        ("GET", "/audit/checkpoint".into(), None, history.clone()),
+        ("GET", "/audit/proof/inclusion?position=1".into(), None, history.clone()),
+        ("GET", "/audit/proof/consistency?from=1".into(), None, history.clone()),
+        ("GET", "/audit/replay?to=1".into(), None, history.clone()),
+        ("GET", "/audit/export".into(), None, history.clone()),
     ];
+    // Every route the server has is in the matrix.
+    for route in vadyl::http::api_routes() {
+        let template: Vec<&str> = route.path.split('/').collect();
+        let covered = routes.iter().any(|(method, path, _, _)| {
+            let concrete: Vec<&str> = path.split('?').next().unwrap_or("").split('/').collect();
+            *method == route.method.as_str()
+                && concrete.len() == template.len()
+                && concrete.iter().zip(&template).all(|(c, t)| t.starts_with('{') || c == t)
+        });
+        assert!(covered, "{} {} is not in the route × role matrix", route.method, route.path);
+    }
     let tokens =
         [("admin", server.token.clone()), ("publisher", publisher), ("project", project), ("auditor", auditor)];
     let mut checked = 0;

@@ -13,15 +13,9 @@ use support::fake_stripe::FakeStripe;
 
 const SECRET: &str = "sk_test_e2e_5f1d0c9a7b3e4d2c";
 
-/// The example manifest pointed at the fake (its base URL and allow-list entry), as `version`.
+/// The example manifest pointed at the fake, as `version`.
 fn manifest_for(fake: &FakeStripe, version: &str) -> Value {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/stripe.connector.json")).unwrap();
-    let mut m: Value = serde_json::from_str(&text).unwrap();
-    let port: u16 = fake.base_url().rsplit(':').next().unwrap().parse().unwrap();
-    m["version"] = json!(version);
-    m["config"]["baseUrl"] = json!(fake.base_url());
-    m["egress"]["allow"].as_array_mut().unwrap().push(json!({"scheme": "http", "host": "127.0.0.1", "port": port}));
-    m
+    support::stripe_manifest(fake, version)
 }
 
 fn write_manifest(dir: &Path, m: &Value, name: &str) -> String {

@@ -143,6 +143,8 @@ pub enum Action<'a> {
     },
     ManageTokens,
     ReadTokens,
+    /// The log itself, checkpoints, proofs, replays and exports.
+    ReadHistory,
 }
 
 /// Why a principal may not do something.
@@ -188,7 +190,7 @@ impl Principal {
         match (self.role, action) {
             (Role::Admin, _) => Ok(()),
             (_, Action::ReadCatalogue) => Ok(()),
-            (Role::Auditor, Action::ReadProject { .. } | Action::ReadTokens) => Ok(()),
+            (Role::Auditor, Action::ReadProject { .. } | Action::ReadTokens | Action::ReadHistory) => Ok(()),
             (Role::Publisher, Action::Build { implementation } | Action::Conformance { implementation }) => {
                 if self.implementations.iter().any(|n| n == implementation) {
                     Ok(())

@@ -31,6 +31,14 @@ pub enum AuditError {
     BadExport { line: usize, reason: String },
     #[error("the proof does not verify: {0}")]
     BadProof(String),
+    #[error("no checkpoint is signed yet")]
+    NoCheckpoint,
+    #[error("there is no event at position {0}")]
+    NoEvent(u64),
+    #[error("position {position} is not covered by a signed checkpoint yet (the newest covers {tree_size} events); the registry signs one on its cadence")]
+    NotCovered { position: u64, tree_size: u64 },
+    #[error("the history forked: {0}")]
+    Fork(String),
     #[error("the public key is not usable: {0}")]
     BadKey(String),
     #[error("the export cannot be written")]
@@ -65,7 +73,7 @@ impl TrustedKey {
         Ok(Self { name: KEY_NAME.to_owned(), key })
     }
 
-    fn verify_note(&self, note: &str) -> Result<Checkpoint, String> {
+    pub(crate) fn verify_note(&self, note: &str) -> Result<Checkpoint, String> {
         checkpoint::verify_note(note, &self.name, &self.key).map_err(|e| e.to_string())
     }
 }

@@ -52,8 +52,10 @@ pub enum ConformanceError {
     Lifecycle(#[from] LifecycleError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
-    #[error("{0}")]
-    Setup(String),
+    #[error("contract {0} is not registered")]
+    UnknownContract(crate::ids::ContractRef),
+    #[error("there are no conformance vectors for {0}")]
+    NoVectors(crate::ids::ContractRef),
     #[error("the conformance project's name is invalid")]
     Project(#[source] crate::ids::IdError),
     #[error("the canary secrets cannot be planted")]
@@ -149,12 +151,12 @@ pub async fn run_with_progress(
     })?;
     let contract: std::sync::Arc<ContractView> = registry
         .read(|s| s.contract(&view.contract).cloned())
-        .ok_or_else(|| ConformanceError::Setup(format!("contract {} is not registered", view.contract)))?;
+        .ok_or_else(|| ConformanceError::UnknownContract(view.contract.clone()))?;
     // Loaded afresh, not from the run cache: a conformance run re-verifies the stored artifact.
     let loaded = lifecycle::load(registry, inv.loader, id)?;
     let policy = &loaded.policy;
-    let suite = vectors(&view.contract.to_string())
-        .ok_or_else(|| ConformanceError::Setup(format!("no conformance vectors for {}", view.contract)))?;
+    let suite =
+        vectors(&view.contract.to_string()).ok_or_else(|| ConformanceError::NoVectors(view.contract.clone()))?;
     let project = CONFORMANCE_PROJECT.parse().map_err(ConformanceError::Project)?;
     let services = inv.host;
 

@@ -33,8 +33,6 @@ pub enum LifecycleError {
     InvalidManifest(Vec<ManifestError>),
     #[error(transparent)]
     Registry(#[from] RegistryError),
-    #[error("{0}")]
-    Artifact(String),
     #[error("the artifact of {implementation} cannot be {action}")]
     ArtifactStore {
         implementation: ImplementationId,
@@ -47,8 +45,45 @@ pub enum LifecycleError {
     Contracts(#[source] crate::contracts::ContractError),
     #[error(transparent)]
     Component(#[from] ComponentError),
-    #[error("{0}")]
-    InvalidRequest(String),
+    // Refusals of the request: the caller can fix these.
+    #[error("no contract {0} is registered")]
+    UnknownContract(ContractRef),
+    #[error("the descriptor is not valid")]
+    InvalidDescriptor(#[source] serde_json::Error),
+    #[error("/conformance/fixtures/{name}: {contract} has no conformance vector named {name:?}")]
+    UnknownFixture { contract: ContractRef, name: String },
+    #[error("this binary has no native adapter {adapter:?}; it has: {available}")]
+    UnknownNativeAdapter { adapter: String, available: String },
+    // Failures of the registry itself: a stored artifact it cannot use, or a broken invariant.
+    #[error("the allow-list is unusable")]
+    AllowList(#[source] crate::runtime::host::egress::EgressError),
+    #[error("the {what} cannot be canonicalized")]
+    Canonicalize {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{0} vanished after its build was recorded")]
+    Vanished(ImplementationId),
+    #[error("the stored {what} of {implementation} does not parse")]
+    StoredArtifactUnreadable {
+        implementation: ImplementationId,
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{implementation} names native adapter {adapter:?}, which this binary lacks")]
+    NativeAdapterMissing { implementation: ImplementationId, adapter: String },
+    #[error(
+        "{implementation} was built against {adapter} {built} (by {binary}); this binary provides version {provided}: publish a new version"
+    )]
+    NativeVersionMismatch {
+        implementation: ImplementationId,
+        adapter: String,
+        built: String,
+        binary: String,
+        provided: String,
+    },
 }
 
 /// Loads published artifacts for runs: verified by hash and signature, then parsed (declarative,
@@ -190,7 +225,7 @@ fn allow_list(egress: &crate::runtime::declarative::manifest::Egress) -> Result<
             AllowRule::new(scheme, o.host.clone(), o.port)
         })
         .collect();
-    AllowList::new(rules).map_err(|e| LifecycleError::Artifact(format!("the allow-list is unusable: {e}")))
+    AllowList::new(rules).map_err(LifecycleError::AllowList)
 }
 
 /// Stores `bytes` by content hash, signs them and records the build (refusing a conflicting rebuild
@@ -228,9 +263,7 @@ fn record_artifact(
         BuildDecision::AlreadyBuilt => Ok(Vec::new()),
     })?;
     let created = !stored.is_empty();
-    let view = registry
-        .read(|s| s.implementation(&id).cloned())
-        .ok_or_else(|| LifecycleError::Artifact(format!("{id} vanished after its build was recorded")))?;
+    let view = registry.read(|s| s.implementation(&id).cloned()).ok_or_else(|| LifecycleError::Vanished(id.clone()))?;
     Ok(BuildResult {
         implementation_id: id,
         source: view.source,
@@ -247,7 +280,7 @@ fn contract_spec(contract: &ContractRef) -> Result<crate::contracts::ContractSpe
     catalogue
         .contract(contract.kind.as_str(), contract.major_version)
         .cloned()
-        .ok_or_else(|| LifecycleError::InvalidRequest(format!("no contract {contract} is registered")))
+        .ok_or_else(|| LifecycleError::UnknownContract(contract.clone()))
 }
 
 /// Builds a declarative manifest into a signed, content-addressed artifact and records the build.
@@ -297,13 +330,12 @@ pub fn build_component(
     wasm: &[u8],
 ) -> Result<BuildResult, LifecycleError> {
     let spec = contract_spec(&contract)?;
-    let parsed: Descriptor = serde_json::from_value(descriptor.clone())
-        .map_err(|e| LifecycleError::InvalidRequest(format!("the descriptor is not valid: {e}")))?;
+    let parsed: Descriptor = serde_json::from_value(descriptor.clone()).map_err(LifecycleError::InvalidDescriptor)?;
     parsed.validate().map_err(ComponentError::from)?;
     validate_fixtures(&parsed, &contract)?;
     loader.components()?.check(wasm, &spec)?;
     let canonical = serde_json_canonicalizer::to_vec(&parsed)
-        .map_err(|e| LifecycleError::Artifact(format!("cannot canonicalize the descriptor: {e}")))?;
+        .map_err(|source| LifecycleError::Canonicalize { what: "descriptor", source })?;
     let artifact = descriptor::embed(wasm, &canonical).map_err(ComponentError::from)?;
     record_artifact(
         registry,
@@ -322,9 +354,7 @@ fn validate_fixtures(d: &Descriptor, contract: &ContractRef) -> Result<(), Lifec
     let vectors = crate::contracts::vectors::vectors(&contract.to_string());
     for name in conformance.fixtures.keys() {
         if !vectors.as_ref().is_some_and(|v| v.vectors.iter().any(|x| &x.name == name)) {
-            return Err(LifecycleError::InvalidRequest(format!(
-                "/conformance/fixtures/{name}: {contract} has no conformance vector named {name:?}"
-            )));
+            return Err(LifecycleError::UnknownFixture { contract: contract.clone(), name: name.clone() });
         }
     }
     Ok(())
@@ -354,15 +384,12 @@ pub fn build_native(
     adapter: &str,
     descriptor: Option<&Value>,
 ) -> Result<BuildResult, LifecycleError> {
-    let native = crate::runtime::native::find(adapter).ok_or_else(|| {
-        LifecycleError::InvalidRequest(format!(
-            "this binary has no native adapter {adapter:?}; it has: {}",
-            crate::runtime::native::names().join(", ")
-        ))
+    let native = crate::runtime::native::find(adapter).ok_or_else(|| LifecycleError::UnknownNativeAdapter {
+        adapter: adapter.to_owned(),
+        available: crate::runtime::native::names().join(", "),
     })?;
     let descriptor = match descriptor {
-        Some(v) => serde_json::from_value(v.clone())
-            .map_err(|e| LifecycleError::InvalidRequest(format!("the descriptor is not valid: {e}")))?,
+        Some(v) => serde_json::from_value(v.clone()).map_err(LifecycleError::InvalidDescriptor)?,
         None => native.default_descriptor(),
     };
     descriptor.validate().map_err(ComponentError::from)?;
@@ -375,7 +402,7 @@ pub fn build_native(
         descriptor,
     };
     let bytes = serde_json_canonicalizer::to_vec(&artifact)
-        .map_err(|e| LifecycleError::Artifact(format!("cannot canonicalize the native artifact: {e}")))?;
+        .map_err(|source| LifecycleError::Canonicalize { what: "native artifact", source })?;
     record_artifact(
         registry,
         loader,
@@ -406,11 +433,16 @@ pub fn load(registry: &Registry, loader: &Loader, id: &ImplementationId) -> Resu
         &view.signature,
         &registry.key().verifying_key(),
     )
-    .map_err(|e| LifecycleError::Artifact(format!("refusing to load {id}: {e}")))?;
+    .map_err(|source| LifecycleError::ArtifactStore {
+        implementation: id.clone(),
+        action: "loaded",
+        source: Box::new(source),
+    })?;
     match view.source {
         ImplementationSource::DeclarativeBundle => {
-            let manifest: Manifest = serde_json::from_slice(&bytes)
-                .map_err(|e| LifecycleError::Artifact(format!("the stored manifest of {id} does not parse: {e}")))?;
+            let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|source| {
+                LifecycleError::StoredArtifactUnreadable { implementation: id.clone(), what: "manifest", source }
+            })?;
             let policy = Policy {
                 source: view.source,
                 allow: allow_list(&manifest.egress)?,
@@ -437,22 +469,20 @@ pub fn load(registry: &Registry, loader: &Loader, id: &ImplementationId) -> Resu
             Ok(Loaded { adapter: Arc::new(adapter), policy })
         }
         ImplementationSource::BuiltInNative => {
-            let artifact: NativeArtifact = serde_json::from_slice(&bytes)
-                .map_err(|e| LifecycleError::Artifact(format!("the native artifact of {id} does not parse: {e}")))?;
+            let artifact: NativeArtifact = serde_json::from_slice(&bytes).map_err(|source| {
+                LifecycleError::StoredArtifactUnreadable { implementation: id.clone(), what: "native artifact", source }
+            })?;
             let native = crate::runtime::native::find(&artifact.adapter).ok_or_else(|| {
-                LifecycleError::Artifact(format!(
-                    "{id} names native adapter {:?}, which this binary lacks",
-                    artifact.adapter
-                ))
+                LifecycleError::NativeAdapterMissing { implementation: id.clone(), adapter: artifact.adapter.clone() }
             })?;
             if native.version() != artifact.adapter_version {
-                return Err(LifecycleError::Artifact(format!(
-                    "{id} was built against {} {} (by {}); this binary provides version {}: publish a new version",
-                    artifact.adapter,
-                    artifact.adapter_version,
-                    artifact.binary,
-                    native.version()
-                )));
+                return Err(LifecycleError::NativeVersionMismatch {
+                    implementation: id.clone(),
+                    adapter: artifact.adapter,
+                    built: artifact.adapter_version,
+                    binary: artifact.binary,
+                    provided: native.version().to_owned(),
+                });
             }
             let policy = Policy::from_descriptor(view.source, &artifact.descriptor)?;
             Ok(Loaded { adapter: native.adapter(), policy })

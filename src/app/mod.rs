@@ -8,6 +8,7 @@
 //! - `conformance` — run a contract's vectors against an implementation and record the run;
 //! - `replay` — feed a recorded invocation back to its artifact;
 //! - `audit` — verify, replay, export, prove;
+//! - `history` — the log as remote auditors page through it, and consistency proofs;
 //! - `access` — tokens, principals, and the one table of what each role may do.
 //!
 //! Architecture invariant: nothing here knows SQL, axum or a data directory's layout; stores come
@@ -33,6 +34,7 @@ use crate::runtime::invoke::HostServices;
 pub mod access;
 pub mod audit;
 pub mod conformance;
+pub mod history;
 pub mod invoke;
 pub mod lifecycle;
 pub mod records;
@@ -40,7 +42,9 @@ pub mod registry;
 pub mod replay;
 
 use access::{AccessError, NewToken, Principal, TokenHashes};
+use audit::{AuditError, InclusionProof};
 use conformance::{ConformanceError, ConformanceReport};
+use history::{ConsistencyProof, EventPage, EventQuery};
 use invoke::{InvokeError, InvokeRequest, InvokeResult};
 use lifecycle::{BuildResult, LifecycleError, Loader};
 use records::{InvocationRecord, InvocationRecords, RecordError};
@@ -209,6 +213,56 @@ impl App {
     }
 
     /// The host services, for the benchmarks that drive the runtime beside the use cases.
+    /// One page of the log (history routes).
+    pub fn events_page(&self, query: &EventQuery) -> Result<EventPage, AuditError> {
+        history::page(self.registry.store(), query)
+    }
+
+    /// The canonical envelope at `position`.
+    pub fn event_at(&self, position: u64) -> Result<Option<Value>, AuditError> {
+        Ok(self.registry.store().event_at(position)?.map(|e| history::envelope_json(&e)).transpose()?)
+    }
+
+    /// The canonical envelope stored under `event_id`.
+    pub fn event_by_id(&self, event_id: &str) -> Result<Option<Value>, AuditError> {
+        Ok(self.registry.store().event_by_id(event_id)?.map(|e| history::envelope_json(&e)).transpose()?)
+    }
+
+    /// The newest signed checkpoint's note and tree size.
+    fn signed_head(&self) -> Result<(String, u64), AuditError> {
+        self.registry
+            .read(|s| s.registry.last_checkpoint.as_ref().map(|c| (c.note.clone(), c.tree_size)))
+            .ok_or(AuditError::NoCheckpoint)
+    }
+
+    /// The inclusion proof of the event at `position` against the newest signed checkpoint.
+    pub fn prove_inclusion(&self, position: u64) -> Result<InclusionProof, AuditError> {
+        let (note, tree_size) = self.signed_head()?;
+        if position == 0 || self.registry.store().event_at(position)?.is_none() {
+            return Err(AuditError::NoEvent(position));
+        }
+        if position > tree_size {
+            return Err(AuditError::NotCovered { position, tree_size });
+        }
+        audit::prove(self.registry.store(), position, &note, tree_size)
+    }
+
+    /// The consistency proof from a tree of `old_size` events to the newest signed checkpoint.
+    pub fn prove_consistency(&self, old_size: u64) -> Result<ConsistencyProof, AuditError> {
+        let (note, tree_size) = self.signed_head()?;
+        history::prove_consistency(self.registry.store(), old_size, &note, tree_size)
+    }
+
+    /// The projections' summary and digests as they stood at position `to` (the head if `None`).
+    pub fn replay_to(&self, to: Option<u64>) -> Result<audit::ReplayReport, AuditError> {
+        audit::replay_report(self.registry.store(), to)
+    }
+
+    /// Writes the export over the signed tree of `tree_size` events, ending in `note`.
+    pub fn export(&self, out: &mut dyn std::io::Write, note: &str, tree_size: u64) -> Result<u64, AuditError> {
+        audit::export(self.registry.store(), note, tree_size, out)
+    }
+
     pub fn host_services(&self) -> &HostServices {
         &self.host
     }

@@ -148,6 +148,9 @@ pub trait EventStore: Send + Sync {
 
     fn event_at(&self, position: u64) -> Result<Option<RecordedEvent>, StoreError>;
 
+    /// The event stored under `event_id`, if any.
+    fn event_by_id(&self, event_id: &str) -> Result<Option<RecordedEvent>, StoreError>;
+
     /// The current version of a stream, `None` if it has no events.
     fn stream_version(&self, stream_id: &str) -> Result<Option<u64>, StoreError>;
 

@@ -7,6 +7,7 @@
 pub mod bindings;
 pub mod build;
 pub mod conformance;
+pub mod history;
 pub mod invoke;
 pub mod memory;
 pub mod openapi;
@@ -115,15 +116,6 @@ fn unauthorized(detail: &str) -> Response {
     r
 }
 
-impl From<Refusal> for Problem {
-    fn from(r: Refusal) -> Self {
-        match r {
-            Refusal::Forbidden(m) => Problem::new(StatusCode::FORBIDDEN, "forbidden", m),
-            Refusal::Hidden => Problem::not_found("no such project for this token"),
-        }
-    }
-}
-
 /// Components arrive base64-encoded in JSON; 16 MiB of component is plenty for a connector.
 const COMPONENT_BODY_LIMIT: usize = 24 << 20;
 
@@ -140,6 +132,8 @@ pub struct ApiRoute {
     pub body: Option<fn() -> serde_json::Value>,
     /// JSON Schema of the query parameters (an object schema).
     pub query: Option<fn() -> serde_json::Value>,
+    /// The media type of a successful answer when it is not JSON.
+    pub produces: Option<&'static str>,
     pub handler: axum::routing::MethodRouter<AppState>,
 }
 
@@ -156,6 +150,7 @@ pub fn api_routes() -> Vec<ApiRoute> {
         roles,
         body: None,
         query: None,
+        produces: None,
         handler,
     };
     let all = "admin, publisher, project, auditor";
@@ -237,6 +232,62 @@ pub fn api_routes() -> Vec<ApiRoute> {
             ..r(Method::POST, "/tokens", "Issue a token (shown once)", "admin", post(tokens::create))
         },
         r(Method::GET, "/tokens", "Every token's grant", "admin, auditor", get(tokens::list)),
+        ApiRoute {
+            query: Some(schema::<history::EventsQuery>),
+            ..r(Method::GET, "/events", "A page of the log, as stored", "admin, auditor", get(history::list))
+        },
+        r(Method::GET, "/events/{position}", "One event by position", "admin, auditor", get(history::by_position)),
+        r(Method::GET, "/events/by-id/{event_id}", "One event by id", "admin, auditor", get(history::by_id)),
+        ApiRoute {
+            produces: Some("text/plain"),
+            ..r(
+                Method::GET,
+                "/audit/checkpoint",
+                "The newest signed checkpoint (C2SP signed note)",
+                "admin, auditor",
+                get(history::checkpoint),
+            )
+        },
+        ApiRoute {
+            query: Some(schema::<history::InclusionQuery>),
+            ..r(
+                Method::GET,
+                "/audit/proof/inclusion",
+                "An inclusion proof against the newest checkpoint",
+                "admin, auditor",
+                get(history::inclusion_proof),
+            )
+        },
+        ApiRoute {
+            query: Some(schema::<history::ConsistencyQuery>),
+            ..r(
+                Method::GET,
+                "/audit/proof/consistency",
+                "A consistency proof from a smaller tree to the newest checkpoint",
+                "admin, auditor",
+                get(history::consistency_proof),
+            )
+        },
+        ApiRoute {
+            query: Some(schema::<history::ReplayQuery>),
+            ..r(
+                Method::GET,
+                "/audit/replay",
+                "The projections' digests at a position",
+                "admin, auditor",
+                get(history::replay),
+            )
+        },
+        ApiRoute {
+            produces: Some("application/x-ndjson"),
+            ..r(
+                Method::GET,
+                "/audit/export",
+                "The history as canonical NDJSON with its checkpoint (streamed)",
+                "admin, auditor",
+                get(history::export),
+            )
+        },
         ApiRoute {
             body: Some(schema::<tokens::Revoke>),
             ..r(Method::POST, "/tokens/{token_id}/revoke", "Revoke a token", "admin", post(tokens::revoke))

@@ -90,6 +90,12 @@ pub fn document() -> Value {
                     "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}},
             },
         });
+        if let Some(media) = route.produces {
+            op["responses"]["200"] = json!({"description": "OK", "content": {media: {"schema": {"type": "string"}}}});
+            if let Some(responses) = op["responses"].as_object_mut() {
+                responses.remove("201");
+            }
+        }
         if let Some(body) = route.body {
             op["requestBody"] =
                 json!({"required": true, "content": {"application/json": {"schema": inline(body(), &mut components)}}});

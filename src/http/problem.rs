@@ -114,9 +114,20 @@ impl From<crate::app::lifecycle::LifecycleError> for Problem {
                     .with_errors(serde_json::Value::Array(items))
             }
             LifecycleError::Registry(r) => r.into(),
-            LifecycleError::Artifact(a) => Self::internal(a),
-            e @ (LifecycleError::ArtifactStore { .. } | LifecycleError::Contracts(_)) => Self::internal_error(&e),
-            LifecycleError::InvalidRequest(m) => Self::bad_request(m),
+            e @ (LifecycleError::UnknownContract(_)
+            | LifecycleError::InvalidDescriptor(_)
+            | LifecycleError::UnknownFixture { .. }
+            | LifecycleError::UnknownNativeAdapter { .. }) => {
+                Self::bad_request(crate::report::ErrorChain(&e).to_string())
+            }
+            e @ (LifecycleError::ArtifactStore { .. }
+            | LifecycleError::Contracts(_)
+            | LifecycleError::AllowList(_)
+            | LifecycleError::Canonicalize { .. }
+            | LifecycleError::Vanished(_)
+            | LifecycleError::StoredArtifactUnreadable { .. }
+            | LifecycleError::NativeAdapterMissing { .. }
+            | LifecycleError::NativeVersionMismatch { .. }) => Self::internal_error(&e),
             LifecycleError::Component(c) => {
                 use crate::runtime::component::ComponentError as C;
                 match c {
@@ -171,6 +182,28 @@ impl From<crate::app::access::AccessError> for Problem {
     fn from(e: crate::app::access::AccessError) -> Self {
         match e {
             crate::app::access::AccessError::Registry(r) => r.into(),
+            other => Self::internal_error(&other),
+        }
+    }
+}
+
+impl From<crate::app::access::Refusal> for Problem {
+    fn from(r: crate::app::access::Refusal) -> Self {
+        use crate::app::access::Refusal;
+        match r {
+            Refusal::Forbidden(m) => Problem::new(StatusCode::FORBIDDEN, "forbidden", m),
+            Refusal::Hidden => Problem::not_found("no such project for this token"),
+        }
+    }
+}
+
+impl From<crate::app::audit::AuditError> for Problem {
+    fn from(e: crate::app::audit::AuditError) -> Self {
+        use crate::app::audit::AuditError;
+        match e {
+            AuditError::NoCheckpoint | AuditError::NoEvent(_) => Self::not_found(e.to_string()),
+            AuditError::NotCovered { .. } => Self::new(StatusCode::CONFLICT, "not-covered", e.to_string()),
+            AuditError::BadProof(_) => Self::bad_request(e.to_string()),
             other => Self::internal_error(&other),
         }
     }

@@ -430,6 +430,15 @@ impl EventStore for SqliteStore {
         })
     }
 
+    fn event_by_id(&self, event_id: &str) -> Result<Option<RecordedEvent>, StoreError> {
+        self.with_reader(|conn| {
+            // `event_id` is UNIQUE, so this is an index lookup.
+            let mut stmt = conn.prepare_cached(&format!("{SELECT_EVENT} WHERE event_id = ?1"))?;
+            let mut rows = stmt.query([event_id])?;
+            rows.next()?.map(row_to_event).transpose()
+        })
+    }
+
     fn stream_version(&self, stream_id: &str) -> Result<Option<u64>, StoreError> {
         self.with_reader(|conn| {
             Ok(conn

@@ -55,12 +55,50 @@ pub struct ComponentLatency {
     pub invocations: usize,
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
+/// Per-call latencies of one measured path, in microseconds, sorted.
+struct Samples(Vec<f64>);
+
+impl Samples {
+    /// Times `n` calls of `call`, after `n / 10` untimed warm-up calls; a failed call fails the bench.
+    async fn of(n: usize, mut call: impl AsyncFnMut() -> BenchResult<()>) -> BenchResult<Samples> {
+        for _ in 0..n / 10 {
+            call().await?;
+        }
+        let mut latencies = Vec::with_capacity(n);
+        for _ in 0..n {
+            let started = Instant::now();
+            call().await?;
+            latencies.push(started.elapsed().as_secs_f64() * 1e6);
+        }
+        latencies.sort_by(f64::total_cmp);
+        Ok(Samples(latencies))
     }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
+
+    fn percentile(&self, p: f64) -> f64 {
+        if self.0.is_empty() {
+            return 0.0;
+        }
+        let i = ((self.0.len() as f64 - 1.0) * p).round() as usize;
+        self.0[i.min(self.0.len() - 1)]
+    }
+
+    fn median(&self) -> f64 {
+        self.percentile(0.5)
+    }
+
+    fn p99(&self) -> f64 {
+        self.percentile(0.99)
+    }
+
+    /// This median over `baseline`'s, to two decimals.
+    fn ratio_to(&self, baseline: &Samples) -> f64 {
+        let b = baseline.median();
+        if b > 0.0 {
+            (self.median() / b * 100.0).round() / 100.0
+        } else {
+            0.0
+        }
+    }
 }
 
 const CHARGE: &str = r#"{"id":"ch_bench","object":"charge","amount":2000,"currency":"usd","status":"succeeded","captured":true,"created":1764072000}"#;
@@ -106,26 +144,21 @@ pub fn run_invoke_bench(opts: &InvokeBenchOptions) -> BenchResult<InvokeBenchRep
             input: input.clone(),
         };
         let n = opts.invocations.max(10);
-        for _ in 0..n / 10 {
-            app.invoke(request()).await?;
-        }
-        let mut ours = Vec::with_capacity(n);
-        for _ in 0..n {
-            let started = Instant::now();
+        let ours = Samples::of(n, async || {
             let r = app.invoke(request()).await?;
-            ours.push(started.elapsed().as_secs_f64() * 1e6);
             ensure!(r.output.is_some(), "the bench invocation failed: {:?}", r.error);
-        }
+            Ok(())
+        })
+        .await?;
 
         // Baseline: the same request with the same HTTP client library, a kept-alive client as a
         // direct caller would use.
         let body = "amount=2000&currency=usd&source=tok_visa";
-        let mut base_lat = Vec::with_capacity(n);
         let client = reqwest::Client::builder().no_proxy().build()?;
-        for i in 0..n + n / 10 {
-            let started = Instant::now();
+        let url = format!("{base}/v1/charges");
+        let baseline = Samples::of(n, async || {
             let resp = client
-                .post(format!("{base}/v1/charges"))
+                .post(&url)
                 .header("authorization", "Bearer sk_test_bench_secret")
                 .header("content-type", "application/x-www-form-urlencoded")
                 .body(body)
@@ -133,23 +166,19 @@ pub fn run_invoke_bench(opts: &InvokeBenchOptions) -> BenchResult<InvokeBenchRep
                 .await?;
             let bytes = resp.bytes().await?;
             let _: serde_json::Value = serde_json::from_slice(&bytes)?;
-            if i >= n / 10 {
-                base_lat.push(started.elapsed().as_secs_f64() * 1e6);
-            }
-        }
-        ours.sort_by(|a, b| a.total_cmp(b));
-        base_lat.sort_by(|a, b| a.total_cmp(b));
-        let (m, bm) = (percentile(&ours, 0.5), percentile(&base_lat, 0.5));
+            Ok(())
+        })
+        .await?;
         let component = component_bench(&app, dir.path(), &meta, &project, n).await?;
         Ok(InvokeBenchReport {
             component,
             declarative: Latency {
-                median_us: m.round(),
-                p99_us: percentile(&ours, 0.99).round(),
-                baseline_median_us: bm.round(),
-                baseline_p99_us: percentile(&base_lat, 0.99).round(),
-                added_median_us: (m - bm).round(),
-                ratio: if bm > 0.0 { (m / bm * 100.0).round() / 100.0 } else { 0.0 },
+                median_us: ours.median().round(),
+                p99_us: ours.p99().round(),
+                baseline_median_us: baseline.median().round(),
+                baseline_p99_us: baseline.p99().round(),
+                added_median_us: (ours.median() - baseline.median()).round(),
+                ratio: ours.ratio_to(&baseline),
                 invocations: n,
             },
         })
@@ -230,16 +259,12 @@ async fn component_bench(
         operation: "charge".into(),
         input: input.clone(),
     };
-    for _ in 0..n / 10 {
-        app.invoke(request()).await?;
-    }
-    let mut ours = Vec::with_capacity(n);
-    for _ in 0..n {
-        let started = Instant::now();
+    let ours = Samples::of(n, async || {
         let r = app.invoke(request()).await?;
-        ours.push(started.elapsed().as_secs_f64() * 1e6);
         ensure!(r.error.as_ref().is_some_and(|e| e["code"] == "invalid-input"), "unexpected answer {r:?}");
-    }
+        Ok(())
+    })
+    .await?;
 
     // Raw: the same component, engine configuration, limits and pre-instantiation; a new store,
     // instantiate, call with ready-made values. No binding, bridge, host loop or record.
@@ -254,29 +279,22 @@ async fn component_bench(
     let raw_runtime = crate::runtime::component::ComponentRuntime::new(&data_dir.join("bench-compiled"), [7u8; 32])?;
     let adapter = raw_runtime.load(&view.content_hash, &bytes, &spec)?;
     let (index, args) = adapter.raw_call_parts("charge", &input).ok_or("the component has no charge")?;
-    let mut raw = Vec::with_capacity(n);
-    for i in 0..n + n / 10 {
-        let started = Instant::now();
+    let raw = Samples::of(n, async || {
         let mut host = NoHost;
         let mut store = adapter.new_store(&mut host);
         let instance = adapter.instance_pre().instantiate(&mut store)?;
         let func = instance.get_func(&mut store, index).ok_or("no export")?;
         let mut results = [wasmtime::component::Val::Bool(false)];
         func.call(&mut store, &args, &mut results)?;
-        drop(store);
-        if i >= n / 10 {
-            raw.push(started.elapsed().as_secs_f64() * 1e6);
-        }
-    }
-    ours.sort_by(|a, b| a.total_cmp(b));
-    raw.sort_by(|a, b| a.total_cmp(b));
-    let (m, rm) = (percentile(&ours, 0.5), percentile(&raw, 0.5));
+        Ok(())
+    })
+    .await?;
     Ok(ComponentLatency {
-        median_us: m.round(),
-        p99_us: percentile(&ours, 0.99).round(),
-        raw_median_us: rm.round(),
-        raw_p99_us: percentile(&raw, 0.99).round(),
-        ratio: if rm > 0.0 { (m / rm * 100.0).round() / 100.0 } else { 0.0 },
+        median_us: ours.median().round(),
+        p99_us: ours.p99().round(),
+        raw_median_us: raw.median().round(),
+        raw_p99_us: raw.p99().round(),
+        ratio: ours.ratio_to(&raw),
         invocations: n,
     })
 }
