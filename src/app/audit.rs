@@ -73,7 +73,8 @@ impl TrustedKey {
         Ok(Self { name: KEY_NAME.to_owned(), key })
     }
 
-    pub(crate) fn verify_note(&self, note: &str) -> Result<Checkpoint, String> {
+    /// The checkpoint a signed note carries, if the trusted key signed it.
+    pub fn verify_note(&self, note: &str) -> Result<Checkpoint, String> {
         checkpoint::verify_note(note, &self.name, &self.key).map_err(|e| e.to_string())
     }
 }

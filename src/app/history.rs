@@ -116,10 +116,19 @@ pub fn prove_consistency(
     checkpoint_note: &str,
     tree_size: u64,
 ) -> Result<ConsistencyProof, AuditError> {
-    if old_size == 0 || old_size > tree_size {
-        return Err(AuditError::BadProof(format!(
-            "a consistency proof needs 1 <= from <= {tree_size} (the signed tree's size); got {old_size}"
-        )));
+    if old_size == 0 {
+        return Err(AuditError::BadProof("a consistency proof starts from a tree of at least 1 event".into()));
+    }
+    if old_size >= tree_size {
+        // Nothing to prove: the verifier compares the two signed checkpoints themselves (equal, or a
+        // fork when the roots differ or this tree is smaller).
+        return Ok(ConsistencyProof {
+            format: CONSISTENCY_FORMAT.to_owned(),
+            old_size,
+            tree_size,
+            path: Vec::new(),
+            checkpoint: checkpoint_note.to_owned(),
+        });
     }
     let leaves: Vec<Hash32> = store.hashes(tree_size)?.iter().map(merkle::leaf_hash).collect();
     let path = merkle::consistency_proof(&leaves, old_size).map_err(|e| AuditError::BadProof(e.to_string()))?;
@@ -174,6 +183,7 @@ pub fn verify_consistency(
         )));
     }
     if proof.old_size != old.tree_size || proof.tree_size != new.tree_size {
+        // A proof is only ever asked for from the remembered size, to the checkpoint it carries.
         return Err(fail(format!(
             "the proof is from {} to {} events, the checkpoints are over {} and {}",
             proof.old_size, proof.tree_size, old.tree_size, new.tree_size

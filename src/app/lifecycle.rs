@@ -75,15 +75,20 @@ pub enum LifecycleError {
     #[error("{implementation} names native adapter {adapter:?}, which this binary lacks")]
     NativeAdapterMissing { implementation: ImplementationId, adapter: String },
     #[error(
-        "{implementation} was built against {adapter} {built} (by {binary}); this binary provides version {provided}: publish a new version"
+        "{} was built against {} {} (by {}); this binary provides version {}: publish a new version",
+        .0.implementation, .0.adapter, .0.built, .0.binary, .0.provided
     )]
-    NativeVersionMismatch {
-        implementation: ImplementationId,
-        adapter: String,
-        built: String,
-        binary: String,
-        provided: String,
-    },
+    NativeVersionMismatch(Box<NativeVersionMismatch>),
+}
+
+/// A native artifact built against another version of its adapter than this binary provides.
+#[derive(Debug)]
+pub struct NativeVersionMismatch {
+    pub implementation: ImplementationId,
+    pub adapter: String,
+    pub built: String,
+    pub binary: String,
+    pub provided: String,
 }
 
 /// Loads published artifacts for runs: verified by hash and signature, then parsed (declarative,
@@ -476,13 +481,13 @@ pub fn load(registry: &Registry, loader: &Loader, id: &ImplementationId) -> Resu
                 LifecycleError::NativeAdapterMissing { implementation: id.clone(), adapter: artifact.adapter.clone() }
             })?;
             if native.version() != artifact.adapter_version {
-                return Err(LifecycleError::NativeVersionMismatch {
+                return Err(LifecycleError::NativeVersionMismatch(Box::new(NativeVersionMismatch {
                     implementation: id.clone(),
                     adapter: artifact.adapter,
                     built: artifact.adapter_version,
                     binary: artifact.binary,
                     provided: native.version().to_owned(),
-                });
+                })));
             }
             let policy = Policy::from_descriptor(view.source, &artifact.descriptor)?;
             Ok(Loaded { adapter: native.adapter(), policy })

@@ -41,6 +41,13 @@ pub enum Command {
         /// Requests each token may send at once before the per-second rate applies.
         #[arg(long, default_value_t = vadyl::http::DEFAULT_TOKEN_BURST)]
         rate_limit_burst: u32,
+        /// Sign a checkpoint over new events at least this often (seconds), so that recent events
+        /// can be proven.
+        #[arg(long, default_value_t = 10)]
+        checkpoint_interval_secs: u64,
+        /// Sign a checkpoint sooner, as soon as this many events are not covered by one.
+        #[arg(long, default_value_t = 1000)]
+        checkpoint_events: u64,
     },
     /// The registry's signing key.
     #[command(subcommand)]
@@ -262,16 +269,21 @@ pub struct KeyArg {
 
 #[derive(Subcommand, Debug)]
 pub enum AuditCommand {
-    /// Recompute the hash chain and check every signed checkpoint; exit 1 naming the first bad position.
+    /// Recompute the hash chain and check every signed checkpoint; exit 1 naming the first bad
+    /// position. With --server: download the export and recompute everything here.
     Verify(KeyArg),
-    /// Rebuild every projection from position 1 to POSITION and print their digests.
+    /// Rebuild every projection from position 1 to POSITION and print their digests. With
+    /// --server: from the downloaded, verified export (needs --public-key).
     Replay {
         #[arg(long)]
         to: Option<u64>,
+        #[command(flatten)]
+        key: KeyArg,
     },
-    /// Sign a checkpoint over the whole log (if the head is not covered yet).
-    Checkpoint,
-    /// Write the history as canonical NDJSON with its signed checkpoint.
+    /// Sign a checkpoint over the whole log (if the head is not covered yet). With --server: fetch
+    /// the newest signed checkpoint and check its signature.
+    Checkpoint(KeyArg),
+    /// Write the history as canonical NDJSON with its signed checkpoint (with --server: download it).
     Export {
         #[arg(long)]
         out: PathBuf,
@@ -282,16 +294,59 @@ pub enum AuditCommand {
         #[command(flatten)]
         key: KeyArg,
     },
-    /// Print an RFC 6962 inclusion proof of the event at POSITION against a signed checkpoint.
+    /// Print an RFC 6962 inclusion proof of one event against a signed checkpoint (with --server:
+    /// fetched, and verified here when --public-key is given).
     Prove {
+        #[arg(long, required_unless_present = "event_id", conflicts_with = "event_id")]
+        position: Option<u64>,
         #[arg(long)]
-        position: u64,
+        event_id: Option<String>,
         #[arg(long)]
         out: Option<PathBuf>,
+        #[command(flatten)]
+        key: KeyArg,
     },
     /// Verify an inclusion proof offline with only the public key.
     VerifyProof {
         file: PathBuf,
+        #[command(flatten)]
+        key: KeyArg,
+    },
+    /// Page through the log as stored (canonical envelopes), oldest first; with --all, follow the
+    /// cursor to the head and check every hash link on the way.
+    Events {
+        /// Only events after this position.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// Events per page (1 to 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        stream: Option<String>,
+        #[arg(long = "type")]
+        event_type: Option<String>,
+        #[arg(long)]
+        actor: Option<String>,
+        /// Follow the cursor until the head.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Prove that the log still extends a checkpoint you remember (a file holding its signed note)
+    /// and verify the proof here; a smaller or diverging history is refused as a fork.
+    ProveConsistency {
+        /// The signed note of the checkpoint you remember (`vadyl audit checkpoint` prints one).
+        #[arg(long)]
+        from_checkpoint: PathBuf,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        key: KeyArg,
+    },
+    /// Verify a consistency proof offline against the checkpoint you remember.
+    VerifyConsistency {
+        file: PathBuf,
+        #[arg(long)]
+        from_checkpoint: PathBuf,
         #[command(flatten)]
         key: KeyArg,
     },

@@ -1,24 +1,33 @@
-//! `vadyl audit …`: verify, replay, checkpoint, export and prove the event history. These always
-//! work on a data directory, never through `--server`: an auditor replays and verifies the history
-//! itself. Verification and replay open the log alone and write nothing; checkpoint, export and
-//! prove sign a checkpoint over the head first.
+//! `vadyl audit …`: verify, replay, checkpoint, export and prove the event history, on a data
+//! directory or, with `--server`, against a running registry with only a token and the registry's
+//! public key. Against a server the verification happens here: the export is downloaded and every
+//! hash, link, root and signature recomputed; proofs are checked against the key the auditor gives,
+//! never against the server's word. On a data directory, verification and replay open the log alone
+//! and write nothing; checkpoint, export and prove sign a checkpoint over the head first.
 
+use std::io::Write as _;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context};
 use serde_json::json;
 use vadyl::app::audit::{self, TrustedKey};
+use vadyl::app::history::{self, ConsistencyProof};
 use vadyl::storage::sqlite::log::{Durability, SqliteStore};
 use vadyl::storage::EVENTS_DB;
 
 use super::args::{AuditCommand, KeyArg};
-use super::client::{local_actor, open_registry};
+use super::client::{local_actor, open_registry, read_api, remote_get, Conn};
 use super::output::Output;
 
-/// Runs one `vadyl audit` command on the data directory.
-pub(super) fn run(data_dir: &Path, out: &Output, command: AuditCommand) -> anyhow::Result<()> {
+/// Runs one `vadyl audit` command on the data directory or against `--server`.
+pub(super) fn run(conn: &Conn, out: &Output, command: AuditCommand) -> anyhow::Result<()> {
+    let data_dir = conn.data_dir.as_path();
+    let remote = conn.server.is_some();
     match command {
         AuditCommand::ReplayInvocation { invocation_id } => {
+            if remote {
+                bail!("replay-invocation re-runs the artifact on this machine: run it on the data directory");
+            }
             let app = open_registry(data_dir)?;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let report = runtime.block_on(app.replay_invocation(&invocation_id))?;
@@ -42,8 +51,21 @@ pub(super) fn run(data_dir: &Path, out: &Output, command: AuditCommand) -> anyho
             }
             Ok(())
         }
+        AuditCommand::Verify(key) if remote => {
+            let trusted = trusted_key(conn, &key)?;
+            let bytes = download(conn, "/audit/export")?;
+            let summary = audit::verify_export(&bytes, &trusted)
+                .context("the history the server sent does not verify against the trusted key")?;
+            out.print(&serde_json::to_value(&summary)?, |_| {
+                format!(
+                    "ok: {} events downloaded and recomputed here, chain intact, root {} matches the checkpoint signed by the trusted key",
+                    summary.events, summary.root_hash
+                )
+            });
+            Ok(())
+        }
         AuditCommand::Verify(key) => {
-            let trusted = trusted_key(data_dir, &key)?;
+            let trusted = trusted_key(conn, &key)?;
             let store = open_log(data_dir)?;
             let report = audit::verify(&store, &trusted)?;
             out.print(&serde_json::to_value(&report)?, |_| {
@@ -68,39 +90,70 @@ pub(super) fn run(data_dir: &Path, out: &Output, command: AuditCommand) -> anyho
                 }
             }
         }
-        AuditCommand::Replay { to } => {
-            let store = open_log(data_dir)?;
-            let report = audit::replay_report(&store, to)?;
-            out.print(&serde_json::to_value(&report)?, |_| {
-                let s = &report.summary;
-                let mut text = format!(
-                    "replayed to position {}\nstate digest {}\n",
-                    s.position, report.digests.state
-                );
-                for (name, d) in &report.digests.projections {
-                    text.push_str(&format!("  {name:<16} {d}\n"));
+        AuditCommand::Replay { to, key } => {
+            let report = if remote {
+                // From the verified export, folded here: the server's own replay is not the proof.
+                let trusted = trusted_key(conn, &key)?;
+                let bytes = download(conn, "/audit/export")?;
+                let (summary, events) = audit::read_export(&bytes, &trusted)
+                    .context("the history the server sent does not verify against the trusted key")?;
+                let to = to.unwrap_or(summary.events);
+                if to > summary.events {
+                    bail!("position {to} is beyond the signed history ({} events)", summary.events);
                 }
-                text.push_str(&format!(
-                    "contracts {}, implementations {}, conformance runs {}, bindings {}, publications {} (latest {}, invalidated {}), checkpoints {}",
-                    s.contracts, s.implementations, s.conformance_runs, s.bindings, s.publications,
-                    s.latest_publication.map_or("none".into(), |v| v.to_string()), s.invalidated_publications, s.checkpoints
-                ));
-                text
-            });
+                let upto: Vec<_> = events.into_iter().take_while(|e| e.position <= to).collect();
+                let state = audit::replay_events(&upto)?;
+                audit::ReplayReport { digests: state.digests(), summary: audit::summarize(&state) }
+            } else {
+                audit::replay_report(&open_log(data_dir)?, to)?
+            };
+            out.print(&serde_json::to_value(&report)?, |_| replay_text(&report));
             Ok(())
         }
-        AuditCommand::Checkpoint => {
-            let app = open_registry(data_dir)?;
-            let registry = app.registry();
-            let cp = registry.checkpoint(&local_actor())?.ok_or_else(|| anyhow!("the log is empty"))?;
-            out.print(&serde_json::to_value(&cp)?, |_| cp.note.clone());
+        AuditCommand::Checkpoint(key) => {
+            let note = if remote {
+                let note = String::from_utf8(download(conn, "/audit/checkpoint")?)
+                    .context("the checkpoint is not UTF-8 text")?;
+                let cp = trusted_key(conn, &key)?
+                    .verify_note(&note)
+                    .map_err(|e| anyhow!("the server's checkpoint does not verify: {e}"))?;
+                out.print(
+                    &json!({"treeSize": cp.tree_size, "rootHash": hex::encode(cp.root_hash), "note": note}),
+                    |_| note.trim_end().to_owned(),
+                );
+                return Ok(());
+            } else {
+                let app = open_registry(data_dir)?;
+                app.registry().checkpoint(&local_actor())?.ok_or_else(|| anyhow!("the log is empty"))?
+            };
+            out.print(&serde_json::to_value(&note)?, |_| note.note.trim_end().to_owned());
+            Ok(())
+        }
+        AuditCommand::Export { out: path } if remote => {
+            let written = write_atomically(&path, |file| {
+                let mut response = remote_get(conn, "/audit/export")?;
+                let n = std::io::copy(&mut response, file).context("the download stopped")?;
+                Ok(n)
+            })?;
+            out.print(&json!({"bytes": written, "out": path}), |_| {
+                format!(
+                    "downloaded {written} bytes to {}; check it with vadyl audit verify-export {} --public-key …",
+                    path.display(),
+                    path.display()
+                )
+            });
             Ok(())
         }
         AuditCommand::Export { out: path } => {
             let app = open_registry(data_dir)?;
             let registry = app.registry();
             let cp = registry.checkpoint(&local_actor())?.ok_or_else(|| anyhow!("the log is empty"))?;
-            let written = write_export(registry.store(), &cp.note, cp.tree_size, &path)?;
+            let written = write_atomically(&path, |file| {
+                let mut w = std::io::BufWriter::new(file);
+                let n = app.export(&mut w, &cp.note, cp.tree_size)?;
+                w.flush()?;
+                Ok(n)
+            })?;
             out.print(
                 &json!({"events": written, "treeSize": cp.tree_size, "rootHash": cp.root_hash, "out": path}),
                 |_| {
@@ -115,7 +168,7 @@ pub(super) fn run(data_dir: &Path, out: &Output, command: AuditCommand) -> anyho
             Ok(())
         }
         AuditCommand::VerifyExport { file, key } => {
-            let trusted = trusted_key(data_dir, &key)?;
+            let trusted = trusted_key(conn, &key)?;
             let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let summary = audit::verify_export(&bytes, &trusted)?;
             out.print(&serde_json::to_value(&summary)?, |_| {
@@ -126,11 +179,33 @@ pub(super) fn run(data_dir: &Path, out: &Output, command: AuditCommand) -> anyho
             });
             Ok(())
         }
-        AuditCommand::Prove { position, out: path } => {
-            let app = open_registry(data_dir)?;
-            let registry = app.registry();
-            let cp = registry.checkpoint(&local_actor())?.ok_or_else(|| anyhow!("the log is empty"))?;
-            let proof = audit::prove(registry.store(), position, &cp.note, cp.tree_size)?;
+        AuditCommand::Prove { position, event_id, out: path, key } => {
+            let proof: audit::InclusionProof = if remote {
+                let query = match (&position, &event_id) {
+                    (Some(p), _) => format!("position={p}"),
+                    (None, Some(id)) => format!("eventId={}", url_escape(id)),
+                    (None, None) => bail!("name the event with --position or --event-id"),
+                };
+                let bytes = download(conn, &format!("/audit/proof/inclusion?{query}"))?;
+                serde_json::from_slice(&bytes).context("the server's answer is not an inclusion proof")?
+            } else {
+                let app = open_registry(data_dir)?;
+                app.registry().checkpoint(&local_actor())?.ok_or_else(|| anyhow!("the log is empty"))?;
+                let position = match (position, &event_id) {
+                    (Some(p), _) => p,
+                    (None, Some(id)) => app
+                        .event_by_id(id)?
+                        .and_then(|e| e["position"].as_u64())
+                        .ok_or_else(|| anyhow!("there is no event with id {id:?}"))?,
+                    (None, None) => bail!("name the event with --position or --event-id"),
+                };
+                app.prove_inclusion(position)?
+            };
+            // Checked here before it is handed on, whenever there is a key to check it with.
+            if !remote || key.public_key.is_some() {
+                audit::verify_proof(&proof, &trusted_key(conn, &key)?)
+                    .context("the inclusion proof does not verify")?;
+            }
             let text = serde_json::to_string_pretty(&proof)?;
             match path {
                 Some(p) => std::fs::write(&p, &text).with_context(|| format!("cannot write {}", p.display()))?,
@@ -139,7 +214,7 @@ pub(super) fn run(data_dir: &Path, out: &Output, command: AuditCommand) -> anyho
             Ok(())
         }
         AuditCommand::VerifyProof { file, key } => {
-            let trusted = trusted_key(data_dir, &key)?;
+            let trusted = trusted_key(conn, &key)?;
             let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let proof: audit::InclusionProof =
                 serde_json::from_str(&text).with_context(|| format!("{} is not an inclusion proof", file.display()))?;
@@ -152,20 +227,148 @@ pub(super) fn run(data_dir: &Path, out: &Output, command: AuditCommand) -> anyho
             });
             Ok(())
         }
+        AuditCommand::Events { after, limit, stream, event_type, actor, all } => {
+            let filtered = stream.is_some() || event_type.is_some() || actor.is_some();
+            let mut filters = String::new();
+            for (name, value) in [("stream", &stream), ("type", &event_type), ("actor", &actor)] {
+                if let Some(v) = value {
+                    filters.push_str(&format!("&{name}={}", url_escape(v)));
+                }
+            }
+            let mut cursor = after;
+            let mut previous: Option<(u64, String)> = None;
+            let mut events = Vec::new();
+            loop {
+                let page = read_api(conn, &format!("/events?after={cursor}&limit={limit}{filters}"))?;
+                let batch = page["events"].as_array().cloned().unwrap_or_default();
+                for e in &batch {
+                    let (position, hash) = (e["position"].as_u64().unwrap_or(0), e["hash"].as_str().unwrap_or(""));
+                    // Unfiltered pages are contiguous: each event links to the one before it.
+                    if let (false, Some((p, h))) = (filtered, &previous) {
+                        if position != p + 1 || e["prevHash"].as_str() != Some(h.as_str()) {
+                            bail!("the log is not contiguous at position {position}: it does not link to position {p}");
+                        }
+                    }
+                    previous = Some((position, hash.to_owned()));
+                }
+                events.extend(batch);
+                match page["next"].as_u64() {
+                    Some(next) if all => cursor = next,
+                    next => {
+                        let summary = json!({"events": events, "next": next, "head": page["head"]});
+                        out.print(&summary, |_| {
+                            let mut text = String::new();
+                            for e in &events {
+                                text.push_str(&format!(
+                                    "{:>8}  {}  {:<28} {:<40} {}\n",
+                                    e["position"],
+                                    e["recordedAt"].as_str().unwrap_or(""),
+                                    e["type"].as_str().unwrap_or(""),
+                                    e["streamId"].as_str().unwrap_or(""),
+                                    e["actor"].as_str().unwrap_or("")
+                                ));
+                            }
+                            match next {
+                                Some(n) => text.push_str(&format!("more after position {n}: --after {n}")),
+                                None => {
+                                    text.push_str(&format!("{} event(s); the head is {}", events.len(), page["head"]))
+                                }
+                            }
+                            text
+                        });
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        AuditCommand::ProveConsistency { from_checkpoint, out: path, key } => {
+            let trusted = trusted_key(conn, &key)?;
+            let old_note = read_note(&from_checkpoint)?;
+            let old = trusted
+                .verify_note(&old_note)
+                .map_err(|e| anyhow!("the remembered checkpoint {} does not verify: {e}", from_checkpoint.display()))?;
+            let proof: ConsistencyProof = if remote {
+                let bytes = download(conn, &format!("/audit/proof/consistency?from={}", old.tree_size))?;
+                serde_json::from_slice(&bytes).context("the server's answer is not a consistency proof")?
+            } else {
+                let app = open_registry(data_dir)?;
+                app.registry().checkpoint(&local_actor())?.ok_or_else(|| anyhow!("the log is empty"))?;
+                app.prove_consistency(old.tree_size)?
+            };
+            let summary = history::verify_consistency(&proof, &old_note, &trusted)?;
+            if let Some(p) = &path {
+                std::fs::write(p, serde_json::to_string_pretty(&proof)?)
+                    .with_context(|| format!("cannot write {}", p.display()))?;
+            }
+            out.print(&serde_json::to_value(&summary)?, |_| consistency_text(&summary));
+            Ok(())
+        }
+        AuditCommand::VerifyConsistency { file, from_checkpoint, key } => {
+            let trusted = trusted_key(conn, &key)?;
+            let old_note = read_note(&from_checkpoint)?;
+            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let proof: ConsistencyProof = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a consistency proof", file.display()))?;
+            let summary = history::verify_consistency(&proof, &old_note, &trusted)?;
+            out.print(&serde_json::to_value(&summary)?, |_| consistency_text(&summary));
+            Ok(())
+        }
     }
+}
+
+fn replay_text(report: &audit::ReplayReport) -> String {
+    let s = &report.summary;
+    let mut text = format!("replayed to position {}\nstate digest {}\n", s.position, report.digests.state);
+    for (name, d) in &report.digests.projections {
+        text.push_str(&format!("  {name:<16} {d}\n"));
+    }
+    text.push_str(&format!(
+        "contracts {}, implementations {}, conformance runs {}, bindings {}, publications {} (latest {}, invalidated {}), checkpoints {}",
+        s.contracts, s.implementations, s.conformance_runs, s.bindings, s.publications,
+        s.latest_publication.map_or("none".into(), |v| v.to_string()), s.invalidated_publications, s.checkpoints
+    ));
+    text
+}
+
+fn consistency_text(s: &history::ConsistencySummary) -> String {
+    format!(
+        "ok: the signed tree of {} events (root {}) extends the remembered one of {} events (root {})",
+        s.tree_size, s.root_hash, s.old_size, s.old_root
+    )
+}
+
+fn read_note(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read the checkpoint note {}", path.display()))
+}
+
+/// The whole body of a GET on the server.
+fn download(conn: &Conn, path: &str) -> anyhow::Result<Vec<u8>> {
+    let mut response = remote_get(conn, path)?;
+    let mut bytes = Vec::new();
+    std::io::copy(&mut response, &mut bytes).with_context(|| format!("the download of {path} stopped"))?;
+    Ok(bytes)
+}
+
+/// Percent-encodes a query value (event ids are plain, but nothing is assumed).
+fn url_escape(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 /// The key audit checks trust: `--public-key` (the key itself or a file holding it), else the data
 /// directory's own.
-fn trusted_key(data_dir: &Path, arg: &KeyArg) -> anyhow::Result<TrustedKey> {
+fn trusted_key(conn: &Conn, arg: &KeyArg) -> anyhow::Result<TrustedKey> {
     match &arg.public_key {
         Some(k) => {
             // Accept the key itself or a file holding it.
             let text = if Path::new(k).is_file() { std::fs::read_to_string(k)? } else { k.clone() };
             Ok(TrustedKey::parse(&text)?)
         }
+        None if conn.server.is_some() => bail!(
+            "against --server, give the registry's public key with --public-key (the verifier key `vadyl key show` prints); \
+             the server's word is not trusted"
+        ),
         None => {
-            let key = vadyl::storage::registry_key(data_dir)?;
+            let key = vadyl::storage::registry_key(&conn.data_dir)?;
             Ok(TrustedKey::parse(&key.verifier_key())?)
         }
     }
@@ -180,26 +383,19 @@ fn open_log(data_dir: &Path) -> anyhow::Result<SqliteStore> {
     Ok(SqliteStore::open(&path, Durability::Full)?)
 }
 
-/// Writes the export beside `out` and renames it into place, so a failed export leaves nothing.
-fn write_export(
-    store: &dyn vadyl::events::store::EventStore,
-    note: &str,
-    tree_size: u64,
-    out: &Path,
-) -> anyhow::Result<u64> {
+/// Writes `out` through `write` into a file beside it, syncs it and renames it into place, so a
+/// failed or interrupted write leaves nothing at `out`.
+fn write_atomically(out: &Path, write: impl FnOnce(&mut std::fs::File) -> anyhow::Result<u64>) -> anyhow::Result<u64> {
     let tmp = out.with_extension("partial");
-    let file = std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    let mut w = std::io::BufWriter::new(file);
-    let written = match audit::export(store, note, tree_size, &mut w) {
+    let mut file = std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    let written = match write(&mut file).and_then(|n| Ok(file.sync_all().map(|()| n)?)) {
         Ok(n) => n,
         Err(e) => {
-            drop(w);
+            drop(file);
             let _ = std::fs::remove_file(&tmp);
-            return Err(e).with_context(|| format!("cannot write {}", tmp.display()));
+            return Err(e).with_context(|| format!("cannot write {}", out.display()));
         }
     };
-    let file = w.into_inner().map_err(|e| e.into_error()).with_context(|| format!("cannot write {}", tmp.display()))?;
-    file.sync_all().with_context(|| format!("cannot sync {}", tmp.display()))?;
     std::fs::rename(&tmp, out).with_context(|| format!("cannot move the export into place at {}", out.display()))?;
     Ok(written)
 }

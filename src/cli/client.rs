@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, Context};
 use serde_json::Value;
 use vadyl::app::registry::OpenOptions;
 use vadyl::app::App;
@@ -91,6 +91,33 @@ pub(super) fn call_api(conn: &Conn, method: reqwest::Method, path: &str, body: O
     if (200..300).contains(&status) {
         Ok(value)
     } else {
+        Err(problem_error(status, &value))
+    }
+}
+
+/// A GET on `--server` whose body the caller reads as it arrives (exports, signed notes); a status
+/// outside 2xx is an error carrying the problem's detail.
+pub(super) fn remote_get(conn: &Conn, path: &str) -> anyhow::Result<reqwest::blocking::Response> {
+    let server = conn.server.as_deref().ok_or_else(|| anyhow!("this needs --server"))?;
+    let url = format!("{}/api/Connector{path}", server.trim_end_matches('/'));
+    // No overall timeout: an export of a long history takes as long as it takes.
+    let client = reqwest::blocking::Client::builder().timeout(None).build()?;
+    let mut req = client.get(&url);
+    if let Some(token) = bearer_token(&conn.data_dir)? {
+        req = req.bearer_auth(token);
+    }
+    let resp = req.send().with_context(|| format!("cannot reach {url}"))?;
+    let status = resp.status().as_u16();
+    if (200..300).contains(&status) {
+        return Ok(resp);
+    }
+    let text = resp.text()?;
+    Err(problem_error(status, &serde_json::from_str(&text).unwrap_or(Value::String(text))))
+}
+
+/// An answer outside 2xx as an error: the problem's detail and its listed errors.
+fn problem_error(status: u16, value: &Value) -> anyhow::Error {
+    {
         let mut detail =
             value.get("detail").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| value.to_string());
         for e in value.get("errors").and_then(Value::as_array).into_iter().flatten() {
@@ -100,7 +127,7 @@ pub(super) fn call_api(conn: &Conn, method: reqwest::Method, path: &str, body: O
                 e["message"].as_str().unwrap_or("?")
             ));
         }
-        bail!("{detail} (HTTP {status})")
+        anyhow!("{detail} (HTTP {status})")
     }
 }
 

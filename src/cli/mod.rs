@@ -40,10 +40,22 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let Cli { data_dir, server, command, .. } = cli;
     let conn = Conn { data_dir, server };
     match command {
-        Command::Serve { listen, max_concurrent, request_timeout_secs, rate_limit, rate_limit_burst } => serve::serve(
+        Command::Serve {
+            listen,
+            max_concurrent,
+            request_timeout_secs,
+            rate_limit,
+            rate_limit_burst,
+            checkpoint_interval_secs,
+            checkpoint_events,
+        } => serve::serve(
             &conn.data_dir,
             &listen,
             serve::limits(max_concurrent, request_timeout_secs, rate_limit, rate_limit_burst),
+            vadyl::http::CheckpointCadence {
+                interval: std::time::Duration::from_secs(checkpoint_interval_secs.max(1)),
+                events: checkpoint_events.max(1),
+            },
         ),
         Command::Key(KeyCommand::Show) => local::key_show(&conn.data_dir, &out),
         Command::Token(c) => token::run(&conn, &out, c),
@@ -52,7 +64,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Publication(c) => publication::publication(&conn, &out, c),
         Command::Connector(c) => connector::run(&conn, &out, c),
         Command::Secret(c) => local::secret(&conn, &out, c),
-        Command::Audit(c) => audit::run(&conn.data_dir, &out, c),
+        Command::Audit(c) => audit::run(&conn, &out, c),
         Command::Bench(c) => bench::run(&out, c),
     }
 }

@@ -29,7 +29,12 @@ pub(super) fn limits(
 
 /// Opens the registry, checks the address, creates the first admin token if there is none, and
 /// serves until the process is stopped.
-pub(super) fn serve(data_dir: &Path, listen: &str, limits: Limits) -> anyhow::Result<()> {
+pub(super) fn serve(
+    data_dir: &Path,
+    listen: &str,
+    limits: Limits,
+    cadence: vadyl::http::CheckpointCadence,
+) -> anyhow::Result<()> {
     let addr: std::net::SocketAddr =
         listen.parse().with_context(|| format!("--listen {listen:?} is not an address such as 127.0.0.1:8080"))?;
     let app = Arc::new(open_registry(data_dir)?);
@@ -71,6 +76,6 @@ pub(super) fn serve(data_dir: &Path, listen: &str, limits: Limits) -> anyhow::Re
         let local = listener.local_addr()?;
         // Tests and scripts read this line to learn the port when listening on :0.
         println!("vadyl listening on http://{local} (data directory {})", data_dir.display());
-        Ok(vadyl::http::serve(app, listener, limits).await?)
+        Ok(vadyl::http::serve(app, listener, limits, cadence).await?)
     })
 }

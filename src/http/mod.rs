@@ -555,20 +555,60 @@ pub fn limited(app: Arc<App>, limits: Limits) -> Router {
     Router::new().route("/healthz", get(|| async { Json(json!({"status": "ok"})) })).merge(api)
 }
 
-/// Serves until Ctrl-C / SIGTERM. Checkpoints and snapshots in the background, and once more on
-/// the way out, so a clean stop leaves a signed head and a fresh snapshot.
-pub async fn serve(app: Arc<App>, listener: tokio::net::TcpListener, limits: Limits) -> std::io::Result<()> {
+/// When the server signs a checkpoint on its own: proofs cover an event at most this long, or this
+/// many events, after it was appended.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckpointCadence {
+    /// Sign when the head is not covered and this long has passed since the last signing.
+    pub interval: Duration,
+    /// Sign as soon as this many events are not covered, whatever the time.
+    pub events: u64,
+}
+
+impl Default for CheckpointCadence {
+    fn default() -> Self {
+        Self { interval: Duration::from_secs(10), events: 1000 }
+    }
+}
+
+/// How often the event-count threshold is looked at: a read of the projections, no I/O.
+const CADENCE_POLL: Duration = Duration::from_millis(200);
+
+/// Serves until Ctrl-C / SIGTERM. Signs checkpoints on `cadence` and snapshots in the background,
+/// and both once more on the way out, so a clean stop leaves a signed head and a fresh snapshot.
+pub async fn serve(
+    app: Arc<App>,
+    listener: tokio::net::TcpListener,
+    limits: Limits,
+    cadence: CheckpointCadence,
+) -> std::io::Result<()> {
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, "serving");
     let maintenance = {
         let app = app.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(10));
-            tick.tick().await;
+            let mut tick = tokio::time::interval(CADENCE_POLL.min(cadence.interval));
+            let (mut signed_at, mut snapshot_at) = (tokio::time::Instant::now(), tokio::time::Instant::now());
             loop {
                 tick.tick().await;
-                let a = app.clone();
-                let _ = tokio::task::spawn_blocking(move || maintain(a.registry())).await;
+                let (head, covered) = app
+                    .registry()
+                    .read(|s| (s.position, s.registry.last_checkpoint.as_ref().map_or(0, |c| c.tree_size)));
+                // The newest checkpoint is itself an event, one past the tree it covers.
+                let uncovered = head.saturating_sub(covered).saturating_sub(1);
+                let sign =
+                    uncovered > 0 && (signed_at.elapsed() >= cadence.interval || uncovered >= cadence.events.max(1));
+                let snapshot = snapshot_at.elapsed() >= cadence.interval;
+                if sign {
+                    signed_at = tokio::time::Instant::now();
+                    let a = app.clone();
+                    let _ = tokio::task::spawn_blocking(move || sign_checkpoint(a.registry())).await;
+                }
+                if snapshot {
+                    snapshot_at = tokio::time::Instant::now();
+                    let a = app.clone();
+                    let _ = tokio::task::spawn_blocking(move || snapshot_if_stale(a.registry())).await;
+                }
             }
         })
     };
@@ -579,9 +619,17 @@ pub async fn serve(app: Arc<App>, listener: tokio::net::TcpListener, limits: Lim
 }
 
 fn maintain(registry: &Registry) {
+    sign_checkpoint(registry);
+    snapshot_if_stale(registry);
+}
+
+fn sign_checkpoint(registry: &Registry) {
     if let Err(e) = registry.checkpoint(&EventMetadata::actor("system")) {
         tracing::error!(error = %crate::report::ErrorChain(&e), "checkpoint failed");
     }
+}
+
+fn snapshot_if_stale(registry: &Registry) {
     if let Err(e) = registry.snapshot_if_stale(1) {
         tracing::error!(error = %crate::report::ErrorChain(&e), "snapshot failed");
     }

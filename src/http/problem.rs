@@ -127,7 +127,7 @@ impl From<crate::app::lifecycle::LifecycleError> for Problem {
             | LifecycleError::Vanished(_)
             | LifecycleError::StoredArtifactUnreadable { .. }
             | LifecycleError::NativeAdapterMissing { .. }
-            | LifecycleError::NativeVersionMismatch { .. }) => Self::internal_error(&e),
+            | LifecycleError::NativeVersionMismatch(_)) => Self::internal_error(&e),
             LifecycleError::Component(c) => {
                 use crate::runtime::component::ComponentError as C;
                 match c {
