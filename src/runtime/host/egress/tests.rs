@@ -4,11 +4,15 @@
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::Router;
-use reqwest::header::AUTHORIZATION;
+use reqwest::header::{HeaderValue, AUTHORIZATION};
+use url::Url;
 
 use super::*;
 
