@@ -42,6 +42,7 @@ use super::manifest::{
 use super::template;
 use crate::contracts::ContractSpec;
 use crate::ids::{ContentHash, ImplementationId, ImplementationName};
+use crate::runtime::host::egress::RESERVED_HEADERS;
 
 /// Most attempts a retry policy may allow.
 pub const MAX_ATTEMPTS: u32 = 10;
@@ -51,20 +52,6 @@ pub const MAX_INITIAL_BACKOFF_MS: u64 = 10_000;
 pub const MAX_BACKOFF_MS: u64 = 60_000;
 /// Bounds of a request timeout, in milliseconds.
 pub const TIMEOUT_RANGE_MS: std::ops::RangeInclusive<u64> = 100..=60_000;
-
-/// Headers a manifest may not set: the host owns them, or they carry credentials.
-pub const RESERVED_HEADERS: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "upgrade",
-    "te",
-    "trailer",
-];
 
 /// One problem found in a manifest.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

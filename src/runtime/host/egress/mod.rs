@@ -55,7 +55,7 @@ pub use executor::{
     NoAuth, StopReason, MAX_REDIRECTS,
 };
 pub use guard::{address_class, AddressClass, HostResolver, SystemResolver};
-pub use plan::{EgressPlan, EgressRequest, Method, PlanLimits};
+pub use plan::{EgressPlan, EgressRequest, Method, PlanLimits, RESERVED_HEADERS};
 pub use retry::{parse_retry_after, Jitter, RecordingSleeper, RetryPolicy, Sleeper, TokioSleeper, MAX_ATTEMPTS_LIMIT};
 
 /// Everything that can be refused or go wrong while building or executing a plan.

@@ -7,12 +7,15 @@ use url::Url;
 use super::allow::AllowList;
 use super::{truncate, EgressError};
 
-/// Headers a plan may not set: the host owns routing (`Host`, CVE-2024-32980), framing, connection
-/// management, and credentials (those come from [`AttachAuth`](super::AttachAuth)).
-const RESERVED_HEADERS: &[&str] = &[
+/// Headers neither a plan nor a manifest may set, lowercase: the host owns routing (`Host`,
+/// CVE-2024-32980), framing and connection management, and credentials (`Authorization`,
+/// `Proxy-Authorization`, `Cookie`) come from [`AttachAuth`](super::AttachAuth) or a manifest's `auth`.
+/// Egress plan building and manifest validation both refuse these, case-insensitively.
+pub const RESERVED_HEADERS: &[&str] = &[
     "host",
     "authorization",
     "proxy-authorization",
+    "cookie",
     "content-length",
     "transfer-encoding",
     "connection",

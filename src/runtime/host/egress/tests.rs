@@ -590,7 +590,14 @@ async fn cross_origin_redirect_gets_no_credentials() {
     let origin = TestServer::start(vec![reply(307).header("location", target.url("/landing"))]).await;
     let list = allow(vec![origin.rule(), target.rule()]);
     let mut req = request(Method::Get, &origin.url("/start"));
+    // A plan cannot carry a cookie at all (it is a reserved header); the executor's cross-origin
+    // cookie stripping stays as a second line.
     req.headers = vec![("Cookie".into(), "session=abc".into()), ("x-trace".into(), "t1".into())];
+    assert!(matches!(
+        EgressPlan::build(req.clone(), &list, &PlanLimits::default()),
+        Err(EgressError::InvalidHeader { name, .. }) if name == "cookie"
+    ));
+    req.headers.remove(0);
     let plan = build_plan(req, &list);
     let outcome =
         executor().execute(&plan, &list, &Bearer("tok"), &policy(), &RecordingSleeper::default()).await.unwrap();
