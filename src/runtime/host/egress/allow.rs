@@ -2,16 +2,25 @@
 
 use std::net::IpAddr;
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use url::{Host, Url};
 
 use super::guard::AddressClass;
 use super::{truncate, EgressError};
 
-/// The two schemes egress speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The two schemes egress speaks: the scheme of an allow-list rule, and of a manifest's allowed origin
+/// (serialized lowercase).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[schemars(description = "URL scheme of an allowed origin.")]
 pub enum Scheme {
-    Http,
+    /// TLS. (A manifest may use no other scheme for a non-loopback host.)
+    #[schemars(description = "TLS; the only scheme for non-loopback hosts.")]
     Https,
+    /// Plain HTTP. (A manifest may use it for loopback hosts only.)
+    #[schemars(description = "Plain HTTP; loopback hosts only.")]
+    Http,
 }
 
 impl Scheme {

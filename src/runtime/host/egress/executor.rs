@@ -458,7 +458,7 @@ fn decide_on_response(
     match retry.hint(&received.headers) {
         Some(false) => return Err(StopReason::RetryHintRefused),
         Some(true) => {}
-        None if retry.retry_on_status.contains(&received.status) => {}
+        None if retry.retries_status(received.status) => {}
         None => return Err(StopReason::Completed),
     }
     if !plan.is_retry_safe() {

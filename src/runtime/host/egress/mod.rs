@@ -56,7 +56,10 @@ pub use executor::{
 };
 pub use guard::{address_class, AddressClass, HostResolver, SystemResolver};
 pub use plan::{EgressPlan, EgressRequest, Method, PlanLimits, RESERVED_HEADERS};
-pub use retry::{parse_retry_after, Jitter, RecordingSleeper, RetryPolicy, Sleeper, TokioSleeper, MAX_ATTEMPTS_LIMIT};
+pub use retry::{
+    parse_retry_after, Jitter, RecordingSleeper, RetryPolicy, Sleeper, StatusClass, StatusPattern, TokioSleeper,
+    MAX_ATTEMPTS_LIMIT,
+};
 
 /// Everything that can be refused or go wrong while building or executing a plan.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

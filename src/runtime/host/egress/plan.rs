@@ -2,6 +2,8 @@
 //! and timeout limits).
 
 use reqwest::header::{HeaderName, HeaderValue};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::allow::AllowList;
@@ -27,8 +29,11 @@ pub const RESERVED_HEADERS: &[&str] = &[
     "expect",
 ];
 
-/// HTTP methods a plan may use (WIT `egress.method`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// HTTP methods a plan may use (WIT `egress.method`); a manifest names one in uppercase, and may not
+/// use `OPTIONS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+#[schemars(description = "HTTP method.")]
 pub enum Method {
     Get,
     Head,
@@ -36,6 +41,8 @@ pub enum Method {
     Put,
     Patch,
     Delete,
+    // Not in the manifest language (nor its schema): only components send it.
+    #[serde(skip_deserializing)]
     Options,
 }
 
@@ -44,6 +51,19 @@ impl Method {
     /// PATCH are retried only with an idempotency key.
     pub fn is_idempotent(self) -> bool {
         !matches!(self, Method::Post | Method::Patch)
+    }
+
+    /// The method as sent, e.g. `POST`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+            Method::Options => "OPTIONS",
+        }
     }
 
     pub(super) fn to_reqwest(self) -> reqwest::Method {
