@@ -33,6 +33,8 @@ use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_S
 use base64::Engine;
 use serde_json::Value;
 
+use crate::ids::{JsonPointer, JsonPointerError};
+
 /// What replaces a redacted value or occurrence.
 pub const REDACTED: &str = "[REDACTED]";
 
@@ -46,7 +48,7 @@ pub enum RedactionError {
     #[error("cannot build the secret matcher ({patterns} patterns, {bytes} bytes): {source}")]
     Matcher { patterns: usize, bytes: usize, source: aho_corasick::BuildError },
     #[error("invalid JSON Pointer {pointer:?}: {reason}; the whole value was redacted instead")]
-    InvalidPointer { pointer: String, reason: &'static str },
+    InvalidPointer { pointer: String, reason: JsonPointerError },
 }
 
 /// The encoding in which a secret was found.
@@ -387,30 +389,9 @@ pub fn redact_pointers(value: &mut Value, pointers: &[String]) -> Result<(), Red
     Ok(())
 }
 
-/// Splits a pointer into unescaped reference tokens (`~1` is `/`, `~0` is `~`).
-fn parse_pointer(pointer: &str) -> Result<Vec<String>, &'static str> {
-    if pointer.is_empty() {
-        return Ok(Vec::new());
-    }
-    let Some(rest) = pointer.strip_prefix('/') else { return Err("a JSON Pointer must be empty or start with '/'") };
-    rest.split('/')
-        .map(|token| {
-            let mut out = String::with_capacity(token.len());
-            let mut chars = token.chars();
-            while let Some(c) = chars.next() {
-                if c != '~' {
-                    out.push(c);
-                    continue;
-                }
-                match chars.next() {
-                    Some('0') => out.push('~'),
-                    Some('1') => out.push('/'),
-                    _ => return Err("'~' must be followed by '0' or '1'"),
-                }
-            }
-            Ok(out)
-        })
-        .collect()
+/// The unescaped reference tokens of a pointer (`*` keeps its meaning: the walkers below read it).
+fn parse_pointer(pointer: &str) -> Result<Vec<String>, JsonPointerError> {
+    JsonPointer::parse(pointer).map(|pointer| pointer.tokens().to_vec())
 }
 
 fn redact_at(value: &mut Value, tokens: &[String]) {
