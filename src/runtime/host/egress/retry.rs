@@ -161,10 +161,11 @@ impl JsonSchema for StatusPattern {
 
 /// When and how long to wait before sending a plan again: retries within one invocation.
 ///
-/// One type serves both sides. A manifest's `retry` block deserializes into it (the field docs
-/// and the serde defaults are those of the manifest, whose JSON Schema this type publishes, and
-/// the manifest validation (`runtime::declarative::validate`) checks the manifest's tighter bounds); the host executes it. The
-/// host's own bounds are [`RetryPolicy::validate`]'s: at most [`MAX_ATTEMPTS_LIMIT`] attempts.
+/// One type serves both sides: a manifest's `retry` block deserializes into it, and the host executes
+/// it. The field docs and serde defaults are the manifest's (this type publishes that part of the
+/// manifest JSON Schema), and manifest validation checks the manifest's tighter bounds (1 to 10
+/// attempts, …). The host's own bounds are [`RetryPolicy::validate`]'s: at most [`MAX_ATTEMPTS_LIMIT`]
+/// attempts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(description = "Retries within one invocation.")]
