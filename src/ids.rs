@@ -339,6 +339,108 @@ impl FromStr for SignatureBytes {
 }
 string_serde!(SignatureBytes);
 
+/// Why a string is not a JSON Pointer (RFC 6901).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum JsonPointerError {
+    #[error("a JSON Pointer must be empty or start with '/'")]
+    NoLeadingSlash,
+    #[error("'~' must be followed by '0' or '1'")]
+    BadEscape,
+}
+
+/// A JSON Pointer (RFC 6901): `""` (the whole document) or `/`-prefixed reference tokens, in which `~`
+/// appears only as `~0` (a `~`) or `~1` (a `/`). It holds the unescaped tokens; [`fmt::Display`] and
+/// serde write the escaped string form, so parsing and printing a valid pointer gives it back unchanged.
+///
+/// What a token means is up to whoever resolves the pointer: the redactor, for one, reads a `*` token
+/// as "every element of an array".
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct JsonPointer {
+    tokens: Vec<String>,
+}
+
+impl JsonPointer {
+    /// The pointer to the whole document, `""`.
+    pub fn root() -> Self {
+        Self::default()
+    }
+
+    /// Parses the string form.
+    pub fn parse(s: &str) -> Result<Self, JsonPointerError> {
+        if s.is_empty() {
+            return Ok(Self::root());
+        }
+        let rest = s.strip_prefix('/').ok_or(JsonPointerError::NoLeadingSlash)?;
+        let tokens = rest.split('/').map(unescape_token).collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { tokens })
+    }
+
+    /// Whether this is the pointer to the whole document.
+    pub fn is_root(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// The unescaped reference tokens, outermost first.
+    pub fn tokens(&self) -> &[String] {
+        &self.tokens
+    }
+
+    /// Appends a reference token (unescaped: `a/b` is one token, written `a~1b`).
+    pub fn push(&mut self, token: impl Into<String>) {
+        self.tokens.push(token.into());
+    }
+
+    /// This pointer with one more reference token.
+    pub fn child(&self, token: impl Into<String>) -> Self {
+        let mut child = self.clone();
+        child.push(token);
+        child
+    }
+
+    /// A reference token in its escaped form: `~` as `~0`, `/` as `~1`.
+    pub fn escape_token(token: &str) -> std::borrow::Cow<'_, str> {
+        if token.contains(['~', '/']) {
+            std::borrow::Cow::Owned(token.replace('~', "~0").replace('/', "~1"))
+        } else {
+            std::borrow::Cow::Borrowed(token)
+        }
+    }
+}
+
+fn unescape_token(token: &str) -> Result<String, JsonPointerError> {
+    let mut out = String::with_capacity(token.len());
+    let mut chars = token.chars();
+    while let Some(c) = chars.next() {
+        if c != '~' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('0') => out.push('~'),
+            Some('1') => out.push('/'),
+            _ => return Err(JsonPointerError::BadEscape),
+        }
+    }
+    Ok(out)
+}
+
+impl FromStr for JsonPointer {
+    type Err = JsonPointerError;
+    fn from_str(s: &str) -> Result<Self, JsonPointerError> {
+        Self::parse(s)
+    }
+}
+
+impl fmt::Display for JsonPointer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for token in &self.tokens {
+            write!(f, "/{}", Self::escape_token(token))?;
+        }
+        Ok(())
+    }
+}
+string_serde!(JsonPointer);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,6 +465,49 @@ mod tests {
         assert_eq!(h.to_string().parse::<ContentHash>().unwrap(), h);
         assert!("md5:00".parse::<ContentHash>().is_err());
         assert!("0".parse::<PublicationVersion>().is_err());
+    }
+
+    #[test]
+    fn json_pointers_parse_unescape_and_print_back() {
+        let root: JsonPointer = "".parse().unwrap();
+        assert!(root.is_root() && root.tokens().is_empty());
+        assert_eq!(root, JsonPointer::root());
+        assert_eq!(root.to_string(), "");
+
+        let p: JsonPointer = "/a~1b/~0c/0/".parse().unwrap();
+        assert_eq!(p.tokens(), ["a/b", "~c", "0", ""]);
+        assert_eq!(p.to_string(), "/a~1b/~0c/0/");
+        // `~01` is `~` then `1`, not `/`.
+        assert_eq!(JsonPointer::parse("/~01").unwrap().tokens(), ["~1"]);
+        assert_eq!(JsonPointer::parse("/*").unwrap().tokens(), ["*"]);
+
+        for (bad, error) in [
+            ("a", JsonPointerError::NoLeadingSlash),
+            ("#/a", JsonPointerError::NoLeadingSlash),
+            ("/a~", JsonPointerError::BadEscape),
+            ("/a~2b", JsonPointerError::BadEscape),
+            ("/ok/~x", JsonPointerError::BadEscape),
+        ] {
+            assert_eq!(bad.parse::<JsonPointer>(), Err(error), "{bad}");
+        }
+        assert!(JsonPointerError::NoLeadingSlash.to_string().contains("start with '/'"));
+        assert!(JsonPointerError::BadEscape.to_string().contains("'~' must be followed"));
+    }
+
+    #[test]
+    fn json_pointer_children_are_escaped_and_serde_uses_the_string() {
+        let mut p = JsonPointer::root().child("operations").child("a/b~c");
+        p.push("0");
+        assert_eq!(p.to_string(), "/operations/a~1b~0c/0");
+        assert_eq!(p.tokens(), ["operations", "a/b~c", "0"]);
+        assert_eq!(p.to_string().parse::<JsonPointer>().unwrap(), p);
+        assert_eq!(JsonPointer::escape_token("plain"), "plain");
+        assert_eq!(JsonPointer::escape_token("~/"), "~0~1");
+
+        let json = serde_json::to_value(&p).unwrap();
+        assert_eq!(json, serde_json::json!("/operations/a~1b~0c/0"));
+        assert_eq!(serde_json::from_value::<JsonPointer>(json).unwrap(), p);
+        assert!(serde_json::from_value::<JsonPointer>(serde_json::json!("no-slash")).is_err());
     }
 }
 

@@ -13,6 +13,7 @@ use wasmtime::component::Val;
 use wit_parser::{Resolve, Type, TypeDefKind};
 
 use crate::contracts::json_field_name;
+use crate::ids::JsonPointer;
 
 /// A value that does not fit its WIT type, with where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,7 +29,7 @@ fn err(pointer: &str, message: impl Into<String>) -> BridgeError {
 }
 
 fn child(pointer: &str, token: &str) -> String {
-    format!("{pointer}/{}", token.replace('~', "~0").replace('/', "~1"))
+    format!("{pointer}/{}", JsonPointer::escape_token(token))
 }
 
 fn describe(v: &Value) -> &'static str {

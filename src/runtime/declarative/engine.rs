@@ -12,13 +12,12 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::manifest::{
-    Auth, Body, MacEncoding, Manifest, MissingKey, Operation, ResponseDocument, StatusPattern, UrlSpec,
+    Auth, Body, MacEncoding, Manifest, MissingKey, Operation, ResponseDocument, RetryPolicy, UrlSpec,
 };
 use super::template;
 use crate::runtime::adapter::{
     Adapter, AdapterError, ContractFailure, EgressAuth, Exchange, ExchangeOutcome, PlanRequest, Step, StepHost,
 };
-use crate::runtime::host::egress::{Jitter, RetryPolicy};
 
 /// A built manifest, ready to run.
 pub struct DeclarativeAdapter {
@@ -94,10 +93,6 @@ fn strip_nulls(v: Value) -> Value {
         Value::Array(items) => Value::Array(items.into_iter().map(strip_nulls).collect()),
         other => other,
     }
-}
-
-fn expand_statuses(patterns: &[StatusPattern]) -> Vec<u16> {
-    (100..=599).filter(|s| patterns.iter().any(|p| p.matches(*s))).collect()
 }
 
 /// The secret an HMAC signs with: the one the caller names in the input field the manifest allows,
@@ -269,18 +264,8 @@ impl DeclarativeAdapter {
         let retry = op.retry.as_ref().map(|r| RetryPolicy {
             // The caller may ask for fewer attempts than the manifest allows, never more.
             max_attempts: requested.map_or(r.max_attempts, |n| n.clamp(1, r.max_attempts)),
-            initial_backoff_ms: r.initial_backoff_ms,
-            max_backoff_ms: r.max_backoff_ms,
-            multiplier: r.multiplier,
-            jitter: match r.jitter {
-                super::manifest::Jitter::Full => Jitter::Full,
-                _ => Jitter::None,
-            },
-            retry_on_status: expand_statuses(&r.retry_on_status),
-            retry_on_network_error: r.retry_on_network_error,
-            honor_retry_after: r.honor_retry_after,
-            max_retry_after_ms: r.max_retry_after_ms,
-            retry_hint_header: r.retry_hint_header.clone(),
+            requested_attempts: None,
+            ..r.clone()
         });
         let auth = match &self.manifest.auth {
             // A signed-payload scheme (Standard Webhooks): the engine renders the text to sign and

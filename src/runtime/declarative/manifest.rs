@@ -43,6 +43,10 @@ use serde_json::Value;
 
 use super::template;
 
+// The HTTP types a manifest shares with the host's egress, which owns them (one definition each;
+// their serde form and JSON Schema are the manifest's).
+pub use crate::runtime::host::egress::{Jitter, Method, RetryPolicy, Scheme, StatusClass, StatusPattern};
+
 /// The only manifest format version this release understands.
 pub const MANIFEST_VERSION: u32 = 1;
 
@@ -225,34 +229,6 @@ impl Egress {
     /// Whether some allowed origin permits `url`.
     pub fn permits(&self, url: &url::Url) -> bool {
         self.allow.iter().any(|o| o.permits(url))
-    }
-}
-
-/// URL scheme of an allowed origin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Scheme {
-    /// TLS; the only scheme for non-loopback hosts.
-    Https,
-    /// Plain HTTP; loopback hosts only.
-    Http,
-}
-
-impl Scheme {
-    /// `https` or `http`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scheme::Https => "https",
-            Scheme::Http => "http",
-        }
-    }
-
-    /// 443 or 80.
-    pub fn default_port(self) -> u16 {
-        match self {
-            Scheme::Https => 443,
-            Scheme::Http => 80,
-        }
     }
 }
 
@@ -455,37 +431,6 @@ pub struct Request {
     pub timeout_ms: Option<u64>,
 }
 
-/// HTTP method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Method {
-    Get,
-    Head,
-    Post,
-    Put,
-    Patch,
-    Delete,
-}
-
-impl Method {
-    /// Whether repeating the request has the same effect as sending it once (RFC 9110 §9.2.2).
-    pub fn is_idempotent(self) -> bool {
-        !matches!(self, Method::Post | Method::Patch)
-    }
-
-    /// The method as sent, e.g. `POST`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::Get => "GET",
-            Method::Head => "HEAD",
-            Method::Post => "POST",
-            Method::Put => "PUT",
-            Method::Patch => "PATCH",
-            Method::Delete => "DELETE",
-        }
-    }
-}
-
 /// A request URL: a template with a static origin, or an absolute URL taken from the input.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
@@ -618,179 +563,6 @@ pub enum MissingKey {
     SingleAttempt,
     /// Fail the operation with `invalid-input` before sending anything.
     Reject,
-}
-
-/// Retries within one invocation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RetryPolicy {
-    /// Total attempts including the first, 1 to 10.
-    #[schemars(range(min = 1, max = 10))]
-    pub max_attempts: u32,
-    /// Optional single-expression template giving the attempts the caller asks for (e.g.
-    /// `{{ input.maxAttempts }}`); the effective count is clamped to 1..=`maxAttempts`, and
-    /// undefined or null means `maxAttempts`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub requested_attempts: Option<String>,
-    /// Delay before the second attempt, in milliseconds (0 to 10000).
-    #[serde(default = "default_initial_backoff")]
-    #[schemars(range(max = 10000))]
-    pub initial_backoff_ms: u64,
-    /// Cap of the exponential backoff, in milliseconds (at least `initialBackoffMs`, at most 60000).
-    #[serde(default = "default_max_backoff")]
-    #[schemars(range(max = 60000))]
-    pub max_backoff_ms: u64,
-    /// Factor applied to the delay after each attempt (1.0 to 10.0).
-    #[serde(default = "default_multiplier")]
-    #[schemars(range(min = 1.0, max = 10.0))]
-    pub multiplier: f64,
-    /// Randomization of each delay.
-    #[serde(default)]
-    pub jitter: Jitter,
-    /// Response statuses that are retried, e.g. `[409, 429, "5xx"]`.
-    #[serde(default)]
-    pub retry_on_status: Vec<StatusPattern>,
-    /// Whether transport failures (DNS, connect, TLS, timeout) are retried.
-    #[serde(default)]
-    pub retry_on_network_error: bool,
-    /// Wait what a `Retry-After` header (seconds or HTTP date) asks before retrying, capped at
-    /// `maxRetryAfterMs`; a longer wait ends the retries and is reported as `retryAfterMs`.
-    #[serde(default = "yes")]
-    pub honor_retry_after: bool,
-    /// Longest `Retry-After` honoured, in milliseconds (at most 60000).
-    #[serde(default = "default_max_retry_after")]
-    #[schemars(range(max = 60000))]
-    pub max_retry_after_ms: u64,
-    /// A provider header that overrides the status rules, e.g. `Stripe-Should-Retry`: `true`
-    /// retries (attempts permitting), `false` never retries.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry_hint_header: Option<String>,
-}
-
-fn default_initial_backoff() -> u64 {
-    200
-}
-fn default_max_backoff() -> u64 {
-    5000
-}
-fn default_multiplier() -> f64 {
-    2.0
-}
-fn default_max_retry_after() -> u64 {
-    10_000
-}
-
-impl RetryPolicy {
-    /// Whether a 5xx status can be retried under this policy.
-    pub fn retries_server_errors(&self) -> bool {
-        self.retry_on_status.iter().any(|p| (500..=599).any(|s| p.matches(s)))
-    }
-}
-
-/// Randomization of retry delays (AWS "exponential backoff and jitter").
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Jitter {
-    /// Exactly the computed delay.
-    None,
-    /// Uniform in `0..=delay` (the default).
-    #[default]
-    Full,
-    /// `delay/2` plus uniform in `0..=delay/2`.
-    Equal,
-}
-
-/// An HTTP status code (100 to 599) or a class string `"1xx"` … `"5xx"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(untagged)]
-pub enum StatusPattern {
-    /// One status code.
-    Code(u16),
-    /// A class of codes.
-    Class(StatusClass),
-}
-
-/// A status class.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum StatusClass {
-    #[serde(rename = "1xx")]
-    Informational,
-    #[serde(rename = "2xx")]
-    Success,
-    #[serde(rename = "3xx")]
-    Redirection,
-    #[serde(rename = "4xx")]
-    ClientError,
-    #[serde(rename = "5xx")]
-    ServerError,
-}
-
-impl StatusPattern {
-    /// Whether `status` is this code or in this class.
-    pub fn matches(self, status: u16) -> bool {
-        match self {
-            StatusPattern::Code(c) => c == status,
-            StatusPattern::Class(class) => {
-                let first = match class {
-                    StatusClass::Informational => 100,
-                    StatusClass::Success => 200,
-                    StatusClass::Redirection => 300,
-                    StatusClass::ClientError => 400,
-                    StatusClass::ServerError => 500,
-                };
-                (first..first + 100).contains(&status)
-            }
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for StatusPattern {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = StatusPattern;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an HTTP status code 100..=599 or a class \"1xx\"..\"5xx\"")
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<StatusPattern, E> {
-                match u16::try_from(v) {
-                    Ok(code) if (100..=599).contains(&code) => Ok(StatusPattern::Code(code)),
-                    _ => Err(E::invalid_value(de::Unexpected::Unsigned(v), &self)),
-                }
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<StatusPattern, E> {
-                Err(E::invalid_value(de::Unexpected::Signed(v), &self))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<StatusPattern, E> {
-                let class = match v {
-                    "1xx" => StatusClass::Informational,
-                    "2xx" => StatusClass::Success,
-                    "3xx" => StatusClass::Redirection,
-                    "4xx" => StatusClass::ClientError,
-                    "5xx" => StatusClass::ServerError,
-                    _ => return Err(E::invalid_value(de::Unexpected::Str(v), &self)),
-                };
-                Ok(StatusPattern::Class(class))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-impl JsonSchema for StatusPattern {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "StatusPattern".into()
-    }
-
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "description": "An HTTP status code or a class of codes.",
-            "oneOf": [
-                { "type": "integer", "minimum": 100, "maximum": 599 },
-                { "type": "string", "enum": ["1xx", "2xx", "3xx", "4xx", "5xx"] }
-            ]
-        })
-    }
 }
 
 /// Which final responses are results, and how they become the operation's output.

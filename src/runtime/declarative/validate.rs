@@ -41,7 +41,8 @@ use super::manifest::{
 };
 use super::template;
 use crate::contracts::ContractSpec;
-use crate::ids::{ContentHash, ImplementationId, ImplementationName};
+use crate::ids::{ContentHash, ImplementationId, ImplementationName, JsonPointer};
+use crate::runtime::host::egress::RESERVED_HEADERS;
 
 /// Most attempts a retry policy may allow.
 pub const MAX_ATTEMPTS: u32 = 10;
@@ -51,20 +52,6 @@ pub const MAX_INITIAL_BACKOFF_MS: u64 = 10_000;
 pub const MAX_BACKOFF_MS: u64 = 60_000;
 /// Bounds of a request timeout, in milliseconds.
 pub const TIMEOUT_RANGE_MS: std::ops::RangeInclusive<u64> = 100..=60_000;
-
-/// Headers a manifest may not set: the host owns them, or they carry credentials.
-pub const RESERVED_HEADERS: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "upgrade",
-    "te",
-    "trailer",
-];
 
 /// One problem found in a manifest.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -165,7 +152,7 @@ fn ptr(base: &str, tokens: &[&str]) -> String {
     let mut out = base.to_string();
     for t in tokens {
         out.push('/');
-        out.push_str(&t.replace('~', "~0").replace('/', "~1"));
+        out.push_str(&JsonPointer::escape_token(t));
     }
     out
 }
@@ -254,17 +241,12 @@ fn schema_has_type(schema: &Value, ty: &str) -> bool {
 
 /// Resolves a JSON Pointer against a schema: property names, `*` for array items, digits for
 /// tuple positions; options are looked through.
-fn schema_at_pointer<'a>(schema: &'a Value, pointer: &str) -> Option<&'a Value> {
-    if pointer.is_empty() {
-        return Some(schema);
-    }
-    let rest = pointer.strip_prefix('/')?;
+fn schema_at_pointer<'a>(schema: &'a Value, pointer: &JsonPointer) -> Option<&'a Value> {
     let mut current = schema;
-    for raw in rest.split('/') {
-        let token = raw.replace("~1", "/").replace("~0", "~");
+    for token in pointer.tokens() {
         current = if token == "*" {
             array_items(current)?
-        } else if let Some(p) = schema_property(current, &token) {
+        } else if let Some(p) = schema_property(current, token) {
             p
         } else {
             let index: usize = token.parse().ok()?;
@@ -292,20 +274,6 @@ fn tuple_item(schema: &Value, index: usize) -> Option<&Value> {
             .flatten()
             .find_map(|b| tuple_item(b, index))
     })
-}
-
-/// RFC 6901: `""` or `/`-prefixed reference tokens where `~` only appears as `~0` or `~1`.
-fn is_valid_pointer(p: &str) -> bool {
-    if !(p.is_empty() || p.starts_with('/')) {
-        return false;
-    }
-    let mut chars = p.chars();
-    while let Some(c) = chars.next() {
-        if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
-            return false;
-        }
-    }
-    true
 }
 
 fn is_loopback(host: &str) -> bool {
@@ -506,13 +474,16 @@ impl Validator<'_> {
         for (field, pointers, input) in lists {
             for (i, p) in pointers.iter().enumerate() {
                 let path = ptr("/redaction", &[field, &i.to_string()]);
-                if !is_valid_pointer(p) || p.is_empty() {
-                    self.push(path, format!("`{p}` is not a JSON Pointer such as `/source`"));
-                    continue;
-                }
+                let pointer = match JsonPointer::parse(p) {
+                    Ok(pointer) if !pointer.is_root() => pointer,
+                    _ => {
+                        self.push(path, format!("`{p}` is not a JSON Pointer such as `/source`"));
+                        continue;
+                    }
+                };
                 let found = self.contract.operations.iter().any(|op| {
                     let schema = if input { &op.input_schema } else { &op.output_schema };
-                    schema_at_pointer(schema, p).is_some()
+                    schema_at_pointer(schema, &pointer).is_some()
                 });
                 if !found {
                     let what = if input { "input" } else { "output" };

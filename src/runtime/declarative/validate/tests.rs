@@ -451,3 +451,46 @@ fn example_requests_render_as_intended() {
     let UrlSpec::Template(url) = &op.request.url else { panic!("template url expected") };
     assert_eq!(template::render(url, &ctx).unwrap(), "https://api.stripe.com/v1/refunds");
 }
+
+#[test]
+fn every_reserved_header_is_refused_by_egress_plans_and_manifests() {
+    use crate::runtime::host::egress::{
+        AllowList, AllowRule, EgressError, EgressPlan, EgressRequest, Method, PlanLimits, Scheme,
+    };
+    let allow = AllowList::new(vec![AllowRule::new(Scheme::Https, "api.stripe.com", None)]).unwrap();
+    let plan = |headers: Vec<(String, String)>, idempotency_key: Option<(String, String)>| {
+        let request = EgressRequest {
+            method: Method::Post,
+            url: "https://api.stripe.com/v1/charges".into(),
+            headers,
+            body: Vec::new(),
+            timeout_ms: None,
+            idempotency_key,
+        };
+        EgressPlan::build(request, &allow, &PlanLimits::default())
+    };
+    let reserved_refusal = |result: &Result<EgressPlan, EgressError>| matches!(result, Err(EgressError::InvalidHeader { reason, .. }) if reason.contains("reserved"));
+    assert!(RESERVED_HEADERS.len() >= 13);
+    for reserved in RESERVED_HEADERS {
+        assert_eq!(*reserved, reserved.to_ascii_lowercase(), "the list is lowercase");
+        let mixed: String =
+            reserved.chars().enumerate().map(|(i, c)| if i % 2 == 0 { c.to_ascii_uppercase() } else { c }).collect();
+        for name in [reserved.to_string(), mixed] {
+            let header = plan(vec![(name.clone(), "x".into())], None);
+            assert!(reserved_refusal(&header), "egress plan header {name}: {header:?}");
+            let key = plan(Vec::new(), Some((name.clone(), "k-1".into())));
+            assert!(reserved_refusal(&key), "egress idempotency key header {name}: {key:?}");
+
+            let path = format!("/operations/charge/request/headers/{name}");
+            assert_refused(&edit(stripe(), &path, Some(json!("x"))), &path, "may not be set by a manifest");
+            let idempotency = edit(stripe(), "/operations/charge/idempotency/header", Some(json!(name)));
+            assert_refused(&idempotency, "/operations/charge/idempotency/header", "is reserved");
+            let api_key = edit(
+                stripe(),
+                "/auth",
+                Some(json!({"type": "apiKeyHeader", "header": name, "secret": "stripe-secret-key"})),
+            );
+            assert_refused(&api_key, "/auth/header", "is reserved");
+        }
+    }
+}

@@ -4,11 +4,15 @@
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::Router;
-use reqwest::header::AUTHORIZATION;
+use reqwest::header::{HeaderValue, AUTHORIZATION};
+use url::Url;
 
 use super::*;
 
@@ -214,7 +218,8 @@ fn policy() -> RetryPolicy {
         max_backoff_ms: 300,
         multiplier: 2.0,
         jitter: Jitter::None,
-        retry_on_status: vec![429, 500, 503],
+        requested_attempts: None,
+        retry_on_status: vec![StatusPattern::Code(429), StatusPattern::Code(500), StatusPattern::Code(503)],
         retry_on_network_error: true,
         honor_retry_after: true,
         max_retry_after_ms: 10_000,
@@ -586,7 +591,14 @@ async fn cross_origin_redirect_gets_no_credentials() {
     let origin = TestServer::start(vec![reply(307).header("location", target.url("/landing"))]).await;
     let list = allow(vec![origin.rule(), target.rule()]);
     let mut req = request(Method::Get, &origin.url("/start"));
+    // A plan cannot carry a cookie at all (it is a reserved header); the executor's cross-origin
+    // cookie stripping stays as a second line.
     req.headers = vec![("Cookie".into(), "session=abc".into()), ("x-trace".into(), "t1".into())];
+    assert!(matches!(
+        EgressPlan::build(req.clone(), &list, &PlanLimits::default()),
+        Err(EgressError::InvalidHeader { name, .. }) if name == "cookie"
+    ));
+    req.headers.remove(0);
     let plan = build_plan(req, &list);
     let outcome =
         executor().execute(&plan, &list, &Bearer("tok"), &policy(), &RecordingSleeper::default()).await.unwrap();
@@ -894,4 +906,22 @@ async fn https_is_spoken_tls_failures_are_connect_errors() {
     let error = outcome.last_error().unwrap();
     assert_eq!(error.kind, NetworkErrorKind::Connect, "{}", error.message);
     assert!(server.seen().is_empty());
+}
+
+#[test]
+fn methods_schemes_and_jitter_read_as_manifests_write_them() {
+    let method = |text: &str| serde_json::from_value::<Method>(serde_json::json!(text));
+    assert_eq!(method("POST").unwrap(), Method::Post);
+    assert!(method("post").is_err());
+    assert!(method("OPTIONS").is_err(), "a manifest cannot ask for OPTIONS");
+    assert_eq!(serde_json::to_value(Method::Options).unwrap(), "OPTIONS");
+    assert_eq!(Method::Patch.as_str(), "PATCH");
+    assert_eq!(serde_json::from_value::<Scheme>(serde_json::json!("https")).unwrap(), Scheme::Https);
+    assert_eq!(serde_json::to_value(Jitter::default()).unwrap(), "full");
+    let parsed: RetryPolicy = serde_json::from_value(serde_json::json!({"maxAttempts": 2})).unwrap();
+    assert_eq!(
+        (parsed.retry_on_status.len(), parsed.retry_on_network_error, parsed.max_retry_after_ms),
+        (0, false, 10_000)
+    );
+    assert!(RetryPolicy::default().retries_status(503) && !RetryPolicy::default().retries_status(404));
 }
