@@ -19,9 +19,9 @@ use crate::runtime::adapter::Adapter;
 use crate::runtime::artifact::{self, ArtifactStore, ArtifactStoreError};
 use crate::runtime::component::{descriptor, ComponentError, ComponentRuntime, Descriptor};
 use crate::runtime::declarative::engine::DeclarativeAdapter;
-use crate::runtime::declarative::manifest::{FixtureResponse, Scheme as ManifestScheme};
+use crate::runtime::declarative::manifest::FixtureResponse;
 use crate::runtime::declarative::{self, Manifest, ManifestError};
-use crate::runtime::host::egress::{AllowList, AllowRule, Scheme};
+use crate::runtime::host::egress::{AllowList, AllowRule};
 
 pub const DECLARATIVE_MEDIA_TYPE: &str = "application/vnd.vadyl.declarative+json";
 pub const COMPONENT_MEDIA_TYPE: &str = "application/wasm";
@@ -222,14 +222,7 @@ impl Policy {
 }
 
 fn allow_list(egress: &crate::runtime::declarative::manifest::Egress) -> Result<AllowList, LifecycleError> {
-    let rules = egress
-        .allow
-        .iter()
-        .map(|o| {
-            let scheme = if o.scheme == ManifestScheme::Https { Scheme::Https } else { Scheme::Http };
-            AllowRule::new(scheme, o.host.clone(), o.port)
-        })
-        .collect();
+    let rules = egress.allow.iter().map(|o| AllowRule::new(o.scheme, o.host.clone(), o.port)).collect();
     AllowList::new(rules).map_err(LifecycleError::AllowList)
 }
 
