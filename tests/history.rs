@@ -260,6 +260,7 @@ fn a_project_token_cannot_read_the_log_and_bad_cursors_are_refused() {
         ("/audit/proof/inclusion", 400),
         ("/audit/proof/inclusion?position=999999", 404),
         ("/audit/proof/consistency?from=0", 400),
+        ("/audit/replay?to=999999", 404),
     ] {
         let (got, body) = get(&server, &server.token, path);
         assert_eq!(got, status, "{path}: {body}");

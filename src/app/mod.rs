@@ -255,6 +255,10 @@ impl App {
 
     /// The projections' summary and digests as they stood at position `to` (the head if `None`).
     pub fn replay_to(&self, to: Option<u64>) -> Result<audit::ReplayReport, AuditError> {
+        let head = self.registry.store().head()?.map_or(0, |h| h.position);
+        if let Some(to) = to.filter(|to| *to > head) {
+            return Err(AuditError::NoEvent(to));
+        }
         audit::replay_report(self.registry.store(), to)
     }
 

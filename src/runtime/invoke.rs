@@ -493,16 +493,7 @@ fn memory_failure(e: MemoryError) -> MemoryFailure {
 }
 
 fn parse_method(m: &str) -> Result<Method, AdapterError> {
-    Ok(match m.to_ascii_uppercase().as_str() {
-        "GET" => Method::Get,
-        "POST" => Method::Post,
-        "PUT" => Method::Put,
-        "PATCH" => Method::Patch,
-        "DELETE" => Method::Delete,
-        "HEAD" => Method::Head,
-        "OPTIONS" => Method::Options,
-        other => return Err(AdapterError::Host(format!("unsupported HTTP method {other:?}"))),
-    })
+    m.parse().map_err(AdapterError::Host)
 }
 
 impl super::adapter::ExecutePlan for InvocationHost<'_> {

@@ -46,6 +46,18 @@ pub enum Method {
     Options,
 }
 
+impl std::str::FromStr for Method {
+    type Err = String;
+
+    /// The method from its name, in any case (`post`, `POST`).
+    fn from_str(name: &str) -> Result<Method, String> {
+        [Method::Get, Method::Head, Method::Post, Method::Put, Method::Patch, Method::Delete, Method::Options]
+            .into_iter()
+            .find(|m| m.as_str().eq_ignore_ascii_case(name))
+            .ok_or_else(|| format!("unsupported HTTP method {name:?}"))
+    }
+}
+
 impl Method {
     /// Whether repeating the request has the same effect as sending it once (RFC 9110 §9.2.2). POST and
     /// PATCH are retried only with an idempotency key.
