@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{stderr, stdout, vadyl, Server};
+use common::{stderr, vadyl, Server};
 use serde_json::{json, Value};
 
 /// The log's head position, read straight from the database.
@@ -41,25 +41,9 @@ fn issue(server: &Server, body: Value) -> (String, String) {
     (v["token"].as_str().unwrap().to_owned(), v["tokenId"].as_str().unwrap().to_owned())
 }
 
-/// A registry with the native webhook adapter published and bound in two projects.
-fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    for args in [
-        vec!["connector", "build", "native", "--adapter", "vadyl.webhook-hmac", "--implementation", "hooks:1.0.0"],
-        vec!["connector", "conformance", "run", "--implementation", "hooks:1.0.0"],
-        vec!["connector", "binding", "create", "hooks", "--implementation", "hooks:1.0.0", "--project", "shop"],
-        vec!["connector", "binding", "create", "hooks", "--implementation", "hooks:1.0.0", "--project", "rival"],
-    ] {
-        let out = vadyl(&data, &args);
-        assert!(out.status.success(), "{args:?}: {}{}", stdout(&out), stderr(&out));
-    }
-    (dir, data)
-}
-
 #[test]
 fn every_route_by_every_role_allows_exactly_its_table_and_refusals_write_nothing() {
-    let (_dir, data) = setup();
+    let (_dir, data) = common::hooks_in_two_projects();
     let server = Server::start(&data);
     assert!(server.token.starts_with("vadyl_"), "serve wrote an admin token");
     let (publisher, _) = issue(&server, json!({"role": "publisher", "implementations": ["hooks", "webhook-signer"]}));
@@ -201,7 +185,7 @@ fn victim_id(token: &str) -> &str {
 
 #[test]
 fn a_project_token_learns_nothing_about_another_project() {
-    let (_dir, data) = setup();
+    let (_dir, data) = common::hooks_in_two_projects();
     let server = Server::start(&data);
     let (shop, _) = issue(&server, json!({"role": "project", "project": "shop"}));
     let probe = |project: &str| -> Vec<(u16, String)> {
@@ -240,7 +224,7 @@ fn a_project_token_learns_nothing_about_another_project() {
 
 #[test]
 fn every_change_records_its_actor_and_the_export_holds_token_ids_never_tokens() {
-    let (dir, data) = setup();
+    let (dir, data) = common::hooks_in_two_projects();
     let server = Server::start(&data);
     let admin_id = victim_id(&server.token).to_owned();
     let server_token = server.token.clone();
@@ -299,7 +283,7 @@ fn every_change_records_its_actor_and_the_export_holds_token_ids_never_tokens() 
 
 #[test]
 fn the_openapi_document_matches_the_router() {
-    let (_dir, data) = setup();
+    let (_dir, data) = common::hooks_in_two_projects();
     let server = Server::start(&data);
     let doc: Value = reqwest::blocking::get(format!("{}/api/openapi.json", server.base)).unwrap().json().unwrap();
     assert_eq!(doc["openapi"], "3.1.0");

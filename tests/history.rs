@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use common::{stderr, stdout, vadyl, vadyl_bin, vadyl_ok, Server};
@@ -28,21 +28,6 @@ fn remote_ok(auditor_dir: &Path, server: &Server, token: &str, args: &[&str]) ->
     let out = remote(auditor_dir, server, token, args);
     assert!(out.status.success(), "{args:?}: {}{}", stdout(&out), stderr(&out));
     stdout(&out)
-}
-
-/// A registry with a native adapter published and bound in two projects.
-fn seeded() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    for args in [
-        vec!["connector", "build", "native", "--adapter", "vadyl.webhook-hmac", "--implementation", "hooks:1.0.0"],
-        vec!["connector", "conformance", "run", "--implementation", "hooks:1.0.0"],
-        vec!["connector", "binding", "create", "hooks", "--implementation", "hooks:1.0.0", "--project", "shop"],
-        vec!["connector", "binding", "create", "hooks", "--implementation", "hooks:1.0.0", "--project", "rival"],
-    ] {
-        vadyl_ok(&data, &args);
-    }
-    (dir, data)
 }
 
 fn public_key(data: &Path) -> String {
@@ -83,7 +68,7 @@ fn head(server: &Server) -> u64 {
 
 #[test]
 fn an_auditor_with_a_token_and_the_public_key_audits_a_remote_registry() {
-    let (_dir, data) = seeded();
+    let (_dir, data) = common::hooks_in_two_projects();
     let key = public_key(&data);
     let server = Server::start_with(&data, &["--checkpoint-interval-secs", "1", "--checkpoint-events", "5"]);
     let auditor = issue(&server, json!({"role": "auditor", "label": "remote auditor"}));
@@ -170,35 +155,22 @@ fn an_auditor_with_a_token_and_the_public_key_audits_a_remote_registry() {
         ],
     );
     assert!(extended.contains(&format!("extends the remembered one of {remembered_size} events")), "{extended}");
-    let offline = vadyl_ok(
-        mine,
-        &[
-            "audit",
-            "verify-consistency",
-            consistency.to_str().unwrap(),
-            "--from-checkpoint",
-            remembered.to_str().unwrap(),
-            "--public-key",
-            &key,
-        ],
-    );
+    let verify_consistency = [
+        "audit",
+        "verify-consistency",
+        consistency.to_str().unwrap(),
+        "--from-checkpoint",
+        remembered.to_str().unwrap(),
+        "--public-key",
+        &key,
+    ];
+    let offline = vadyl_ok(mine, &verify_consistency);
     assert!(offline.starts_with("ok:"), "{offline}");
     // A proof whose path was altered does not connect the two checkpoints.
     let mut altered: Value = serde_json::from_str(&std::fs::read_to_string(&consistency).unwrap()).unwrap();
     altered["path"][0] = json!("00".repeat(32));
     std::fs::write(&consistency, altered.to_string()).unwrap();
-    let out = vadyl(
-        mine,
-        &[
-            "audit",
-            "verify-consistency",
-            consistency.to_str().unwrap(),
-            "--from-checkpoint",
-            remembered.to_str().unwrap(),
-            "--public-key",
-            &key,
-        ],
-    );
+    let out = vadyl(mine, &verify_consistency);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("not connected"), "{}", stderr(&out));
 
@@ -238,7 +210,7 @@ fn an_auditor_with_a_token_and_the_public_key_audits_a_remote_registry() {
 
 #[test]
 fn a_project_token_cannot_read_the_log_and_bad_cursors_are_refused() {
-    let (_dir, data) = seeded();
+    let (_dir, data) = common::hooks_in_two_projects();
     let server = Server::start_with(&data, &["--checkpoint-interval-secs", "1"]);
     let shop = issue(&server, json!({"role": "project", "project": "shop"}));
     let publisher = issue(&server, json!({"role": "publisher", "implementations": ["hooks"]}));
@@ -278,7 +250,7 @@ fn a_project_token_cannot_read_the_log_and_bad_cursors_are_refused() {
 /// directory, each copy then appending something else.
 #[test]
 fn a_forked_history_is_refused_naming_the_checkpoints_that_disagree() {
-    let (dir, a) = seeded();
+    let (dir, a) = common::hooks_in_two_projects();
     let key = public_key(&a);
     let b = dir.path().join("fork");
     copy_dir(&a, &b);

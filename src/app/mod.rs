@@ -238,7 +238,8 @@ impl App {
     /// The inclusion proof of the event at `position` against the newest signed checkpoint.
     pub fn prove_inclusion(&self, position: u64) -> Result<InclusionProof, AuditError> {
         let (note, tree_size) = self.signed_head()?;
-        if position == 0 || self.registry.store().event_at(position)?.is_none() {
+        let head = self.registry.store().head()?.map_or(0, |h| h.position);
+        if position == 0 || position > head {
             return Err(AuditError::NoEvent(position));
         }
         if position > tree_size {

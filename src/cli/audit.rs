@@ -110,23 +110,21 @@ pub(super) fn run(conn: &Conn, out: &Output, command: AuditCommand) -> anyhow::R
             out.print(&serde_json::to_value(&report)?, |_| replay_text(&report));
             Ok(())
         }
-        AuditCommand::Checkpoint(key) => {
-            let note = if remote {
-                let note = String::from_utf8(download(conn, "/audit/checkpoint")?)
-                    .context("the checkpoint is not UTF-8 text")?;
-                let cp = trusted_key(conn, &key)?
-                    .verify_note(&note)
-                    .map_err(|e| anyhow!("the server's checkpoint does not verify: {e}"))?;
-                out.print(
-                    &json!({"treeSize": cp.tree_size, "rootHash": hex::encode(cp.root_hash), "note": note}),
-                    |_| note.trim_end().to_owned(),
-                );
-                return Ok(());
-            } else {
-                let app = open_registry(data_dir)?;
-                app.registry().checkpoint(&local_actor())?.ok_or_else(|| anyhow!("the log is empty"))?
-            };
-            out.print(&serde_json::to_value(&note)?, |_| note.note.trim_end().to_owned());
+        AuditCommand::Checkpoint(key) if remote => {
+            let note =
+                String::from_utf8(download(conn, "/audit/checkpoint")?).context("the checkpoint is not UTF-8 text")?;
+            let cp = trusted_key(conn, &key)?
+                .verify_note(&note)
+                .map_err(|e| anyhow!("the server's checkpoint does not verify: {e}"))?;
+            out.print(&json!({"treeSize": cp.tree_size, "rootHash": hex::encode(cp.root_hash), "note": note}), |_| {
+                note.trim_end().to_owned()
+            });
+            Ok(())
+        }
+        AuditCommand::Checkpoint(_) => {
+            let app = open_registry(data_dir)?;
+            let cp = app.registry().checkpoint(&local_actor())?.ok_or_else(|| anyhow!("the log is empty"))?;
+            out.print(&serde_json::to_value(&cp)?, |_| cp.note.trim_end().to_owned());
             Ok(())
         }
         AuditCommand::Export { out: path } if remote => {

@@ -137,6 +137,22 @@ fn read(r: reqwest::blocking::Response) -> (u16, serde_json::Value) {
     (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
 }
 
+/// A registry (in `<tempdir>/data`) with the native webhook adapter built as `hooks:1.0.0`, passed
+/// through conformance and bound as `hooks` in the projects `shop` and `rival`, all through the CLI.
+pub fn hooks_in_two_projects() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let data = dir.path().join("data");
+    for args in [
+        vec!["connector", "build", "native", "--adapter", "vadyl.webhook-hmac", "--implementation", "hooks:1.0.0"],
+        vec!["connector", "conformance", "run", "--implementation", "hooks:1.0.0"],
+        vec!["connector", "binding", "create", "hooks", "--implementation", "hooks:1.0.0", "--project", "shop"],
+        vec!["connector", "binding", "create", "hooks", "--implementation", "hooks:1.0.0", "--project", "rival"],
+    ] {
+        vadyl_ok(&data, &args);
+    }
+    (dir, data)
+}
+
 pub fn open(data_dir: &Path) -> App {
     vadyl::storage::open(data_dir, OpenOptions::default()).expect("the registry opens")
 }
