@@ -135,14 +135,19 @@ fn every_route_by_every_role_allows_exactly_its_table_and_refusals_write_nothing
         ("GET", "/audit/proof/consistency?from=1".into(), None, history.clone()),
         ("GET", "/audit/replay?to=1".into(), None, history.clone()),
         ("GET", "/audit/export".into(), None, history.clone()),
+        ("GET", "/tlog/checkpoint".into(), None, history.clone()),
+        ("GET", "/tlog/tile/0/000.p/1".into(), None, history.clone()),
+        ("GET", "/tlog/tile/entries/000.p/1".into(), None, history.clone()),
     ];
     // Every route the server has is in the matrix.
     for route in vadyl::http::api_routes() {
         let template: Vec<&str> = route.path.split('/').collect();
         let covered = routes.iter().any(|(method, path, _, _)| {
             let concrete: Vec<&str> = path.split('?').next().unwrap_or("").split('/').collect();
+            // A catch-all (`{*tile}`) takes the rest of the path.
+            let catch_all = template.last().is_some_and(|t| t.starts_with("{*"));
             *method == route.method.as_str()
-                && concrete.len() == template.len()
+                && (concrete.len() == template.len() || catch_all && concrete.len() >= template.len())
                 && concrete.iter().zip(&template).all(|(c, t)| t.starts_with('{') || c == t)
         });
         assert!(covered, "{} {} is not in the route × role matrix", route.method, route.path);

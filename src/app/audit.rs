@@ -13,8 +13,9 @@ use serde::Serialize;
 use crate::events::checkpoint::{self, Checkpoint};
 use crate::events::domain::{CheckpointSigned, DomainEvent};
 use crate::events::envelope::{RecordedEvent, GENESIS_PREV_HASH};
-use crate::events::merkle::{self, Hash32, MerkleAccumulator};
+use crate::events::merkle::{self, Hash32, MerkleAccumulator, MerkleError};
 use crate::events::store::{EventStore, StoreError};
+use crate::events::tiles::{StoredTree, TreeError};
 use crate::keys::KEY_NAME;
 use crate::projections::{ProjectionDigests, Projections};
 
@@ -43,6 +44,21 @@ pub enum AuditError {
     BadKey(String),
     #[error("the export cannot be written")]
     Write(#[source] std::io::Error),
+}
+
+impl From<MerkleError> for AuditError {
+    fn from(e: MerkleError) -> Self {
+        Self::BadProof(e.to_string())
+    }
+}
+
+impl From<TreeError> for AuditError {
+    fn from(e: TreeError) -> Self {
+        match e {
+            TreeError::Store(e) => Self::Store(e),
+            TreeError::Merkle(e) => e.into(),
+        }
+    }
 }
 
 /// The trust root an auditor supplies: a signed-note verifier key (`name+id+base64`, as `vadyl key
@@ -443,8 +459,8 @@ pub fn prove(
     let event = store
         .event_at(position)?
         .ok_or_else(|| AuditError::BadProof(format!("there is no event at position {position}")))?;
-    let leaves: Vec<Hash32> = store.hashes(tree_size)?.iter().map(merkle::leaf_hash).collect();
-    let path = merkle::inclusion_proof(&leaves, position - 1).map_err(|e| AuditError::BadProof(e.to_string()))?;
+    let path = merkle::inclusion_proof_from(&mut StoredTree::over(store, tree_size), position - 1, tree_size)
+        .map_err(AuditError::from)?;
     let event_value: serde_json::Value =
         serde_json::from_slice(&event.canonical_line()).map_err(|e| AuditError::BadProof(e.to_string()))?;
     Ok(InclusionProof {

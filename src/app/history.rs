@@ -10,6 +10,7 @@ use super::audit::{AuditError, TrustedKey};
 use crate::events::envelope::RecordedEvent;
 use crate::events::merkle::{self, Hash32};
 use crate::events::store::{EventStore, StoreError};
+use crate::events::tiles::{self, StoredTree, TileKind, TileRef};
 
 /// Largest page a reader may ask for.
 pub const MAX_PAGE: usize = 1000;
@@ -130,8 +131,8 @@ pub fn prove_consistency(
             checkpoint: checkpoint_note.to_owned(),
         });
     }
-    let leaves: Vec<Hash32> = store.hashes(tree_size)?.iter().map(merkle::leaf_hash).collect();
-    let path = merkle::consistency_proof(&leaves, old_size).map_err(|e| AuditError::BadProof(e.to_string()))?;
+    let path = merkle::consistency_proof_from(&mut StoredTree::over(store, tree_size), old_size, tree_size)
+        .map_err(AuditError::from)?;
     Ok(ConsistencyProof {
         format: CONSISTENCY_FORMAT.to_owned(),
         old_size,
@@ -215,4 +216,39 @@ pub fn decode_path(path: &[String]) -> Result<Vec<Hash32>, AuditError> {
                 .map_err(|_| AuditError::BadProof(format!("proof entry {h:?} is not 32 hex bytes")))
         })
         .collect()
+}
+
+/// One tile's bytes as `tlog-tiles` serves them, or `None` when the log does not have all of its
+/// `width` nodes yet. Tiles are read up to the log's head, not the newest checkpoint: a tile never
+/// changes once it exists, so a reader may fetch ahead of the checkpoint it verifies against.
+pub fn tile_bytes(store: &dyn EventStore, tile: TileRef) -> Result<Option<Vec<u8>>, AuditError> {
+    let size = store.head()?.map_or(0, |h| h.position);
+    let width = u64::from(tile.width);
+    if tiles::tile_width(tile.level(), tile.index, size) < width {
+        return Ok(None);
+    }
+    let corrupt = |have: usize| {
+        AuditError::Store(StoreError::Corrupt {
+            position: tile.index.saturating_mul(tiles::TILE_WIDTH),
+            reason: format!("{} has {have} of its {width} entries", tile.path()),
+        })
+    };
+    let bytes = match tile.kind {
+        TileKind::Hashes { level } => {
+            let hashes = store.tile(level, tile.index, width)?;
+            if hashes.len() as u64 != width {
+                return Err(corrupt(hashes.len()));
+            }
+            tiles::encode_hashes(&hashes)
+        }
+        TileKind::Entries => {
+            let first = tile.index * tiles::TILE_WIDTH + 1;
+            let hashes = store.event_hashes(first, first + width - 1)?;
+            if hashes.len() as u64 != width {
+                return Err(corrupt(hashes.len()));
+            }
+            tiles::encode_entries(&hashes)
+        }
+    };
+    Ok(Some(bytes))
 }

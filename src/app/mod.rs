@@ -22,6 +22,7 @@ use serde_json::Value;
 
 use crate::events::envelope::EventMetadata;
 use crate::events::store::EventStore;
+use crate::events::tiles::TileRef;
 use crate::ids::{ContractRef, ImplementationId, ProjectId, Role};
 use crate::keys::RegistryKey;
 use crate::runtime::artifact::ArtifactStore;
@@ -212,7 +213,6 @@ impl App {
         access::issue_token(&self.registry, self.tokens.as_ref(), metadata, role, project, implementations, label)
     }
 
-    /// The host services, for the benchmarks that drive the runtime beside the use cases.
     /// One page of the log (history routes).
     pub fn events_page(&self, query: &EventQuery) -> Result<EventPage, AuditError> {
         history::page(self.registry.store(), query)
@@ -268,6 +268,13 @@ impl App {
         audit::export(self.registry.store(), note, tree_size, out)
     }
 
+    /// The bytes of one `tlog-tiles` tile or entry bundle, or `None` while the log is too short
+    /// to have it.
+    pub fn tile(&self, tile: TileRef) -> Result<Option<Vec<u8>>, AuditError> {
+        history::tile_bytes(self.registry.store(), tile)
+    }
+
+    /// The host services, for the benchmarks that drive the runtime beside the use cases.
     pub fn host_services(&self) -> &HostServices {
         &self.host
     }

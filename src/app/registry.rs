@@ -15,6 +15,7 @@ use crate::events::domain::{CheckpointSigned, DomainEvent, RegistryKeyRegistered
 use crate::events::envelope::{EventMetadata, RecordedEvent};
 use crate::events::merkle::{self, MerkleAccumulator};
 use crate::events::store::{AppendRequest, EventStore, ExpectedVersion, ProposedEvent, StoreError, StreamAppend};
+use crate::events::tiles::{StoredTree, TreeError};
 use crate::ids::PublicationVersion;
 use crate::keys::{RegistryKey, Signer, KEY_NAME};
 use crate::projections::snapshot::{Snapshot, SNAPSHOT_FORMAT};
@@ -32,6 +33,8 @@ pub enum RegistryError {
     Contracts(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the projection snapshot cannot be written")]
     Snapshot(#[source] std::io::Error),
+    #[error("the log's Merkle tree cannot be read")]
+    Tree(#[from] TreeError),
     #[error("another writer kept changing the same streams; gave up after {0} attempts")]
     Contention(u32),
 }
@@ -256,11 +259,10 @@ impl Registry {
         let signed = {
             let mut live = self.live_mut();
             if live.tree.is_none() {
-                let mut tree = MerkleAccumulator::new();
-                for h in self.store.hashes(live.projections.position)? {
-                    tree.push(merkle::leaf_hash(&h));
-                }
-                live.tree = Some(tree);
+                // The peaks come from the stored tiles: O(log n) reads, not the whole log.
+                let size = live.projections.position;
+                let peaks = StoredTree::over(self.store.as_ref(), size).peaks()?;
+                live.tree = Some(MerkleAccumulator::from_peaks(size, peaks).map_err(TreeError::from)?);
             }
             let tree_size = live.projections.position;
             let root = live.tree.as_ref().map_or_else(merkle::empty_root, |t| t.root());

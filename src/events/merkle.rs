@@ -186,32 +186,83 @@ pub fn root(leaves: &[Hash32]) -> Hash32 {
     level.first().copied().unwrap_or_else(empty_root)
 }
 
+/// Where proof generation reads the tree: the hash of the perfect subtree at `level` (height) and
+/// `index`, which covers leaves `[index·2^level, (index+1)·2^level)`.
+///
+/// A slice of leaves is one source ([`inclusion_proof`], [`consistency_proof`]); stored tiles
+/// (`super::tiles`) are another, which turns every proof into O(log n) reads instead of reading the
+/// whole log. Proof generation only ever asks for nodes that lie inside the tree it proves over.
+pub trait NodeSource {
+    type Error: From<MerkleError>;
+    fn node(&mut self, level: u32, index: u64) -> Result<Hash32, Self::Error>;
+}
+
+/// The leaves themselves, as a [`NodeSource`].
+struct Leaves<'a>(&'a [Hash32]);
+
+impl NodeSource for Leaves<'_> {
+    type Error = MerkleError;
+    fn node(&mut self, level: u32, index: u64) -> Result<Hash32, MerkleError> {
+        let tree_size = self.0.len() as u64;
+        let start = index << level;
+        let end = (index + 1) << level;
+        let range = usize::try_from(start).ok().zip(usize::try_from(end).ok()).filter(|&(_, e)| e <= self.0.len());
+        range
+            .map(|(s, e)| root(&self.0[s..e]))
+            .ok_or(MerkleError::IndexOutOfRange { index: end.saturating_sub(1), tree_size })
+    }
+}
+
+/// `MTH(D[lo:hi])` for a range the RFC 6962 recursion produces (`lo` aligned to the largest power
+/// of two below `hi - lo`): the perfect subtrees it decomposes into, folded from the right.
+pub fn range_root<S: NodeSource>(source: &mut S, lo: u64, hi: u64) -> Result<Hash32, S::Error> {
+    if lo >= hi {
+        return Ok(empty_root());
+    }
+    let mut peaks = Vec::with_capacity(64);
+    let mut at = lo;
+    while at < hi {
+        // The tallest perfect subtree that starts at `at` and ends by `hi`.
+        let fits = 63 - (hi - at).leading_zeros();
+        let level = if at == 0 { fits } else { fits.min(at.trailing_zeros()) };
+        peaks.push(source.node(level, at >> level)?);
+        at += 1 << level;
+    }
+    let mut peaks = peaks.into_iter().rev();
+    let last = peaks.next().unwrap_or_else(empty_root);
+    Ok(peaks.fold(last, |right, left| node_hash(&left, &right)))
+}
+
 /// `PATH(m, D[n])` (RFC 6962 §2.1.1, RFC 9162 §2.1.3.1): the audit path for
 /// the leaf at 0-based `index`, deepest sibling first.
 pub fn inclusion_proof(leaves: &[Hash32], index: u64) -> Result<Vec<Hash32>, MerkleError> {
-    let tree_size = leaves.len() as u64;
-    let m = usize::try_from(index)
-        .ok()
-        .filter(|&m| m < leaves.len())
-        .ok_or(MerkleError::IndexOutOfRange { index, tree_size })?;
-    let mut proof = Vec::with_capacity(inclusion_proof_len(index, tree_size));
-    path(m, leaves, &mut proof);
-    Ok(proof)
+    inclusion_proof_from(&mut Leaves(leaves), index, leaves.len() as u64)
 }
 
-fn path(m: usize, leaves: &[Hash32], proof: &mut Vec<Hash32>) {
-    if leaves.len() <= 1 {
-        return;
+/// [`inclusion_proof`] over any [`NodeSource`] holding a tree of `tree_size` leaves.
+pub fn inclusion_proof_from<S: NodeSource>(
+    source: &mut S,
+    index: u64,
+    tree_size: u64,
+) -> Result<Vec<Hash32>, S::Error> {
+    if index >= tree_size {
+        return Err(MerkleError::IndexOutOfRange { index, tree_size }.into());
     }
-    let k = split_point(leaves.len());
-    let (left, right) = leaves.split_at(k);
-    if m < k {
-        path(m, left, proof);
-        proof.push(root(right));
-    } else {
-        path(m - k, right, proof);
-        proof.push(root(left));
+    let mut proof = Vec::with_capacity(inclusion_proof_len(index, tree_size));
+    let (mut lo, mut hi) = (0, tree_size);
+    // Top-down: the sibling of each subtree the leaf is in, collected then reversed (deepest first).
+    while hi - lo > 1 {
+        let k = split_point(hi - lo);
+        if index < lo + k {
+            proof.push(range_root(source, lo + k, hi)?);
+            hi = lo + k;
+        } else {
+            proof.push(range_root(source, lo, lo + k)?);
+            lo += k;
+        }
     }
+    proof.reverse();
+    Ok(proof)
 }
 
 /// Checks that `leaf` (a leaf hash) is at `index` in the tree of `tree_size`
@@ -269,36 +320,44 @@ pub fn verify_inclusion(
 /// The proof is empty when `old_size` is 0 (every tree extends the empty
 /// tree) or equal to `leaves.len()` (the roots must simply be equal).
 pub fn consistency_proof(leaves: &[Hash32], old_size: u64) -> Result<Vec<Hash32>, MerkleError> {
-    let new_size = leaves.len() as u64;
-    let m = usize::try_from(old_size)
-        .ok()
-        .filter(|&m| m <= leaves.len())
-        .ok_or(MerkleError::OldSizeExceedsNewSize { old_size, new_size })?;
-    let mut proof = Vec::new();
-    if m > 0 && m < leaves.len() {
-        proof.reserve_exact(consistency_proof_len(old_size, new_size));
-        subproof(m, leaves, true, &mut proof);
-    }
-    Ok(proof)
+    consistency_proof_from(&mut Leaves(leaves), old_size, leaves.len() as u64)
 }
 
-/// `SUBPROOF(m, D[n], b)`; requires `0 < m <= leaves.len()`.
-fn subproof(m: usize, leaves: &[Hash32], whole_old_tree: bool, proof: &mut Vec<Hash32>) {
-    if m == leaves.len() {
-        if !whole_old_tree {
-            proof.push(root(leaves));
+/// [`consistency_proof`] over any [`NodeSource`] holding a tree of `new_size` leaves.
+pub fn consistency_proof_from<S: NodeSource>(
+    source: &mut S,
+    old_size: u64,
+    new_size: u64,
+) -> Result<Vec<Hash32>, S::Error> {
+    if old_size > new_size {
+        return Err(MerkleError::OldSizeExceedsNewSize { old_size, new_size }.into());
+    }
+    if old_size == 0 || old_size == new_size {
+        return Ok(Vec::new());
+    }
+    // `SUBPROOF(m, D[lo:hi], b)` unrolled top-down; entries are collected and reversed at the end.
+    let mut proof = Vec::with_capacity(consistency_proof_len(old_size, new_size));
+    let (mut lo, mut hi, mut whole_old_tree) = (0, new_size, true);
+    let m = old_size;
+    loop {
+        if m - lo == hi - lo {
+            if !whole_old_tree {
+                proof.push(range_root(source, lo, hi)?);
+            }
+            break;
         }
-        return;
+        let k = split_point(hi - lo);
+        if m - lo <= k {
+            proof.push(range_root(source, lo + k, hi)?);
+            hi = lo + k;
+        } else {
+            proof.push(range_root(source, lo, lo + k)?);
+            lo += k;
+            whole_old_tree = false;
+        }
     }
-    let k = split_point(leaves.len());
-    let (left, right) = leaves.split_at(k);
-    if m <= k {
-        subproof(m, left, whole_old_tree, proof);
-        proof.push(root(right));
-    } else {
-        subproof(m - k, right, false, proof);
-        proof.push(root(left));
-    }
+    proof.reverse();
+    Ok(proof)
 }
 
 /// Checks that the tree of `old_size` leaves with root `old_root` is a prefix
@@ -379,8 +438,8 @@ pub fn verify_consistency(
 }
 
 /// The largest power of two strictly smaller than `n`; requires `n >= 2`.
-fn split_point(n: usize) -> usize {
-    1 << (usize::BITS - 1 - (n - 1).leading_zeros())
+fn split_point(n: u64) -> u64 {
+    1 << (u64::BITS - 1 - (n - 1).leading_zeros())
 }
 
 /// Hashes in an inclusion proof for `index < tree_size`: the levels below the

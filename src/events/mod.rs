@@ -9,3 +9,4 @@ pub mod domain;
 pub mod envelope;
 pub mod merkle;
 pub mod store;
+pub mod tiles;

@@ -154,6 +154,14 @@ pub trait EventStore: Send + Sync {
     /// The current version of a stream, `None` if it has no events.
     fn stream_version(&self, stream_id: &str) -> Result<Option<u64>, StoreError>;
 
-    /// The chain hashes of positions `1..=to`, in order (the Merkle tree's leaves before leaf hashing).
-    fn hashes(&self, to: u64) -> Result<Vec<Hash32>, StoreError>;
+    /// The event hashes of positions `from..=to`, in order: the Merkle tree's entries (its leaves
+    /// before leaf hashing).
+    fn event_hashes(&self, from: u64, to: u64) -> Result<Vec<Hash32>, StoreError>;
+
+    /// The first `width` hashes of the Merkle tree's tile `index` at tile `level` (tree height
+    /// `8·level`, see `events::tiles`); level 0 is the leaf hashes. A backend keeps the tiles of
+    /// every level above 0 in the same transaction as the events they cover, so that a proof reads
+    /// one tile per level instead of the whole log. Fewer than `width` hashes when the tree does
+    /// not have them yet.
+    fn tile(&self, level: u8, index: u64, width: u64) -> Result<Vec<Hash32>, StoreError>;
 }

@@ -18,6 +18,7 @@ use super::{ok, ApiQuery, ApiResult, AppState};
 use crate::app::access::{Action, Principal};
 use crate::app::history::{self, EventQuery};
 use crate::app::App;
+use crate::events::tiles::TileRef;
 
 /// `?after=&limit=&stream=&type=&actor=&since=&until=`
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -109,6 +110,34 @@ pub async fn checkpoint(State(st): State<AppState>, axum::Extension(who): axum::
     let note = st.app.registry().read(|s| s.registry.last_checkpoint.as_ref().map(|c| c.note.clone()));
     let note = note.ok_or_else(|| Problem::not_found("no checkpoint is signed yet"))?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], note).into_response())
+}
+
+/// The newest checkpoint for `tlog-tiles` clients, which poll it: cached for a second at most.
+pub async fn tlog_checkpoint(state: State<AppState>, who: axum::Extension<Principal>) -> ApiResult {
+    let mut response = checkpoint(state, who).await?;
+    response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache, max-age=1"));
+    Ok(response)
+}
+
+/// `GET /tlog/tile/<L>/<N>[.p/<W>]` and `/tlog/tile/entries/<N>[.p/<W>]` (C2SP tlog-tiles): the
+/// tile's raw bytes. Tiles never change once they exist, so they are cached for a year.
+pub async fn tile(
+    State(st): State<AppState>,
+    axum::Extension(who): axum::Extension<Principal>,
+    Path(path): Path<String>,
+) -> ApiResult {
+    may_read_history(&who)?;
+    let tile = TileRef::parse(&path).map_err(|e| Problem::not_found(format!("{path:?} is not a tile: {e}")))?;
+    let bytes = blocking(&st, move |app| Ok(app.tile(tile)?)).await?;
+    let bytes = bytes.ok_or_else(|| Problem::not_found(format!("the log does not have {} yet", tile.path())))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+        ],
+        bytes,
+    )
+        .into_response())
 }
 
 /// `?position=N` or `?eventId=…`

@@ -289,6 +289,26 @@ pub fn api_routes() -> Vec<ApiRoute> {
             )
         },
         ApiRoute {
+            produces: Some("text/plain"),
+            ..r(
+                Method::GET,
+                "/tlog/checkpoint",
+                "C2SP tlog-tiles: the newest checkpoint",
+                "admin, auditor",
+                get(history::tlog_checkpoint),
+            )
+        },
+        ApiRoute {
+            produces: Some("application/octet-stream"),
+            ..r(
+                Method::GET,
+                "/tlog/tile/{*tile}",
+                "C2SP tlog-tiles: a tile (`<L>/<N>[.p/<W>]`) or entry bundle (`entries/<N>[.p/<W>]`) of event hashes",
+                "admin, auditor",
+                get(history::tile),
+            )
+        },
+        ApiRoute {
             body: Some(schema::<tokens::Revoke>),
             ..r(Method::POST, "/tokens/{token_id}/revoke", "Revoke a token", "admin", post(tokens::revoke))
         },

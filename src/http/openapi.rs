@@ -54,6 +54,7 @@ fn parameters(path: &str, query: Option<Value>) -> Vec<Value> {
     let mut out: Vec<Value> = path
         .split('/')
         .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .map(|name| name.trim_start_matches('*'))
         .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
         .collect();
     if let Some(q) = query {
@@ -81,7 +82,7 @@ pub fn document() -> Value {
         let mut op = json!({
             "summary": route.summary,
             "description": format!("Roles: {}.", route.roles),
-            "operationId": format!("{}{}", route.method.as_str().to_lowercase(), route.path.replace(['/', '{', '}', '.'], "_")),
+            "operationId": format!("{}{}", route.method.as_str().to_lowercase(), route.path.replace(['/', '{', '}', '.', '*'], "_")),
             "parameters": parameters(route.path, route.query.map(|q| q())),
             "responses": {
                 "200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}},
@@ -100,7 +101,8 @@ pub fn document() -> Value {
             op["requestBody"] =
                 json!({"required": true, "content": {"application/json": {"schema": inline(body(), &mut components)}}});
         }
-        let entry = paths.entry(route.path.to_owned()).or_insert_with(|| json!({}));
+        // axum's catch-all `{*tile}` is an ordinary path parameter to OpenAPI.
+        let entry = paths.entry(route.path.replace("{*", "{")).or_insert_with(|| json!({}));
         entry[route.method.as_str().to_lowercase()] = op;
     }
     json!({
@@ -133,7 +135,7 @@ mod tests {
         let documented: usize = doc["paths"].as_object().unwrap().values().map(|p| p.as_object().unwrap().len()).sum();
         assert_eq!(documented, routes.len(), "one operation per route");
         for r in &routes {
-            let op = &doc["paths"][r.path][r.method.as_str().to_lowercase()];
+            let op = &doc["paths"][r.path.replace("{*", "{").as_str()][r.method.as_str().to_lowercase()];
             assert!(op.is_object(), "{} {} is not documented", r.method, r.path);
             assert_eq!(op["requestBody"].is_object(), r.body.is_some(), "{} {}", r.method, r.path);
             let path_params = r.path.matches('{').count();

@@ -376,3 +376,39 @@ fn consistency_edge_cases() {
     );
     assert!(verify_consistency(3, u64::MAX, &r8, &r8, &[r8; 3]).is_err());
 }
+
+/// Counts what proof generation asks of its source.
+struct Counting<'a> {
+    leaves: Leaves<'a>,
+    reads: usize,
+}
+
+impl NodeSource for Counting<'_> {
+    type Error = MerkleError;
+    fn node(&mut self, level: u32, index: u64) -> Result<Hash32, MerkleError> {
+        self.reads += 1;
+        self.leaves.node(level, index)
+    }
+}
+
+#[test]
+fn proofs_over_a_node_source_read_logarithmically_many_nodes() {
+    let d = leaves(100_003);
+    let n = d.len() as u64;
+    for index in [0, 1, 255, 65_536, 99_999, n - 1] {
+        let mut source = Counting { leaves: Leaves(&d), reads: 0 };
+        let proof = inclusion_proof_from(&mut source, index, n).unwrap();
+        verify_inclusion(&d[index as usize], index, n, &proof, &root(&d)).unwrap();
+        // Each proof entry is a perfect node or a right-border range of at most log2(n) of them.
+        assert!(source.reads <= 2 * 17 + 17, "{} reads for leaf {index}", source.reads);
+    }
+    for old in [1, 2, 1000, 65_536, 99_999, n - 1] {
+        let mut source = Counting { leaves: Leaves(&d), reads: 0 };
+        let proof = consistency_proof_from(&mut source, old, n).unwrap();
+        verify_consistency(old, n, &root(&d[..old as usize]), &root(&d), &proof).unwrap();
+        assert!(source.reads <= 3 * 17 + 17, "{} reads from size {old}", source.reads);
+    }
+    let mut source = Counting { leaves: Leaves(&d), reads: 0 };
+    assert_eq!(range_root(&mut source, 0, n).unwrap(), root(&d));
+    assert_eq!(source.reads as u32, n.count_ones());
+}

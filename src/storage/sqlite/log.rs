@@ -20,8 +20,9 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use sha2::{Digest, Sha256};
 
 use crate::events::envelope::{canonical_json, RecordedEvent, GENESIS_PREV_HASH};
-use crate::events::merkle::Hash32;
+use crate::events::merkle::{self, Hash32};
 use crate::events::store::{AppendOutcome, AppendRequest, EventStore, Head, StoreError};
+use crate::events::tiles;
 
 /// How hard a commit is made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +60,20 @@ BEGIN SELECT RAISE(ABORT, 'the event log is append-only: DELETE refused'); END;
 -- No INSERT trigger: positions and the chain are assigned by the one writer, the primary key makes
 -- a position unrepeatable, and `vadyl audit verify` names any row inserted out of band (a gap or a
 -- broken link). A per-row trigger here cost a quarter of the append throughput.
+-- The Merkle tree's tiles above level 0 (events::tiles): node `idx` of tree height 8·level, written
+-- in the transaction that completes it. Derived from the events, so a tampered row cannot forge
+-- anything: proofs built from it fail against the signed checkpoints.
+CREATE TABLE IF NOT EXISTS merkle_tiles (
+    level INTEGER NOT NULL CHECK (level >= 1),
+    idx   INTEGER NOT NULL CHECK (idx >= 0),
+    hash  BLOB    NOT NULL CHECK (length(hash) = 32),
+    PRIMARY KEY (level, idx)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS merkle_tiles_refuse_update BEFORE UPDATE ON merkle_tiles
+BEGIN SELECT RAISE(ABORT, 'the Merkle tiles are append-only: UPDATE refused'); END;
+CREATE TRIGGER IF NOT EXISTS merkle_tiles_refuse_delete BEFORE DELETE ON merkle_tiles
+BEGIN SELECT RAISE(ABORT, 'the Merkle tiles are append-only: DELETE refused'); END;
+
 CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT OR IGNORE INTO store_meta (key, value) VALUES ('schema', 'vadyl-events/1');
 "#;
@@ -131,7 +146,7 @@ fn now_rfc3339() -> String {
 impl SqliteStore {
     /// Opens (creating if needed) the log at `path`.
     pub fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
-        let conn = open_connection(path)?;
+        let mut conn = open_connection(path)?;
         conn.pragma_update(
             None,
             "synchronous",
@@ -146,6 +161,7 @@ impl SqliteStore {
         conn.pragma_update(None, "cache_size", -65536)?;
         conn.pragma_update(None, "wal_autocheckpoint", 8192)?;
         conn.execute_batch(SCHEMA)?;
+        backfill_tiles(&mut conn)?;
         let (tx, rx) = crossbeam_channel::unbounded::<WriteJob>();
         let writer = std::thread::Builder::new()
             .name("vadyl-log-writer".into())
@@ -230,6 +246,9 @@ fn commit_group(conn: &mut Connection, group: &[WriteJob]) -> Vec<Result<AppendO
                 }
             }
         }
+        if let Some(head) = head {
+            extend_tiles(&tx, head.position)?;
+        }
         tx.commit()?;
         Ok(results)
     };
@@ -240,6 +259,70 @@ fn commit_group(conn: &mut Connection, group: &[WriteJob]) -> Vec<Result<AppendO
             group.iter().map(|_| Err(StoreError::Backend(Box::new(SharedError(e.clone()))))).collect()
         }
     }
+}
+
+/// Builds the tiles a log written before tiles existed lacks (nothing, for any other log), before
+/// anyone reads through this store.
+fn backfill_tiles(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let size = tx.query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| r.get::<_, i64>(0))?;
+    extend_tiles(&tx, size as u64)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Writes every tile node a tree of `size` leaves has completed and `merkle_tiles` lacks, level by
+/// level: node `k` of tile level `L` is the root of nodes `256k … 256k+255` of level `L-1`.
+/// Idempotent, so it also backfills.
+fn extend_tiles(tx: &rusqlite::Transaction<'_>, size: u64) -> Result<(), StoreError> {
+    let mut have_stmt = tx.prepare_cached("SELECT COALESCE(MAX(idx) + 1, 0) FROM merkle_tiles WHERE level = ?1")?;
+    let mut insert = tx.prepare_cached("INSERT INTO merkle_tiles (level, idx, hash) VALUES (?1, ?2, ?3)")?;
+    for level in 1..=tiles::MAX_TILE_LEVEL {
+        let want = size.checked_shr(tiles::TILE_HEIGHT * u32::from(level)).unwrap_or(0);
+        if want == 0 {
+            break;
+        }
+        let have = have_stmt.query_row([level], |r| r.get::<_, i64>(0))? as u64;
+        for k in have..want {
+            let below = read_tile(tx, level - 1, k, tiles::TILE_WIDTH)?;
+            if below.len() as u64 != tiles::TILE_WIDTH {
+                return Err(StoreError::Corrupt {
+                    position: k * tiles::TILE_WIDTH,
+                    reason: format!("tile level {} has a gap under node {k} of level {level}", level - 1),
+                });
+            }
+            insert.execute(params![level, k as i64, &merkle::root(&below)[..]])?;
+        }
+    }
+    Ok(())
+}
+
+/// The first `width` hashes of tile `index` at tile `level`: leaf hashes of the events for level
+/// 0, stored tile nodes above.
+fn read_tile(conn: &Connection, level: u8, index: u64, width: u64) -> Result<Vec<Hash32>, StoreError> {
+    let first = index.saturating_mul(tiles::TILE_WIDTH);
+    let last = first.saturating_add(width.min(tiles::TILE_WIDTH)).saturating_sub(1);
+    let (first, last) = (i64::try_from(first).unwrap_or(i64::MAX), i64::try_from(last).unwrap_or(i64::MAX));
+    let mut out = Vec::with_capacity(width as usize);
+    if level == 0 {
+        let mut stmt = conn
+            .prepare_cached("SELECT position, hash FROM events WHERE position BETWEEN ?1 AND ?2 ORDER BY position")?;
+        let mut rows = stmt.query(params![first.saturating_add(1), last.saturating_add(1)])?;
+        while let Some(row) = rows.next()? {
+            let position = row.get::<_, i64>(0)? as u64;
+            out.push(merkle::leaf_hash(&blob32_ref(position, row.get_ref(1)?)?));
+        }
+    } else {
+        let mut stmt = conn.prepare_cached(
+            "SELECT idx, hash FROM merkle_tiles WHERE level = ?1 AND idx BETWEEN ?2 AND ?3 ORDER BY idx",
+        )?;
+        let mut rows = stmt.query(params![level, first, last])?;
+        while let Some(row) = rows.next()? {
+            let idx = row.get::<_, i64>(0)? as u64;
+            out.push(blob32_ref(idx, row.get_ref(1)?)?);
+        }
+    }
+    Ok(out)
 }
 
 fn append_one(
@@ -452,12 +535,18 @@ impl EventStore for SqliteStore {
         })
     }
 
-    fn hashes(&self, to: u64) -> Result<Vec<Hash32>, StoreError> {
+    fn tile(&self, level: u8, index: u64, width: u64) -> Result<Vec<Hash32>, StoreError> {
+        self.with_reader(|conn| read_tile(conn, level, index, width))
+    }
+
+    fn event_hashes(&self, from: u64, to: u64) -> Result<Vec<Hash32>, StoreError> {
         self.with_reader(|conn| {
-            let mut stmt =
-                conn.prepare_cached("SELECT position, hash FROM events WHERE position <= ?1 ORDER BY position")?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT position, hash FROM events WHERE position BETWEEN ?1 AND ?2 ORDER BY position",
+            )?;
+            let from = i64::try_from(from).unwrap_or(i64::MAX);
             let to = i64::try_from(to).unwrap_or(i64::MAX);
-            let mut rows = stmt.query([to])?;
+            let mut rows = stmt.query([from, to])?;
             let mut out = Vec::new();
             while let Some(row) = rows.next()? {
                 let position = row.get::<_, i64>(0)? as u64;
@@ -554,6 +643,42 @@ mod tests {
             [],
         );
         assert!(rewrite.is_err(), "a position cannot be written twice");
+    }
+
+    fn tree_of(s: &SqliteStore, size: u64) -> crate::events::tiles::StoredTree<'_> {
+        crate::events::tiles::StoredTree::over(s, size)
+    }
+
+    #[test]
+    fn tiles_are_kept_with_the_events_and_backfilled_for_an_old_log() {
+        let (d, s) = store();
+        // Appends of uneven sizes, so that tiles complete inside, at the end of and across groups.
+        let mut n = 0u64;
+        for batch in [1usize, 255, 1, 300, 65_000, 17] {
+            let ids: Vec<String> = (0..batch).map(|i| format!("e{}", n + i as u64)).collect();
+            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+            append(&s, "a", ExpectedVersion::Any, &refs).unwrap();
+            n += batch as u64;
+            let leaves: Vec<Hash32> = s.event_hashes(1, n).unwrap().iter().map(merkle::leaf_hash).collect();
+            assert_eq!(tree_of(&s, n).root().unwrap(), merkle::root(&leaves), "root at {n}");
+            // A smaller tree, read from the same tiles, is the prefix's tree.
+            let half = n / 2 + 1;
+            assert_eq!(tree_of(&s, half).root().unwrap(), merkle::root(&leaves[..half as usize]));
+        }
+        assert_eq!(s.tile(1, 0, 256).unwrap().len(), 256);
+        assert_eq!(s.tile(2, 0, 1).unwrap().len(), 1);
+        drop(s);
+
+        // A log from before tiles: the table is rebuilt at open.
+        let conn = Connection::open(d.path().join("events.db")).unwrap();
+        conn.execute_batch("DROP TABLE merkle_tiles").unwrap();
+        drop(conn);
+        let s = SqliteStore::open(&d.path().join("events.db"), Durability::Normal).unwrap();
+        let leaves: Vec<Hash32> = s.event_hashes(1, n).unwrap().iter().map(merkle::leaf_hash).collect();
+        assert_eq!(tree_of(&s, n).root().unwrap(), merkle::root(&leaves));
+        let conn = Connection::open(d.path().join("events.db")).unwrap();
+        let e = conn.execute("UPDATE merkle_tiles SET hash = zeroblob(32)", []).unwrap_err();
+        assert!(e.to_string().contains("append-only"), "{e}");
     }
 
     #[test]
