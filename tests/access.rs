@@ -32,6 +32,10 @@ fn call(server: &Server, token: Option<&str>, method: &str, path: &str, body: Op
     }
     let r = req.send().unwrap();
     let status = r.status().as_u16();
+    // A live feed never ends: its status is the answer.
+    if r.headers().get("content-type").is_some_and(|c| c.as_bytes().starts_with(b"text/event-stream")) {
+        return (status, Value::Null);
+    }
     (status, r.json().unwrap_or(Value::Null))
 }
 
@@ -129,6 +133,7 @@ fn every_route_by_every_role_allows_exactly_its_table_and_refusals_write_nothing
         ("POST", victim_path, Some(json!({"reason": "matrix"})), vec!["admin"]),
         ("GET", "/events?limit=5".into(), None, history.clone()),
         ("GET", "/events/1".into(), None, history.clone()),
+        ("GET", "/events/stream?after=1".into(), None, history.clone()),
         ("GET", format!("/events/by-id/{first_id}"), None, history.clone()),
         ("GET", "/audit/checkpoint".into(), None, history.clone()),
         ("GET", "/audit/proof/inclusion?position=1".into(), None, history.clone()),

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::events::envelope::EventMetadata;
-use crate::events::store::EventStore;
+use crate::events::store::{EventStore, StoreError};
 use crate::events::tiles::TileRef;
 use crate::ids::{ContractRef, ImplementationId, ProjectId, Role};
 use crate::keys::RegistryKey;
@@ -216,6 +216,18 @@ impl App {
     /// One page of the log (history routes).
     pub fn events_page(&self, query: &EventQuery) -> Result<EventPage, AuditError> {
         history::page(self.registry.store(), query)
+    }
+
+    /// Up to `limit` events from position `from` on, as `(position, canonical envelope)`.
+    pub fn events_from(&self, from: u64, limit: u64) -> Result<Vec<(u64, String)>, AuditError> {
+        let mut out = Vec::new();
+        self.registry.store().read_range(from, from.saturating_add(limit.max(1) - 1), &mut |e| {
+            let line = String::from_utf8(e.canonical_line())
+                .map_err(|_| StoreError::Corrupt { position: e.position, reason: "an envelope is not UTF-8".into() })?;
+            out.push((e.position, line));
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     /// The canonical envelope at `position`.

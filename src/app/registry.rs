@@ -105,6 +105,9 @@ pub struct Registry {
     /// read skips the query for new events while nobody has committed.
     caught_up_at: std::sync::atomic::AtomicU64,
     snapshot_position: Mutex<u64>,
+    /// The newest position folded, for live subscribers (`GET /events/stream`): a watch, so that a
+    /// writer only replaces a value and never waits for a subscriber.
+    head: tokio::sync::watch::Sender<u64>,
 }
 
 impl Registry {
@@ -123,6 +126,7 @@ impl Registry {
             live: RwLock::new(Live::default()),
             caught_up_at: std::sync::atomic::AtomicU64::new(u64::MAX),
             snapshot_position: Mutex::new(0),
+            head: tokio::sync::watch::Sender::new(0),
         };
         registry.load_snapshot();
         registry.catch_up()?;
@@ -199,10 +203,19 @@ impl Registry {
                 Ok(())
             })
             .or_else(|e| if failure.is_some() { Ok(()) } else { Err(e) })?;
+        let position = live.projections.position;
+        drop(live);
+        self.head.send_if_modified(|head| std::mem::replace(head, position) != position);
         match failure {
             Some(err) => Err(err.into()),
             None => Ok(()),
         }
+    }
+
+    /// The newest position folded, changing as events are appended through this registry (or
+    /// folded from another process's appends).
+    pub fn watch_head(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.head.subscribe()
     }
 
     /// Decides with `decide` on the current state and appends what it returns, atomically.

@@ -48,6 +48,16 @@ pub enum Command {
         /// Sign a checkpoint sooner, as soon as this many events are not covered by one.
         #[arg(long, default_value_t = 1000)]
         checkpoint_events: u64,
+        /// Events buffered for each subscriber of the live feed (`/events/stream`).
+        #[arg(long, default_value_t = 1024)]
+        feed_buffer: usize,
+        /// A feed subscriber whose buffer stays full this long (milliseconds) has stopped reading,
+        /// and is disconnected with a reason.
+        #[arg(long, default_value_t = 10_000)]
+        feed_stall_ms: u64,
+        /// Seconds between heartbeat comments on an idle feed.
+        #[arg(long, default_value_t = 15)]
+        feed_heartbeat_secs: u64,
     },
     /// The registry's signing key.
     #[command(subcommand)]

@@ -48,10 +48,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             rate_limit_burst,
             checkpoint_interval_secs,
             checkpoint_events,
+            feed_buffer,
+            feed_stall_ms,
+            feed_heartbeat_secs,
         } => serve::serve(
             &conn.data_dir,
             &listen,
-            serve::limits(max_concurrent, request_timeout_secs, rate_limit, rate_limit_burst),
+            vadyl::http::Limits {
+                feed: vadyl::http::feed::FeedLimits {
+                    buffer: feed_buffer.max(1),
+                    stall: std::time::Duration::from_millis(feed_stall_ms.max(1)),
+                    heartbeat: std::time::Duration::from_secs(feed_heartbeat_secs.max(1)),
+                    ..Default::default()
+                },
+                ..serve::limits(max_concurrent, request_timeout_secs, rate_limit, rate_limit_burst)
+            },
             vadyl::http::CheckpointCadence {
                 interval: std::time::Duration::from_secs(checkpoint_interval_secs.max(1)),
                 events: checkpoint_events.max(1),

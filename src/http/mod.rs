@@ -7,6 +7,7 @@
 pub mod bindings;
 pub mod build;
 pub mod conformance;
+pub mod feed;
 pub mod history;
 pub mod invoke;
 pub mod memory;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub auth: Auth,
     /// Per-token request rates (none: unlimited).
     pub rates: Option<Arc<rate::TokenRates>>,
+    /// How the event feed treats its subscribers.
+    pub feed: feed::FeedLimits,
 }
 
 /// How requests are authenticated.
@@ -236,6 +239,17 @@ pub fn api_routes() -> Vec<ApiRoute> {
             query: Some(schema::<history::EventsQuery>),
             ..r(Method::GET, "/events", "A page of the log, as stored", "admin, auditor", get(history::list))
         },
+        ApiRoute {
+            query: Some(schema::<feed::StreamQuery>),
+            produces: Some("text/event-stream"),
+            ..r(
+                Method::GET,
+                "/events/stream",
+                "The log as Server-Sent Events: catch up from a position (or Last-Event-ID), then live",
+                "admin, auditor",
+                get(feed::stream),
+            )
+        },
         r(Method::GET, "/events/{position}", "One event by position", "admin, auditor", get(history::by_position)),
         r(Method::GET, "/events/by-id/{event_id}", "One event by id", "admin, auditor", get(history::by_id)),
         ApiRoute {
@@ -317,11 +331,11 @@ pub fn api_routes() -> Vec<ApiRoute> {
 
 /// The API for in-process calls by the data directory's owner.
 pub fn router(app: Arc<App>) -> Router {
-    router_with(app, Auth::Local, None)
+    router_with(app, Auth::Local, None, feed::FeedLimits::default())
 }
 
-pub fn router_with(app: Arc<App>, auth: Auth, rates: Option<Arc<rate::TokenRates>>) -> Router {
-    let state = AppState { app, auth, rates };
+pub fn router_with(app: Arc<App>, auth: Auth, rates: Option<Arc<rate::TokenRates>>, feed: feed::FeedLimits) -> Router {
+    let state = AppState { app, auth, rates, feed };
     let mut api = Router::new();
     let mut by_path: Vec<(&'static str, axum::routing::MethodRouter<AppState>)> = Vec::new();
     for route in api_routes() {
@@ -525,6 +539,8 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// How fast each token may send requests (429 beyond); `None` for no per-token limit.
     pub per_token: Option<rate::TokenRate>,
+    /// How the event feed (`/events/stream`) treats its subscribers.
+    pub feed: feed::FeedLimits,
 }
 
 impl Default for Limits {
@@ -533,6 +549,7 @@ impl Default for Limits {
             max_concurrent: 64,
             request_timeout: Duration::from_secs(120),
             per_token: rate::TokenRate::new(DEFAULT_TOKEN_RATE, DEFAULT_TOKEN_BURST),
+            feed: feed::FeedLimits::default(),
         }
     }
 }
@@ -552,7 +569,7 @@ pub fn limited(app: Arc<App>, limits: Limits) -> Router {
     use axum::error_handling::HandleErrorLayer;
     use tower::ServiceBuilder;
     let rates = limits.per_token.map(|r| Arc::new(rate::TokenRates::new(r)));
-    let api = router_with(app, Auth::Tokens, rates).layer(
+    let api = router_with(app, Auth::Tokens, rates, limits.feed).layer(
         ServiceBuilder::new()
             .layer(HandleErrorLayer::new(|e: axum::BoxError| async move {
                 let (detail, slug) = if e.is::<tower::load_shed::error::Overloaded>() {

@@ -324,3 +324,21 @@ pub fn receiver(delay: std::time::Duration) -> (String, Deliveries) {
     let port = rx.recv().expect("the receiver started");
     (format!("http://127.0.0.1:{port}/hook"), seen)
 }
+
+/// Binds `count` aliases `<prefix>-<i>` in `project` to `target`, a thousand per append: how a
+/// test gets a long log quickly.
+pub fn bind_many(reg: &App, project: &str, prefix: &str, count: usize, target: &str) {
+    let target: BindingTarget = target.parse().unwrap();
+    for chunk in (0..count).collect::<Vec<_>>().chunks(1000) {
+        reg.registry()
+            .execute(&actor("test:project"), |s| {
+                let mut events = Vec::new();
+                for i in chunk {
+                    let alias = format!("{prefix}-{i}").parse().unwrap();
+                    events.extend(commands::bind(s, project.parse().unwrap(), alias, target.clone())?);
+                }
+                Ok(events)
+            })
+            .unwrap();
+    }
+}
