@@ -131,6 +131,10 @@ fn every_route_by_every_role_allows_exactly_its_table_and_refusals_write_nothing
         ("POST", "/tokens".into(), Some(json!({"role": "auditor", "label": "matrix"})), vec!["admin"]),
         ("GET", "/tokens".into(), None, vec!["admin", "auditor"]),
         ("POST", victim_path, Some(json!({"reason": "matrix"})), vec!["admin"]),
+        ("GET", "/conformance/runs?passed=true".into(), None, all.to_vec()),
+        ("GET", "/conformance/runs/conf_unknown".into(), None, all.to_vec()),
+        ("GET", "/invocations?project=shop".into(), None, vec!["admin", "project", "auditor"]),
+        ("GET", "/invocations/inv_unknown".into(), None, vec!["admin", "project", "auditor"]),
         ("GET", "/events?limit=5".into(), None, history.clone()),
         ("GET", "/events/1".into(), None, history.clone()),
         ("GET", "/events/stream?after=1".into(), None, history.clone()),
@@ -215,13 +219,32 @@ fn a_project_token_learns_nothing_about_another_project() {
             call(&server, Some(&shop), "POST", "/invoke", Some(&invoke)),
             call(&server, Some(&shop), "POST", "/invoke", Some(&by_id)),
             call(&server, Some(&shop), "POST", "/bindings", Some(&bind)),
+            call(&server, Some(&shop), "GET", &format!("/invocations?project={project}"), None),
         ]
         .into_iter()
         .map(|(s, v)| (s, v.to_string().replace(project, "<project>")))
         .collect()
     };
+    // The rival project has an invocation record (a failed delivery is recorded too).
+    let invoke = json!({"project": "rival", "alias": "hooks", "operation": "deliver", "input": {
+        "endpointUrl": "https://in.hooks.example.com/x", "eventType": "t", "eventId": "e", "payload": "{}",
+        "occurredAt": "2026-11-25T12:00:00Z", "headers": []}});
+    let (_, answer) = call(&server, Some(&server.token), "POST", "/invoke", Some(&invoke));
+    let rival_record =
+        answer["invocationId"].as_str().unwrap_or_else(|| panic!("no invocationId in {answer}")).to_owned();
+    let (status, listed) = call(&server, Some(&server.token), "GET", "/invocations?project=rival", None);
+    assert_eq!(status, 200);
+    assert_eq!(listed["records"][0]["invocationId"], rival_record.as_str(), "{listed}");
+    let (status, seen) = call(&server, Some(&shop), "GET", &format!("/invocations/{rival_record}"), None);
+    let (ghost_status, ghost) = call(&server, Some(&shop), "GET", "/invocations/inv_00000000000000000000000000", None);
+    assert_eq!((status, ghost_status), (404, 404), "another project's record is not shown: {seen}");
+    assert_eq!(
+        seen.to_string().replace(&rival_record, "<id>"),
+        ghost.to_string().replace("inv_00000000000000000000000000", "<id>"),
+        "another project's record looks exactly like one that does not exist"
+    );
     let before = head(&data);
-    let rival = probe("rival"); // exists, with a binding `hooks`
+    let rival = probe("rival"); // exists, with a binding `hooks` and an invocation
     let ghost = probe("ghost"); // never existed
     assert_eq!(rival, ghost, "answers about an existing project differ from a missing one");
     assert!(rival.iter().all(|(s, _)| *s == 404 || *s == 200), "{rival:?}");

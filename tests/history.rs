@@ -329,3 +329,61 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn an_auditor_finds_which_run_admitted_a_version_and_what_an_invocation_sent() {
+    let (_dir, data) = common::hooks_in_two_projects();
+    // A second, failing run on the same implementation must not be taken for the admitting one.
+    let server = Server::start(&data);
+    let auditor = issue(&server, json!({"role": "auditor"}));
+    let (status, again) = server.post("/conformance/run", &json!({"implementationId": "hooks:1.0.0"}));
+    assert_eq!(status, 200, "{again}");
+
+    let (status, runs) = get(&server, &auditor, "/conformance/runs?publishedAs=1");
+    assert_eq!(status, 200);
+    let runs: Value = serde_json::from_str(&runs).unwrap();
+    let admitted = runs["runs"].as_array().unwrap();
+    assert_eq!(admitted.len(), 1, "exactly one run admitted version 1: {runs}");
+    assert_eq!(admitted[0]["implementationId"], "hooks:1.0.0");
+    assert_eq!(admitted[0]["passed"], true);
+    let run_id = admitted[0]["runId"].as_str().unwrap();
+    let (_, all) = get(&server, &auditor, "/conformance/runs?implementation=hooks:1.0.0&limit=1");
+    let all: Value = serde_json::from_str(&all).unwrap();
+    assert_eq!(all["runs"].as_array().unwrap().len(), 1);
+    let (_, rest) =
+        get(&server, &auditor, &format!("/conformance/runs?implementation=hooks:1.0.0&after={}", all["next"]));
+    let rest: Value = serde_json::from_str(&rest).unwrap();
+    assert_eq!(rest["runs"].as_array().unwrap().len(), 1, "the cursor pages to the second run: {rest}");
+    assert_ne!(rest["runs"][0]["runId"], all["runs"][0]["runId"]);
+    let (status, one) = get(&server, &auditor, &format!("/conformance/runs/{run_id}"));
+    assert_eq!(status, 200);
+    let one: Value = serde_json::from_str(&one).unwrap();
+    assert!(!one["checks"].as_array().unwrap().is_empty(), "the full report: {one}");
+    assert_eq!(get(&server, &auditor, "/conformance/runs/conf_nope").0, 404);
+    assert_eq!(get(&server, &auditor, "/conformance/runs?limit=0").0, 400);
+
+    // An invocation, then its record as the auditor reads it.
+    let (url, _seen) = common::receiver(std::time::Duration::ZERO);
+    let input = json!({"endpointUrl": url, "eventType": "order.paid", "eventId": "evt_1", "payload": "{\"n\":1}",
+                       "occurredAt": "2026-11-25T12:00:00Z", "headers": []});
+    let (_, answer) =
+        server.post("/invoke", &json!({"project": "shop", "alias": "hooks", "operation": "deliver", "input": input}));
+    let id = answer["invocationId"].as_str().unwrap_or_else(|| panic!("{answer}")).to_owned();
+    let (status, page) = get(&server, &auditor, "/invocations?project=shop");
+    assert_eq!(status, 200);
+    let page: Value = serde_json::from_str(&page).unwrap();
+    assert_eq!(page["records"][0]["invocationId"], id.as_str(), "{page}");
+    assert_eq!(page["records"][0]["operation"], "deliver");
+    let (status, record) = get(&server, &auditor, &format!("/invocations/{id}"));
+    assert_eq!(status, 200);
+    let record: Value = serde_json::from_str(&record).unwrap();
+    assert_eq!(record["project"], "shop");
+    assert_eq!(record["input"]["eventId"], "evt_1", "{record}");
+    assert_eq!(record["input"]["payload"], "[REDACTED]", "the contract's sensitive field is blanked");
+    // What it asked the host, and what it sent (nothing: the project has no signing secret).
+    assert_eq!(record["trace"]["tape"][0]["call"], "hmac", "{record}");
+    assert_eq!(record["error"]["code"], "host-denied");
+    assert_eq!(record["exchanges"], json!([]));
+    let (_, empty) = get(&server, &auditor, "/invocations?project=rival");
+    assert_eq!(serde_json::from_str::<Value>(&empty).unwrap()["records"], json!([]));
+}

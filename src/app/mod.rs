@@ -48,7 +48,7 @@ use conformance::{ConformanceError, ConformanceReport};
 use history::{ConsistencyProof, EventPage, EventQuery};
 use invoke::{InvokeError, InvokeRequest, InvokeResult};
 use lifecycle::{BuildResult, LifecycleError, Loader};
-use records::{InvocationRecord, InvocationRecords, RecordError};
+use records::{InvocationRecord, InvocationRecords, RecordError, RecordPage, RecordSummary};
 use registry::{OpenOptions, Registry, RegistryError, SnapshotStore};
 use replay::{ReplayError, ReplayReport};
 
@@ -181,6 +181,16 @@ impl App {
 
     pub fn invocation_record(&self, id: &str) -> Result<Option<InvocationRecord>, RecordError> {
         self.records.get(id)
+    }
+
+    /// One page of `project`'s invocation history, oldest first.
+    pub fn invocation_records(&self, project: &ProjectId, after: u64, limit: usize) -> Result<RecordPage, RecordError> {
+        // One more than asked tells whether there is a next page.
+        let mut stored = self.records.list(project, after, limit + 1)?;
+        let more = stored.len() > limit;
+        stored.truncate(limit);
+        let next = if more { stored.last().map(|s| s.cursor) } else { None };
+        Ok(RecordPage { records: stored.iter().map(RecordSummary::from).collect(), next })
     }
 
     /// One memory entry of (project, implementation name), as the Memory* imports see it.

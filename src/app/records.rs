@@ -61,4 +61,57 @@ pub trait InvocationRecords: Send + Sync {
     /// appended here survives the process being killed right after.
     fn append(&self, at_ms: u64, record: &InvocationRecord) -> Result<(), RecordError>;
     fn get(&self, id: &str) -> Result<Option<InvocationRecord>, RecordError>;
+    /// `project`'s records stored after the cursor `after` (0: from the first), oldest first, at
+    /// most `limit`, each with its cursor and its host-clock time.
+    fn list(&self, project: &ProjectId, after: u64, limit: usize) -> Result<Vec<StoredRecord>, RecordError>;
+}
+
+/// A record as listed: where it sits in the store (the cursor), when it finished, what it holds.
+#[derive(Debug, Clone)]
+pub struct StoredRecord {
+    pub cursor: u64,
+    pub at_ms: u64,
+    pub record: InvocationRecord,
+}
+
+/// One line of a project's invocation history.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordSummary {
+    pub cursor: u64,
+    pub invocation_id: String,
+    pub at_ms: u64,
+    pub implementation_id: ImplementationId,
+    pub content_hash: ContentHash,
+    pub publication_version: PublicationVersion,
+    pub operation: String,
+    /// `ok` when the operation returned an output, `error` when it failed.
+    pub outcome: &'static str,
+    pub exchanges: usize,
+}
+
+impl From<&StoredRecord> for RecordSummary {
+    fn from(s: &StoredRecord) -> Self {
+        let r = &s.record;
+        Self {
+            cursor: s.cursor,
+            invocation_id: r.invocation_id.clone(),
+            at_ms: s.at_ms,
+            implementation_id: r.implementation_id.clone(),
+            content_hash: r.content_hash,
+            publication_version: r.publication_version,
+            operation: r.operation.clone(),
+            outcome: if r.output.is_some() { "ok" } else { "error" },
+            exchanges: r.exchanges.len(),
+        }
+    }
+}
+
+/// One page of a project's invocation history.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordPage {
+    pub records: Vec<RecordSummary>,
+    /// The cursor for the next page (`after=`), or `None` at the end.
+    pub next: Option<u64>,
 }

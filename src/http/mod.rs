@@ -229,6 +229,34 @@ pub fn api_routes() -> Vec<ApiRoute> {
             body: Some(schema::<build::NativeBuild>),
             ..r(Method::POST, "/build/native", "Register a built-in adapter", "admin, publisher", post(build::native))
         },
+        ApiRoute {
+            query: Some(schema::<conformance::RunsQuery>),
+            ..r(Method::GET, "/conformance/runs", "Conformance runs as recorded, filtered", all, get(conformance::runs))
+        },
+        r(
+            Method::GET,
+            "/conformance/runs/{run_id}",
+            "One conformance run with its report",
+            all,
+            get(conformance::run_by_id),
+        ),
+        ApiRoute {
+            query: Some(schema::<invoke::RecordsQuery>),
+            ..r(
+                Method::GET,
+                "/invocations",
+                "A project's invocation records, oldest first",
+                "admin, project, auditor",
+                get(invoke::records),
+            )
+        },
+        r(
+            Method::GET,
+            "/invocations/{invocation_id}",
+            "One invocation record: redacted input, output, exchanges, trace and tape",
+            "admin, project, auditor",
+            get(invoke::record),
+        ),
         r(Method::GET, "/build/declarative/schema", "The manifest's JSON Schema", all, get(build::declarative_schema)),
         ApiRoute {
             body: Some(schema::<tokens::CreateToken>),

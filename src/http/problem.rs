@@ -97,6 +97,12 @@ impl From<RegistryError> for Problem {
     }
 }
 
+impl From<crate::app::records::RecordError> for Problem {
+    fn from(e: crate::app::records::RecordError) -> Self {
+        Self::internal_error(&e)
+    }
+}
+
 impl From<crate::ids::IdError> for Problem {
     fn from(e: crate::ids::IdError) -> Self {
         Self::bad_request(e.to_string())

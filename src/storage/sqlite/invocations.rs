@@ -11,7 +11,8 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::app::records::{InvocationRecord, InvocationRecords, RecordError};
+use crate::app::records::{InvocationRecord, InvocationRecords, RecordError, StoredRecord};
+use crate::ids::ProjectId;
 
 pub struct SqliteInvocationRecords {
     conn: Mutex<Connection>,
@@ -32,7 +33,9 @@ impl SqliteInvocationRecords {
                 "CREATE TABLE IF NOT EXISTS invocations (
                     id TEXT PRIMARY KEY, at_ms INTEGER NOT NULL, project TEXT NOT NULL,
                     implementation TEXT NOT NULL, operation TEXT NOT NULL, record TEXT NOT NULL);
-                 CREATE INDEX IF NOT EXISTS invocations_by_project ON invocations (project, at_ms);",
+                 CREATE INDEX IF NOT EXISTS invocations_by_project ON invocations (project, at_ms);
+                 -- (project, rowid): a project's records in the order they were stored, for paging.
+                 CREATE INDEX IF NOT EXISTS invocations_by_project_seq ON invocations (project);",
             )
         };
         init(&conn).map_err(store("create its table"))?;
@@ -67,6 +70,29 @@ impl InvocationRecords for SqliteInvocationRecords {
         })
         .map_err(store("write a record"))?;
         Ok(())
+    }
+
+    fn list(&self, project: &ProjectId, after: u64, limit: usize) -> Result<Vec<StoredRecord>, RecordError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT rowid, at_ms, id, record FROM invocations WHERE project = ?1 AND rowid > ?2 ORDER BY rowid LIMIT ?3",
+            )
+            .map_err(store("read records"))?;
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(params![project.as_str(), after, limit], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+            })
+            .map_err(store("read records"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (cursor, at_ms, id, text) = row.map_err(store("read records"))?;
+            let record = serde_json::from_str(&text).map_err(|source| RecordError::Corrupt { id, source })?;
+            out.push(StoredRecord { cursor: cursor as u64, at_ms: at_ms as u64, record });
+        }
+        Ok(out)
     }
 
     fn get(&self, id: &str) -> Result<Option<InvocationRecord>, RecordError> {
