@@ -371,6 +371,9 @@ pub enum BenchCommand {
     Log(vadyl::tools::bench::log::LogBenchOptions),
     /// Declarative invocation through the full path beside a direct call of the same upstream.
     Invoke(vadyl::tools::bench::invoke::InvokeBenchOptions),
+    /// Inclusion-proof latency as the log grows (tiles vs reading every hash) and the live feed's
+    /// fan-out and cost to writers.
+    Audit(vadyl::tools::bench::audit::AuditBenchOptions),
 }
 
 /// The project a `--project` option names, or the default project without one.

@@ -1,4 +1,4 @@
-//! `vadyl bench log|invoke`: the benchmarks in `vadyl::tools::bench`, with their summaries.
+//! `vadyl bench log|invoke|audit`: the benchmarks in `vadyl::tools::bench`, with their summaries.
 
 use super::args::BenchCommand;
 use super::output::Output;
@@ -16,6 +16,10 @@ pub(super) fn run(out: &Output, command: BenchCommand) -> anyhow::Result<()> {
                     c.median_us, c.p99_us, c.raw_median_us, c.raw_p99_us, c.ratio
                 )
             });
+        }
+        BenchCommand::Audit(opts) => {
+            let report = vadyl::tools::bench::audit::run_audit_bench(&opts).map_err(anyhow::Error::from_boxed)?;
+            out.print(&serde_json::to_value(&report)?, |_| report.human());
         }
         BenchCommand::Log(opts) => {
             let report = vadyl::tools::bench::log::run_log_bench(&opts).map_err(anyhow::Error::from_boxed)?;

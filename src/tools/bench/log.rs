@@ -80,7 +80,7 @@ impl LogBenchReport {
     }
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
+pub(super) fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.total_cmp(b));
     match xs.len() {
         0 => 0.0,
@@ -90,7 +90,7 @@ fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 /// A realistic event: a binding change, about the size of most registry events.
-fn bench_event(i: u64) -> ProposedEvent {
+pub(super) fn bench_event(i: u64) -> ProposedEvent {
     let event = if i < 1000 {
         DomainEvent::BindingCreated(BindingCreated {
             project: "bench".parse().unwrap_or_else(|_| crate::ids::ProjectId::default_project()),
@@ -117,7 +117,7 @@ fn alias(i: u64) -> crate::ids::BindingAlias {
     format!("alias-{i}").parse().unwrap_or_else(|_| unreachable!("alias-N is a valid slug"))
 }
 
-fn meta() -> EventMetadata {
+pub(super) fn meta() -> EventMetadata {
     EventMetadata::actor("bench")
 }
 

@@ -1,5 +1,6 @@
-//! `vadyl bench log` and `vadyl bench invoke`: each measurement beside a baseline in the same run.
+//! `vadyl bench log`, `vadyl bench invoke` and `vadyl bench audit`: each measurement beside a baseline in the same run.
 
+pub mod audit;
 pub mod invoke;
 pub mod log;
 
