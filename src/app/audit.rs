@@ -44,6 +44,8 @@ pub enum AuditError {
     BadKey(String),
     #[error("the export cannot be written")]
     Write(#[source] std::io::Error),
+    #[error("the export cannot be read")]
+    Read(#[source] std::io::Error),
 }
 
 impl From<MerkleError> for AuditError {
@@ -360,39 +362,64 @@ pub struct ExportSummary {
 /// Verifies an export with only the trusted key: every line canonical, every hash recomputed,
 /// the chain unbroken, the Merkle root and head equal to the signed checkpoint's.
 pub fn verify_export(bytes: &[u8], trusted: &TrustedKey) -> Result<ExportSummary, AuditError> {
-    read_export(bytes, trusted).map(|(summary, _)| summary)
+    verify_export_from(bytes, trusted, &mut |_| Ok(()))
 }
 
 /// Verifies an export like [`verify_export`] and returns its events, ready to replay.
 pub fn read_export(bytes: &[u8], trusted: &TrustedKey) -> Result<(ExportSummary, Vec<RecordedEvent>), AuditError> {
-    let text = std::str::from_utf8(bytes).map_err(|_| AuditError::BadExport { line: 0, reason: "not UTF-8".into() })?;
-    let body = text
-        .strip_suffix('\n')
-        .ok_or(AuditError::BadExport { line: 0, reason: "an export ends with a newline".into() })?;
-    let lines: Vec<&str> = body.split('\n').collect();
-    let (trailer, events) =
-        lines.split_last().ok_or(AuditError::BadExport { line: 0, reason: "the export is empty".into() })?;
+    let mut events = Vec::new();
+    let summary = verify_export_from(bytes, trusted, &mut |e| {
+        events.push(e);
+        Ok(())
+    })?;
+    Ok((summary, events))
+}
+
+/// Verifies an export read line by line from `reader` (a file, a download), handing each event
+/// to `visit` once its line and link have checked out: memory stays constant whatever the size.
+/// The signed checkpoint is the last line, so only the summary says the whole export verified;
+/// what `visit` built is to be thrown away on an error.
+pub fn verify_export_from(
+    mut reader: impl std::io::BufRead,
+    trusted: &TrustedKey,
+    visit: &mut dyn FnMut(RecordedEvent) -> Result<(), AuditError>,
+) -> Result<ExportSummary, AuditError> {
     let bad = |line: usize, reason: String| AuditError::BadExport { line, reason };
+    let read_line = |reader: &mut dyn std::io::BufRead, n: usize| -> Result<Option<String>, AuditError> {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) => Ok(None),
+            Ok(_) => match line.strip_suffix('\n') {
+                Some(l) => Ok(Some(l.to_owned())),
+                None => Err(bad(n, "an export ends with a newline".into())),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Err(bad(n, "not UTF-8".into())),
+            Err(e) => Err(AuditError::Read(e)),
+        }
+    };
     let mut tree = MerkleAccumulator::new();
     let mut prev = GENESIS_PREV_HASH;
-    let mut decoded = Vec::with_capacity(events.len());
-    for (i, line) in events.iter().enumerate() {
-        let n = i + 1;
-        let value: serde_json::Value = serde_json::from_str(line).map_err(|e| bad(n, format!("not JSON: {e}")))?;
+    // One line of lookahead: a line is an event unless it is the last.
+    let mut current = read_line(&mut reader, 1)?.ok_or(bad(0, "the export is empty".into()))?;
+    let mut n = 1;
+    while let Some(next) = read_line(&mut reader, n + 1)? {
+        let line = std::mem::replace(&mut current, next);
+        let value: serde_json::Value = serde_json::from_str(&line).map_err(|e| bad(n, format!("not JSON: {e}")))?;
         let canonical = serde_json_canonicalizer::to_string(&value).map_err(|e| bad(n, e.to_string()))?;
-        if canonical != *line {
+        if canonical != line {
             return Err(bad(n, "the line is not in canonical (RFC 8785) form".into()));
         }
         let event = RecordedEvent::from_json(&value).map_err(|r| bad(n, r))?;
         check_link(&event, n as u64, &prev).map_err(|r| bad(n, r))?;
         prev = event.hash;
         tree.push(merkle::leaf_hash(&event.hash));
-        decoded.push(event);
+        visit(event)?;
+        n += 1;
     }
-    let n = lines.len();
+    let (trailer, events) = (current, (n - 1) as u64);
     let value: serde_json::Value =
-        serde_json::from_str(trailer).map_err(|e| bad(n, format!("the checkpoint line is not JSON: {e}")))?;
-    if serde_json_canonicalizer::to_string(&value).ok().as_deref() != Some(*trailer) {
+        serde_json::from_str(&trailer).map_err(|e| bad(n, format!("the checkpoint line is not JSON: {e}")))?;
+    if serde_json_canonicalizer::to_string(&value).ok().as_deref() != Some(trailer.as_str()) {
         return Err(bad(n, "the checkpoint line is not in canonical form".into()));
     }
     if value.get("format").and_then(|f| f.as_str()) != Some(EXPORT_FORMAT)
@@ -402,11 +429,8 @@ pub fn read_export(bytes: &[u8], trusted: &TrustedKey) -> Result<(ExportSummary,
     }
     let note = value.get("checkpoint").and_then(|c| c.as_str()).ok_or(bad(n, "checkpoint must be a string".into()))?;
     let cp = trusted.verify_note(note).map_err(|e| bad(n, format!("checkpoint: {e}")))?;
-    if cp.tree_size != events.len() as u64 {
-        return Err(bad(
-            n,
-            format!("the checkpoint covers {} events, the export holds {}", cp.tree_size, events.len()),
-        ));
+    if cp.tree_size != events {
+        return Err(bad(n, format!("the checkpoint covers {} events, the export holds {events}", cp.tree_size)));
     }
     if cp.root_hash != tree.root() {
         return Err(bad(n, "the Merkle root of the exported events differs from the signed checkpoint".into()));
@@ -414,13 +438,12 @@ pub fn read_export(bytes: &[u8], trusted: &TrustedKey) -> Result<(ExportSummary,
     if cp.tree_size > 0 && cp.head_hash != prev {
         return Err(bad(n, "the last event's hash differs from the signed checkpoint's head".into()));
     }
-    let summary = ExportSummary {
-        events: events.len() as u64,
+    Ok(ExportSummary {
+        events,
         tree_size: cp.tree_size,
         root_hash: hex::encode(cp.root_hash),
         head_hash: hex::encode(cp.head_hash),
-    };
-    Ok((summary, decoded))
+    })
 }
 
 /// Folds verified events (from an export) into projections.

@@ -53,8 +53,9 @@ pub(super) fn run(conn: &Conn, out: &Output, command: AuditCommand) -> anyhow::R
         }
         AuditCommand::Verify(key) if remote => {
             let trusted = trusted_key(conn, &key)?;
-            let bytes = download(conn, "/audit/export")?;
-            let summary = audit::verify_export(&bytes, &trusted)
+            // Streamed: verified line by line as it arrives, never held whole.
+            let download = std::io::BufReader::new(remote_get(conn, "/audit/export")?);
+            let summary = audit::verify_export_from(download, &trusted, &mut |_| Ok(()))
                 .context("the history the server sent does not verify against the trusted key")?;
             out.print(&serde_json::to_value(&summary)?, |_| {
                 format!(
@@ -94,15 +95,23 @@ pub(super) fn run(conn: &Conn, out: &Output, command: AuditCommand) -> anyhow::R
             let report = if remote {
                 // From the verified export, folded here: the server's own replay is not the proof.
                 let trusted = trusted_key(conn, &key)?;
-                let bytes = download(conn, "/audit/export")?;
-                let (summary, events) = audit::read_export(&bytes, &trusted)
-                    .context("the history the server sent does not verify against the trusted key")?;
-                let to = to.unwrap_or(summary.events);
-                if to > summary.events {
+                // Folded as the export streams in; the fold counts only once the whole export
+                // (its signed checkpoint is the last line) has verified.
+                let download = std::io::BufReader::new(remote_get(conn, "/audit/export")?);
+                let mut state = vadyl::projections::Projections::default();
+                let summary = audit::verify_export_from(download, &trusted, &mut |e| {
+                    if to.is_none_or(|to| e.position <= to) {
+                        state.apply(&e).map_err(|err| audit::AuditError::BadEvent {
+                            position: e.position,
+                            reason: err.to_string(),
+                        })?;
+                    }
+                    Ok(())
+                })
+                .context("the history the server sent does not verify against the trusted key")?;
+                if let Some(to) = to.filter(|to| *to > summary.events) {
                     bail!("position {to} is beyond the signed history ({} events)", summary.events);
                 }
-                let upto: Vec<_> = events.into_iter().take_while(|e| e.position <= to).collect();
-                let state = audit::replay_events(&upto)?;
                 audit::ReplayReport { digests: state.digests(), summary: audit::summarize(&state) }
             } else {
                 audit::replay_report(&open_log(data_dir)?, to)?
