@@ -228,6 +228,11 @@ impl App {
         history::page(self.registry.store(), query)
     }
 
+    /// The log's head position (0 when empty).
+    pub fn log_head(&self) -> Result<u64, AuditError> {
+        Ok(self.registry.store().head()?.map_or(0, |h| h.position))
+    }
+
     /// Up to `limit` events from position `from` on, as `(position, canonical envelope)`.
     pub fn events_from(&self, from: u64, limit: u64) -> Result<Vec<(u64, String)>, AuditError> {
         let mut out = Vec::new();

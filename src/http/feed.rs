@@ -5,11 +5,13 @@
 //! position and its `data` the canonical envelope, exactly as `/events/{position}` serves it, so a
 //! consumer can check every `prevHash` against the hash before it as events arrive.
 //!
-//! One producer task per subscriber reads the log (reader connections, never the writer) into a
-//! bounded channel that the response body drains. Writers never wait for a subscriber: they only
-//! replace the registry's head watch. A subscriber whose buffer stays full for the stall timeout has
-//! stopped reading; it is disconnected, with a last `dropped` event saying why, rather than let its
-//! backlog grow or its task linger.
+//! One tail task per server reads each new event from the log once (reader connections, never the
+//! writer) and broadcasts it to every subscriber through one bounded ring. A subscriber catches up
+//! from the log on its own, then follows the ring; one that falls off the ring (it lagged by more
+//! than the ring holds) goes back to the log for what it missed, so the ring's size bounds memory,
+//! never correctness. Writers never wait for the feed: they only replace the registry's head watch.
+//! Each subscriber's own buffer is bounded too; one whose buffer stays full for the stall timeout
+//! has stopped reading and is disconnected, with a last `dropped` event saying why.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -53,6 +55,79 @@ impl Default for FeedLimits {
 /// Events read from the log per batch.
 const BATCH: u64 = 256;
 
+/// Events the shared ring holds: a subscriber this far behind the tail reads the log instead.
+const RING: usize = 4096;
+
+/// One event as the feed sends it: position and canonical envelope.
+type FeedItem = Arc<(u64, String)>;
+
+/// The shared tail: started with the first subscription, on the server's runtime.
+#[derive(Clone, Default)]
+pub struct FeedHub {
+    ring: Arc<std::sync::OnceLock<tokio::sync::broadcast::Sender<FeedItem>>>,
+}
+
+impl FeedHub {
+    /// The ring, with the tail task that fills it started if it is not yet.
+    fn ring(&self, app: &Arc<App>, poll: Duration) -> tokio::sync::broadcast::Sender<FeedItem> {
+        self.ring
+            .get_or_init(|| {
+                let (tx, _) = tokio::sync::broadcast::channel(RING);
+                tokio::spawn(tail(app.clone(), tx.clone(), poll));
+                tx
+            })
+            .clone()
+    }
+}
+
+/// Reads every event appended after start-up once, and broadcasts it.
+async fn tail(app: Arc<App>, ring: tokio::sync::broadcast::Sender<FeedItem>, poll: Duration) {
+    let mut head = app.registry().watch_head();
+    let mut cursor = match read_head(&app).await {
+        Some(h) => h,
+        None => return,
+    };
+    loop {
+        match read_batch(&app, cursor + 1).await {
+            Ok(batch) if !batch.is_empty() => {
+                for item in batch {
+                    cursor = item.0;
+                    // No receiver is not an error: nobody is following right now.
+                    let _ = ring.send(Arc::new(item));
+                }
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "the event feed cannot read the log; retrying"),
+        }
+        tokio::select! {
+            changed = head.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(poll) => {}
+        }
+    }
+}
+
+async fn read_head(app: &Arc<App>) -> Option<u64> {
+    let a = app.clone();
+    match tokio::task::spawn_blocking(move || a.log_head()).await {
+        Ok(Ok(h)) => Some(h),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %crate::report::ErrorChain(&e), "the event feed cannot read the log's head");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+async fn read_batch(app: &Arc<App>, from: u64) -> Result<Vec<(u64, String)>, String> {
+    let a = app.clone();
+    match tokio::task::spawn_blocking(move || a.events_from(from, BATCH)).await {
+        Ok(Ok(batch)) => Ok(batch),
+        Ok(Err(e)) => Err(crate::report::ErrorChain(&e).to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// `?after=N`
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -77,7 +152,9 @@ pub async fn stream(
     let limits = st.feed;
     let (tx, rx) = mpsc::channel::<Event>(limits.buffer.max(1));
     let dropped = Arc::new(Mutex::new(None::<String>));
-    tokio::spawn(produce(st.app.clone(), after, tx, dropped.clone(), limits));
+    // Subscribed before catching up, so that nothing appended meanwhile falls between the two.
+    let live = st.hub.ring(&st.app, limits.poll).subscribe();
+    tokio::spawn(produce(st.app.clone(), after, live, tx, dropped.clone(), limits));
     let events = futures_util::stream::unfold((rx, dropped, false), |(mut rx, dropped, done)| async move {
         if done {
             return None;
@@ -95,59 +172,93 @@ pub async fn stream(
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(limits.heartbeat).text("heartbeat")).into_response())
 }
 
-/// Reads the log after `cursor` into `tx` until the subscriber goes away or stops reading.
+/// Why a subscriber stops.
+enum Stop {
+    /// The client went away.
+    Gone,
+    /// Dropped, with the reason it is told.
+    Dropped(String),
+}
+
+/// Feeds one subscriber: from the log until it has caught up, then from the ring, back to the log
+/// whenever the ring skipped something.
 async fn produce(
     app: Arc<App>,
     mut cursor: u64,
+    mut live: tokio::sync::broadcast::Receiver<FeedItem>,
     tx: mpsc::Sender<Event>,
     dropped: Arc<Mutex<Option<String>>>,
     limits: FeedLimits,
 ) {
-    let mut head = app.registry().watch_head();
+    let stop = loop {
+        if let Err(stop) = catch_up(&app, &mut cursor, &tx, limits).await {
+            break stop;
+        }
+        if let Err(stop) = follow(&mut live, &mut cursor, &tx, limits).await {
+            break stop;
+        }
+    };
+    if let Stop::Dropped(reason) = stop {
+        tracing::info!(cursor, "event feed subscriber dropped: {reason}");
+        set(&dropped, reason);
+    }
+}
+
+/// Sends everything the log holds after `cursor`.
+async fn catch_up(app: &Arc<App>, cursor: &mut u64, tx: &mpsc::Sender<Event>, limits: FeedLimits) -> Result<(), Stop> {
     loop {
-        // Catch up with everything the log has now, batch by batch.
-        loop {
-            let a = app.clone();
-            let from = cursor + 1;
-            let batch = match tokio::task::spawn_blocking(move || a.events_from(from, BATCH)).await {
-                Ok(Ok(batch)) => batch,
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %crate::report::ErrorChain(&e), "the event feed cannot read the log");
-                    set(&dropped, "the server cannot read the log; reconnect with Last-Event-ID to resume".into());
-                    return;
-                }
-                Err(_) => return,
-            };
-            if batch.is_empty() {
-                break;
-            }
-            for (position, line) in batch {
-                let event = Event::default().id(position.to_string()).data(line);
-                match tokio::time::timeout(limits.stall, tx.send(event)).await {
-                    Ok(Ok(())) => cursor = position,
-                    // The client went away.
-                    Ok(Err(_)) => return,
-                    Err(_) => {
-                        let reason = format!(
-                            "the subscriber read nothing for {} ms with {} events waiting; reconnect with \
-                             Last-Event-ID: {cursor} to resume",
-                            limits.stall.as_millis(),
-                            limits.buffer
-                        );
-                        tracing::info!(cursor, "event feed subscriber dropped: {reason}");
-                        set(&dropped, reason);
-                        return;
-                    }
-                }
-            }
+        let batch = read_batch(app, *cursor + 1).await.map_err(|e| {
+            tracing::warn!(error = %e, "the event feed cannot read the log");
+            Stop::Dropped(format!("the server cannot read the log; reconnect with Last-Event-ID: {cursor} to resume"))
+        })?;
+        if batch.is_empty() {
+            return Ok(());
         }
-        // Caught up: wait for this process's next append, another process's (polled), or the
-        // client's departure.
-        tokio::select! {
-            changed = head.changed() => if changed.is_err() { return },
-            () = tokio::time::sleep(limits.poll) => {}
-            () = tx.closed() => return,
+        for (position, line) in batch {
+            send(tx, position, line, *cursor, limits).await?;
+            *cursor = position;
         }
+    }
+}
+
+/// Sends what the ring brings, in order; returns `Ok` when the ring skipped ahead of `cursor`
+/// (a gap, or this subscriber lagged off the ring), so that the log fills in.
+async fn follow(
+    live: &mut tokio::sync::broadcast::Receiver<FeedItem>,
+    cursor: &mut u64,
+    tx: &mpsc::Sender<Event>,
+    limits: FeedLimits,
+) -> Result<(), Stop> {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let item = tokio::select! {
+            item = live.recv() => item,
+            () = tx.closed() => return Err(Stop::Gone),
+        };
+        match item {
+            Ok(item) if item.0 <= *cursor => {}
+            Ok(item) if item.0 == *cursor + 1 => {
+                send(tx, item.0, item.1.clone(), *cursor, limits).await?;
+                *cursor = item.0;
+            }
+            Ok(_) | Err(RecvError::Lagged(_)) => return Ok(()),
+            Err(RecvError::Closed) => return Err(Stop::Gone),
+        }
+    }
+}
+
+/// Hands one event to the subscriber's buffer, waiting at most the stall timeout for room.
+async fn send(tx: &mpsc::Sender<Event>, position: u64, line: String, cursor: u64, limits: FeedLimits) -> Result<(), Stop> {
+    let event = Event::default().id(position.to_string()).data(line);
+    match tokio::time::timeout(limits.stall, tx.send(event)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Stop::Gone),
+        Err(_) => Err(Stop::Dropped(format!(
+            "the subscriber read nothing for {} ms with {} events waiting; reconnect with Last-Event-ID: {cursor} \
+             to resume",
+            limits.stall.as_millis(),
+            limits.buffer
+        ))),
     }
 }
 

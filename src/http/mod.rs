@@ -48,6 +48,8 @@ pub struct AppState {
     pub rates: Option<Arc<rate::TokenRates>>,
     /// How the event feed treats its subscribers.
     pub feed: feed::FeedLimits,
+    /// The event feed's shared tail.
+    pub hub: feed::FeedHub,
 }
 
 /// How requests are authenticated.
@@ -363,7 +365,7 @@ pub fn router(app: Arc<App>) -> Router {
 }
 
 pub fn router_with(app: Arc<App>, auth: Auth, rates: Option<Arc<rate::TokenRates>>, feed: feed::FeedLimits) -> Router {
-    let state = AppState { app, auth, rates, feed };
+    let state = AppState { app, auth, rates, feed, hub: feed::FeedHub::default() };
     let mut api = Router::new();
     let mut by_path: Vec<(&'static str, axum::routing::MethodRouter<AppState>)> = Vec::new();
     for route in api_routes() {
