@@ -248,7 +248,13 @@ async fn follow(
 }
 
 /// Hands one event to the subscriber's buffer, waiting at most the stall timeout for room.
-async fn send(tx: &mpsc::Sender<Event>, position: u64, line: String, cursor: u64, limits: FeedLimits) -> Result<(), Stop> {
+async fn send(
+    tx: &mpsc::Sender<Event>,
+    position: u64,
+    line: String,
+    cursor: u64,
+    limits: FeedLimits,
+) -> Result<(), Stop> {
     let event = Event::default().id(position.to_string()).data(line);
     match tokio::time::timeout(limits.stall, tx.send(event)).await {
         Ok(Ok(())) => Ok(()),

@@ -16,10 +16,52 @@ use crate::ids::ProjectId;
 
 pub struct SqliteInvocationRecords {
     conn: Mutex<Connection>,
+    /// Dropping it stops the checkpointer thread.
+    _checkpointer: Option<Checkpointer>,
 }
 
 fn store(action: &'static str) -> impl FnOnce(rusqlite::Error) -> RecordError {
     move |e| RecordError::Store { action, source: Box::new(e) }
+}
+
+/// How often the background thread moves the WAL into the database.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Moves committed WAL frames into the database on its own connection, so that no invocation's
+/// record commit pays for a checkpoint (SQLite's automatic checkpoint runs inside whichever commit
+/// crosses the threshold). `PASSIVE` never blocks a writer; durability is unchanged, since a
+/// commit is durable (to this store's standard) once it is in the WAL.
+struct Checkpointer {
+    stop: Option<crossbeam_channel::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> rusqlite::Result<Self> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(1))?;
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let thread = std::thread::Builder::new()
+            .name("vadyl-records-checkpoint".into())
+            .spawn(move || {
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                        tracing::warn!(error = %e, "cannot checkpoint the invocation records' WAL");
+                    }
+                }
+            })
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        Ok(Self { stop: Some(stop), thread: Some(thread) })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl SqliteInvocationRecords {
@@ -29,17 +71,21 @@ impl SqliteInvocationRecords {
             conn.busy_timeout(std::time::Duration::from_secs(10))?;
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "NORMAL")?;
+            // Checkpoints are the background thread's job.
+            conn.pragma_update(None, "wal_autocheckpoint", 0)?;
             conn.execute_batch(
                 "CREATE TABLE IF NOT EXISTS invocations (
                     id TEXT PRIMARY KEY, at_ms INTEGER NOT NULL, project TEXT NOT NULL,
                     implementation TEXT NOT NULL, operation TEXT NOT NULL, record TEXT NOT NULL);
-                 CREATE INDEX IF NOT EXISTS invocations_by_project ON invocations (project, at_ms);
                  -- (project, rowid): a project's records in the order they were stored, for paging.
+                 -- It replaces (project, at_ms), which nothing read: one index less per record.
+                 DROP INDEX IF EXISTS invocations_by_project;
                  CREATE INDEX IF NOT EXISTS invocations_by_project_seq ON invocations (project);",
             )
         };
         init(&conn).map_err(store("create its table"))?;
-        Ok(Self { conn: Mutex::new(conn) })
+        let checkpointer = Checkpointer::start(path).map_err(store("start its checkpointer"))?;
+        Ok(Self { conn: Mutex::new(conn), _checkpointer: Some(checkpointer) })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
