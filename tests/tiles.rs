@@ -272,6 +272,10 @@ fn an_independent_tiles_reader_recomputes_the_checkpoint_and_catches_an_altered_
         &["audit", "verify-proof", proof_file.path().to_str().unwrap(), "--public-key", key.as_str()],
     );
     assert!(!out.status.success(), "a proof built from a tampered tile verifies: {}", common::stdout(&out));
+    // And the operator's own verification names the altered node.
+    let out = common::vadyl(&data, &["audit", "verify"]);
+    assert!(!out.status.success());
+    assert!(common::stdout(&out).contains("stored Merkle tile node 1/0 (events 1–256)"), "{}", common::stdout(&out));
 }
 
 #[test]

@@ -15,7 +15,7 @@ use crate::events::domain::{CheckpointSigned, DomainEvent};
 use crate::events::envelope::{RecordedEvent, GENESIS_PREV_HASH};
 use crate::events::merkle::{self, Hash32, MerkleAccumulator, MerkleError};
 use crate::events::store::{EventStore, StoreError};
-use crate::events::tiles::{StoredTree, TreeError};
+use crate::events::tiles::{self, StoredTree, TreeError};
 use crate::keys::KEY_NAME;
 use crate::projections::{ProjectionDigests, Projections};
 
@@ -177,6 +177,7 @@ pub fn verify(store: &dyn EventStore, trusted: &TrustedKey) -> Result<VerifyRepo
             Err(reason) => problems.push(Problem { position: *position, reason }),
         }
     }
+    check_tiles(store, &leaves, &mut problems)?;
     problems.sort_by_key(|p| p.position);
     Ok(VerifyReport {
         events: leaves.len() as u64,
@@ -185,6 +186,39 @@ pub fn verify(store: &dyn EventStore, trusted: &TrustedKey) -> Result<VerifyRepo
         last_checkpoint_tree_size: last_size,
         problems,
     })
+}
+
+/// Compares the stored tile nodes with the tree rebuilt from the events: tiles are derived data,
+/// and an altered one would make every proof through it fail, so the operator hears of it here.
+fn check_tiles(store: &dyn EventStore, event_hashes: &[Hash32], problems: &mut Vec<Problem>) -> Result<(), AuditError> {
+    let mut level: Vec<Hash32> = event_hashes.iter().map(merkle::leaf_hash).collect();
+    for tile_level in 1..=tiles::MAX_TILE_LEVEL {
+        // The nodes of this tile level: roots of 256 nodes of the level below.
+        let nodes: Vec<Hash32> = level.chunks_exact(tiles::TILE_WIDTH as usize).map(merkle::root).collect();
+        if nodes.is_empty() {
+            break;
+        }
+        for (index, chunk) in nodes.chunks(tiles::TILE_WIDTH as usize).enumerate() {
+            let stored = store.tile(tile_level, index as u64, chunk.len() as u64)?;
+            for (i, node) in chunk.iter().enumerate() {
+                if stored.get(i) != Some(node) {
+                    let k = index as u64 * tiles::TILE_WIDTH + i as u64;
+                    let span = 1u64 << (tiles::TILE_HEIGHT * u32::from(tile_level));
+                    problems.push(Problem {
+                        position: k * span + 1,
+                        reason: format!(
+                            "the stored Merkle tile node {tile_level}/{k} (events {}–{}) does not match the tree of \
+                             the events: proofs and tiles served from it fail",
+                            k * span + 1,
+                            (k + 1) * span
+                        ),
+                    });
+                }
+            }
+        }
+        level = nodes;
+    }
+    Ok(())
 }
 
 fn check_checkpoint(
