@@ -140,8 +140,10 @@ fn a_subscriber_gets_every_event_once_in_order_across_a_reconnect() {
 #[test]
 fn a_subscriber_that_stops_reading_is_dropped_while_writers_and_readers_carry_on() {
     let (_dir, data) = common::hooks_in_two_projects();
-    // A log long enough to fill the socket buffers of a client that reads nothing.
-    common::bind_many(&common::open(&data), "shop", "seed", 10_000, "hooks:1.0.0");
+    // A log long enough (about 12 MB of events) to fill the socket buffers of a client that reads
+    // nothing: loopback send buffers grow to 4 MB at most here.
+    const SEED: u64 = 20_000;
+    common::bind_many(&common::open(&data), "shop", "seed", SEED as usize, "hooks:1.0.0");
     let server = Server::start_with(&data, &["--feed-buffer", "8", "--feed-stall-ms", "300"]);
 
     // The stalled subscriber: asks for the feed and never reads.
@@ -167,8 +169,8 @@ fn a_subscriber_that_stops_reading_is_dropped_while_writers_and_readers_carry_on
                 let e = next_event(&mut feed).expect("the healthy feed stays open");
                 assert_eq!(e.event, "", "the healthy subscriber is not dropped");
                 check_next(&e, &mut prev);
-                if prev.0 > 10_000 && target == u64::MAX {
-                    target = 10_100;
+                if prev.0 > SEED && target == u64::MAX {
+                    target = SEED + 100;
                 }
             }
             prev.0
@@ -181,7 +183,7 @@ fn a_subscriber_that_stops_reading_is_dropped_while_writers_and_readers_carry_on
         );
         assert_eq!(status, 201, "a write while a subscriber is stalled: {body}");
     }
-    assert!(healthy.join().unwrap() >= 10_100);
+    assert!(healthy.join().unwrap() >= SEED + 100);
 
     // The stalled one was disconnected: what it was sent ends with the reason, then the stream ends.
     std::thread::sleep(Duration::from_millis(600));
