@@ -291,7 +291,7 @@ pub fn summarize(p: &Projections) -> ReplaySummary {
 /// through a bounded channel.
 pub fn replay(store: &dyn EventStore, to: Option<u64>) -> Result<Projections, AuditError> {
     const BATCH: usize = 1024;
-    let head = store.head()?.map_or(0, |h| h.position);
+    let head = store.head_position()?;
     let to = to.unwrap_or(head);
     if to > head {
         return Err(AuditError::BadEvent { position: to, reason: format!("the log ends at position {head}") });

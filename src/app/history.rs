@@ -10,7 +10,7 @@ use super::audit::{AuditError, TrustedKey};
 use crate::events::envelope::RecordedEvent;
 use crate::events::merkle::{self, Hash32};
 use crate::events::store::{EventStore, StoreError};
-use crate::events::tiles::{self, StoredTree, TileKind, TileRef};
+use crate::events::tiles::{self, StoreTiles, StoredTree, TileKind, TileReader, TileRef};
 
 /// Largest page a reader may ask for.
 pub const MAX_PAGE: usize = 1000;
@@ -61,7 +61,7 @@ pub struct EventPage {
 /// Reads one page: up to `limit` events matching `query` after its cursor, examining at most
 /// [`MAX_SCAN`] positions. The cursor is a position, so pages are stable while the log grows.
 pub fn page(store: &dyn EventStore, query: &EventQuery) -> Result<EventPage, AuditError> {
-    let head = store.head()?.map_or(0, |h| h.position);
+    let head = store.head_position()?;
     let limit = query.limit.clamp(1, MAX_PAGE);
     let from = query.after.saturating_add(1);
     let to = head.min(query.after.saturating_add(MAX_SCAN));
@@ -222,30 +222,21 @@ pub fn decode_path(path: &[String]) -> Result<Vec<Hash32>, AuditError> {
 /// `width` nodes yet. Tiles are read up to the log's head, not the newest checkpoint: a tile never
 /// changes once it exists, so a reader may fetch ahead of the checkpoint it verifies against.
 pub fn tile_bytes(store: &dyn EventStore, tile: TileRef) -> Result<Option<Vec<u8>>, AuditError> {
-    let size = store.head()?.map_or(0, |h| h.position);
+    let size = store.head_position()?;
     let width = u64::from(tile.width);
     if tiles::tile_width(tile.level(), tile.index, size) < width {
         return Ok(None);
     }
-    let corrupt = |have: usize| {
-        AuditError::Store(StoreError::Corrupt {
-            position: tile.index.saturating_mul(tiles::TILE_WIDTH),
-            reason: format!("{} has {have} of its {width} entries", tile.path()),
-        })
-    };
     let bytes = match tile.kind {
-        TileKind::Hashes { level } => {
-            let hashes = store.tile(level, tile.index, width)?;
-            if hashes.len() as u64 != width {
-                return Err(corrupt(hashes.len()));
-            }
-            tiles::encode_hashes(&hashes)
-        }
+        TileKind::Hashes { level } => tiles::encode_hashes(&StoreTiles(store).read_tile(level, tile.index, width)?),
         TileKind::Entries => {
             let first = tile.index * tiles::TILE_WIDTH + 1;
             let hashes = store.event_hashes(first, first + width - 1)?;
             if hashes.len() as u64 != width {
-                return Err(corrupt(hashes.len()));
+                return Err(AuditError::Store(StoreError::Corrupt {
+                    position: first,
+                    reason: format!("{} has {} of its {width} entries", tile.path(), hashes.len()),
+                }));
             }
             tiles::encode_entries(&hashes)
         }

@@ -230,7 +230,7 @@ impl App {
 
     /// The log's head position (0 when empty).
     pub fn log_head(&self) -> Result<u64, AuditError> {
-        Ok(self.registry.store().head()?.map_or(0, |h| h.position))
+        Ok(self.registry.store().head_position()?)
     }
 
     /// Up to `limit` events from position `from` on, as `(position, canonical envelope)`.
@@ -265,7 +265,7 @@ impl App {
     /// The inclusion proof of the event at `position` against the newest signed checkpoint.
     pub fn prove_inclusion(&self, position: u64) -> Result<InclusionProof, AuditError> {
         let (note, tree_size) = self.signed_head()?;
-        let head = self.registry.store().head()?.map_or(0, |h| h.position);
+        let head = self.registry.store().head_position()?;
         if position == 0 || position > head {
             return Err(AuditError::NoEvent(position));
         }
@@ -283,7 +283,7 @@ impl App {
 
     /// The projections' summary and digests as they stood at position `to` (the head if `None`).
     pub fn replay_to(&self, to: Option<u64>) -> Result<audit::ReplayReport, AuditError> {
-        let head = self.registry.store().head()?.map_or(0, |h| h.position);
+        let head = self.registry.store().head_position()?;
         if let Some(to) = to.filter(|to| *to > head) {
             return Err(AuditError::NoEvent(to));
         }

@@ -216,9 +216,14 @@ impl NodeSource for Leaves<'_> {
 /// `MTH(D[lo:hi])` for a range the RFC 6962 recursion produces (`lo` aligned to the largest power
 /// of two below `hi - lo`): the perfect subtrees it decomposes into, folded from the right.
 pub fn range_root<S: NodeSource>(source: &mut S, lo: u64, hi: u64) -> Result<Hash32, S::Error> {
-    if lo >= hi {
-        return Ok(empty_root());
-    }
+    let mut peaks = range_peaks(source, lo, hi)?.into_iter().rev();
+    let last = peaks.next().unwrap_or_else(empty_root);
+    Ok(peaks.fold(last, |right, left| node_hash(&left, &right)))
+}
+
+/// The perfect subtrees `[lo, hi)` decomposes into, leftmost (largest) first: for `[0, n)`, the
+/// peaks a [`MerkleAccumulator`] of size `n` holds.
+pub fn range_peaks<S: NodeSource>(source: &mut S, lo: u64, hi: u64) -> Result<Vec<Hash32>, S::Error> {
     let mut peaks = Vec::with_capacity(64);
     let mut at = lo;
     while at < hi {
@@ -228,9 +233,7 @@ pub fn range_root<S: NodeSource>(source: &mut S, lo: u64, hi: u64) -> Result<Has
         peaks.push(source.node(level, at >> level)?);
         at += 1 << level;
     }
-    let mut peaks = peaks.into_iter().rev();
-    let last = peaks.next().unwrap_or_else(empty_root);
-    Ok(peaks.fold(last, |right, left| node_hash(&left, &right)))
+    Ok(peaks)
 }
 
 /// `PATH(m, D[n])` (RFC 6962 §2.1.1, RFC 9162 §2.1.3.1): the audit path for

@@ -130,6 +130,11 @@ pub trait EventStore: Send + Sync {
 
     fn head(&self) -> Result<Option<Head>, StoreError>;
 
+    /// The newest event's position, 0 for an empty log.
+    fn head_position(&self) -> Result<u64, StoreError> {
+        Ok(self.head()?.map_or(0, |h| h.position))
+    }
+
     /// A value that changes whenever anyone (this process or another) commits to the log, read
     /// without touching the events themselves; `None` when the store cannot tell, and readers must
     /// then look for new events every time. Values are only comparable with each other.

@@ -199,15 +199,7 @@ impl<R: TileReader> TiledTree<R> {
 
     /// The accumulator's peaks: the perfect subtrees the tree decomposes into, leftmost first.
     pub fn peaks(&mut self) -> Result<Vec<Hash32>, R::Error> {
-        let mut peaks = Vec::new();
-        let mut at = 0u64;
-        for level in (0..64u32).rev() {
-            if self.tree_size & (1 << level) != 0 {
-                peaks.push(self.node(level, at >> level)?);
-                at += 1 << level;
-            }
-        }
-        Ok(peaks)
+        merkle::range_peaks(self, 0, self.tree_size)
     }
 }
 
@@ -228,14 +220,16 @@ impl<R: TileReader> NodeSource for TiledTree<R> {
         if (offset + count) as u64 > width {
             return Err(out_of_range().into());
         }
-        if !self.tiles.contains_key(&(level_u8, tile)) {
-            let hashes = self.reader.read_tile(level_u8, tile, width)?;
-            if hashes.len() as u64 != width {
-                return Err(out_of_range().into());
+        let hashes = match self.tiles.entry((level_u8, tile)) {
+            std::collections::hash_map::Entry::Occupied(cached) => cached.into_mut(),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                let hashes = self.reader.read_tile(level_u8, tile, width)?;
+                if hashes.len() as u64 != width {
+                    return Err(out_of_range().into());
+                }
+                slot.insert(hashes)
             }
-            self.tiles.insert((level_u8, tile), hashes);
-        }
-        let hashes = &self.tiles[&(level_u8, tile)];
+        };
         Ok(merkle::root(&hashes[offset..offset + count]))
     }
 }

@@ -45,10 +45,7 @@ pub struct RunsQuery {
 /// `GET /conformance/runs`: runs in the order the log recorded them, filtered.
 pub async fn runs(State(st): State<AppState>, ApiQuery(q): ApiQuery<RunsQuery>) -> ApiResult {
     let implementation: Option<ImplementationId> = q.implementation.as_deref().map(str::parse).transpose()?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(Problem::bad_request(format!("limit must be 1 to 1000; got {limit}")));
-    }
+    let limit = super::page_limit(q.limit)?;
     let after = q.after.unwrap_or(0);
     let published_as = q.published_as.map(PublicationVersion);
     let (runs, next) = st.app.registry().read(|s| {

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use super::problem::Problem;
 use super::{ok, ApiQuery, ApiResult, AppState};
 use crate::app::access::{Action, Principal};
-use crate::app::history::{self, EventQuery};
+use crate::app::history::EventQuery;
 use crate::app::App;
 use crate::events::tiles::TileRef;
 
@@ -60,14 +60,9 @@ pub async fn list(
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> ApiResult {
     may_read_history(&who)?;
-    if let Some(limit) = q.limit {
-        if !(1..=history::MAX_PAGE).contains(&limit) {
-            return Err(Problem::bad_request(format!("limit must be 1 to {}; got {limit}", history::MAX_PAGE)));
-        }
-    }
     let query = EventQuery {
         after: q.after.unwrap_or(0),
-        limit: q.limit.unwrap_or(history::DEFAULT_PAGE),
+        limit: super::page_limit(q.limit)?,
         stream: q.stream,
         event_type: q.event_type,
         actor: q.actor,

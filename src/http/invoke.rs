@@ -73,10 +73,7 @@ pub async fn records(
     ApiQuery(q): ApiQuery<RecordsQuery>,
 ) -> ApiResult {
     let project = project_or_default(q.project.as_deref())?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(Problem::bad_request(format!("limit must be 1 to 1000; got {limit}")));
-    }
+    let limit = super::page_limit(q.limit)?;
     if !super::visible(&who, &project)? {
         return ok(serde_json::json!({ "records": [], "next": null }));
     }

@@ -430,6 +430,16 @@ impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for
     }
 }
 
+/// A page size from `?limit=`: 1 to `history::MAX_PAGE`, `history::DEFAULT_PAGE` when absent.
+pub(crate) fn page_limit(limit: Option<usize>) -> Result<usize, Problem> {
+    use crate::app::history::{DEFAULT_PAGE, MAX_PAGE};
+    match limit {
+        None => Ok(DEFAULT_PAGE),
+        Some(l) if (1..=MAX_PAGE).contains(&l) => Ok(l),
+        Some(l) => Err(Problem::bad_request(format!("limit must be 1 to {MAX_PAGE}; got {l}"))),
+    }
+}
+
 pub(crate) fn ok(value: serde_json::Value) -> ApiResult {
     Ok(Json(value).into_response())
 }

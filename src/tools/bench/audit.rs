@@ -128,9 +128,7 @@ fn time_us(f: impl FnOnce() -> BenchResult<()>) -> BenchResult<f64> {
 
 fn proofs(opts: &AuditBenchOptions, dir: &std::path::Path) -> BenchResult<Vec<ProofAt>> {
     let path = dir.join("audit-proofs.db");
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
+    super::remove_db(&path);
     let store = SqliteStore::open(&path, Durability::Normal)?;
     let mut sizes = opts.sizes.clone();
     sizes.sort_unstable();
@@ -182,9 +180,7 @@ fn proofs(opts: &AuditBenchOptions, dir: &std::path::Path) -> BenchResult<Vec<Pr
         });
     }
     drop(store);
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
+    super::remove_db(&path);
     Ok(out)
 }
 
@@ -295,17 +291,7 @@ fn feed(opts: &AuditBenchOptions, dir: &std::path::Path) -> BenchResult<FeedMeas
 }
 
 pub fn run_audit_bench(opts: &AuditBenchOptions) -> BenchResult<AuditBenchReport> {
-    let tmp;
-    let dir = match &opts.dir {
-        Some(d) => {
-            std::fs::create_dir_all(d)?;
-            d.clone()
-        }
-        None => {
-            tmp = tempfile::tempdir()?;
-            tmp.path().to_owned()
-        }
-    };
+    let (_tmp, dir) = super::bench_dir(opts.dir.as_deref())?;
     let inclusion_proofs = proofs(opts, &dir)?;
     let feed = feed(opts, &dir)?;
     Ok(AuditBenchReport { inclusion_proofs, feed })

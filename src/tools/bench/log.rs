@@ -164,24 +164,12 @@ fn rate(events: u64, started: Instant) -> f64 {
 }
 
 pub fn run_log_bench(opts: &LogBenchOptions) -> BenchResult<LogBenchReport> {
-    let tmp;
-    let dir = match &opts.dir {
-        Some(d) => {
-            std::fs::create_dir_all(d)?;
-            d.clone()
-        }
-        None => {
-            tmp = tempfile::tempdir()?;
-            tmp.path().to_owned()
-        }
-    };
+    let (_tmp, dir) = super::bench_dir(opts.dir.as_deref())?;
     let reps = opts.repetitions.max(1);
     let payload = sample_payload();
     let fresh = |name: &str, rep: usize| -> std::path::PathBuf {
         let p = dir.join(format!("{name}-{rep}.db"));
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", p.display()));
-        }
+        super::remove_db(&p);
         p
     };
 
