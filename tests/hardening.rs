@@ -138,3 +138,66 @@ fn a_token_over_its_rate_gets_429_with_retry_after_and_other_tokens_are_served()
     std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(get(&server.token).0, 200, "after Retry-After the token is served again");
 }
+
+/// Reads one HTTP/1.1 response (status line, headers, a Content-Length body) off `conn`.
+fn read_response(conn: &mut std::io::BufReader<std::net::TcpStream>) -> (u16, String) {
+    use std::io::{BufRead, Read};
+    let mut line = String::new();
+    conn.read_line(&mut line).expect("a status line");
+    let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{line:?}"));
+    let mut length = 0usize;
+    loop {
+        let mut header = String::new();
+        conn.read_line(&mut header).expect("a header line");
+        if header.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().expect("a numeric content-length");
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    conn.read_exact(&mut body).expect("the whole body");
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[test]
+fn a_refused_upload_gets_its_problem_and_the_connection_stays_usable() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let stream = std::net::TcpStream::connect(&addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = std::io::BufReader::new(stream);
+
+    // 3 MiB against the 1 MiB limit, and 4 MiB without a token: both are refused before the handler
+    // reads a byte, and both answers must still arrive whole, on the same connection.
+    for (body_len, token, want, says) in
+        [(3usize << 20, server.token.as_str(), 413, "too large"), (4 << 20, "", 401, "token")]
+    {
+        let body = format!("{{\"reason\": \"{}\"}}", "x".repeat(body_len));
+        let auth = if token.is_empty() { String::new() } else { format!("authorization: Bearer {token}\r\n") };
+        let head = format!(
+            "POST /api/Connector/publication/invalidate HTTP/1.1\r\nhost: {addr}\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        writer.write_all(head.as_bytes()).unwrap();
+        writer.write_all(body.as_bytes()).expect("the server reads the refused body instead of resetting");
+        let (status, problem) = read_response(&mut reader);
+        assert_eq!(status, want, "{problem}");
+        let problem: Value = serde_json::from_str(&problem).expect("a problem document");
+        assert!(problem["detail"].as_str().unwrap_or("").to_lowercase().contains(says), "{problem}");
+    }
+
+    let head = format!(
+        "GET /api/Connector/publication/latest HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\n\r\n",
+        server.token
+    );
+    writer.write_all(head.as_bytes()).unwrap();
+    let (status, body) = read_response(&mut reader);
+    assert_eq!(status, 404, "an empty registry has no latest publication: {body}");
+}

@@ -7,6 +7,7 @@
 pub mod bindings;
 pub mod build;
 pub mod conformance;
+pub mod drain;
 pub mod feed;
 pub mod history;
 pub mod invoke;
@@ -387,6 +388,8 @@ pub fn router_with(app: Arc<App>, auth: Auth, rates: Option<Arc<rate::TokenRates
         })
         // Bodies are bounded where they are read (extractors), so the refusal is a problem document.
         .layer(axum::extract::DefaultBodyLimit::max(1024 * 1024))
+        // Outermost but for tracing, so that even a refusal by `authenticate` drains the upload.
+        .layer(axum::middleware::from_fn(drain::drain_refused_bodies))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -408,9 +411,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             Err(JsonRejection::JsonDataError(e)) => {
                 Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-body", e.body_text()))
             }
-            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", e.body_text()))
-            }
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "the request body is too large for this route",
+            )),
             Err(e) => Err(Problem::bad_request(e.body_text())),
         }
     }
