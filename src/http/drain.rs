@@ -28,6 +28,10 @@ const DRAIN_TIME: Duration = Duration::from_secs(10);
 /// The middleware: wraps the body so that an unread remainder comes back here when the handler
 /// drops it, and drains that remainder if the answer is an error.
 pub async fn drain_refused_bodies(req: Request, next: Next) -> Response {
+    // A request without a body (most GETs) has nothing to drain: no wrapper, no allocation.
+    if req.body().is_end_stream() {
+        return next.run(req).await;
+    }
     let slot: Arc<Mutex<Option<Body>>> = Arc::default();
     let (parts, body) = req.into_parts();
     let body = Body::new(Returning { inner: Some(body), slot: Arc::clone(&slot) });
