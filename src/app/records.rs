@@ -6,7 +6,8 @@
 //! back, and a record that does not decode is an error, never a silently defaulted field.
 //!
 //! Durability (ARCHITECTURE.md, "Durability"): [`InvocationRecords::append`] returns only once the
-//! record is committed, and the invocation is answered only after it returns. An answer that carries
+//! record survives the process being killed (the SQLite store journals it), and the invocation is
+//! answered only after it returns. An answer that carries
 //! an `invocationId` and `recorded: true` therefore has a record that survives a killed server; if
 //! the write fails, the answer says `recorded: false` with the reason.
 
@@ -57,8 +58,9 @@ pub enum RecordError {
 
 /// The port invocation records are kept behind.
 pub trait InvocationRecords: Send + Sync {
-    /// Stores `record` (finished at `at_ms`, host clock) and returns once it is committed: a record
-    /// appended here survives the process being killed right after.
+    /// Stores `record` (finished at `at_ms`, host clock) and returns once it is durable: a record
+    /// appended here survives the process being killed right after, and `get` and `list` on this
+    /// store see it.
     fn append(&self, at_ms: u64, record: &InvocationRecord) -> Result<(), RecordError>;
     fn get(&self, id: &str) -> Result<Option<InvocationRecord>, RecordError>;
     /// `project`'s records stored after the cursor `after` (0: from the first), oldest first, at

@@ -4,6 +4,8 @@
 //!   memory (`sqlite::memory::SqliteMemory`, the runtime's `MemoryStore` port) and the secret rows
 //!   (`sqlite::secrets::SqliteSecretRows`, the runtime's `SecretRows` port);
 //! - `artifacts` — the content-addressed artifact store (files under a `cap_std::fs::Dir`);
+//! - `journal` — an append-only journal of lines that a background indexer moves into a slower
+//!   store (the invocation records' fast, kill-safe append);
 //! - `keys` — the registry key file, the secrets master key file and the owner-only file helpers;
 //! - [`open`] — the composition root: opens every store of a data directory and hands them to
 //!   [`App::open`](crate::app::App::open); [`open_secrets`] is its secrets part (master key file +
@@ -27,6 +29,7 @@ use crate::runtime::host::memory::{MemoryError, MemoryStore};
 use crate::runtime::host::secrets::{SecretError, SecretRows, SecretStore};
 
 pub mod artifacts;
+pub mod journal;
 pub mod keys;
 pub mod sqlite;
 
@@ -38,6 +41,7 @@ use sqlite::secrets::SqliteSecretRows;
 pub const EVENTS_DB: &str = "events.db";
 const TOKENS_DB: &str = "tokens.db";
 const INVOCATIONS_DB: &str = "invocations.db";
+const INVOCATIONS_JOURNAL: &str = "invocations.journal";
 const MEMORY_DB: &str = "memory.db";
 const SECRETS_DB: &str = "secrets.db";
 const KEYS_DIR: &str = "keys";
@@ -108,8 +112,11 @@ pub fn open_with(dir: &Path, options: OpenOptions, durability: Durability) -> Re
         memory: open_memory(&dir.join(MEMORY_DB), clock.clone())
             .map_err(|e| failed("the memory store")(Box::new(e)))?,
         records: Arc::new(
-            sqlite::invocations::SqliteInvocationRecords::open(&dir.join(INVOCATIONS_DB))
-                .map_err(|e| failed("the invocation records")(Box::new(e)))?,
+            sqlite::invocations::SqliteInvocationRecords::open(
+                &dir.join(INVOCATIONS_DB),
+                &dir.join(INVOCATIONS_JOURNAL),
+            )
+            .map_err(|e| failed("the invocation records")(Box::new(e)))?,
         ),
         tokens: Arc::new(
             sqlite::tokens::SqliteTokenHashes::open(&dir.join(TOKENS_DB))

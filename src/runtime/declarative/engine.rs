@@ -406,7 +406,7 @@ impl DeclarativeAdapter {
             let when_ok = r
                 .when
                 .as_deref()
-                .is_none_or(|w| template::parse_json_path(w).map(|p| template::matches(&p, doc)).unwrap_or(false));
+                .is_none_or(|w| template::compiled_json_path(w).map(|p| template::matches(&p, doc)).unwrap_or(false));
             status_ok && when_ok
         });
         let Some(rule) = rule else {

@@ -721,7 +721,7 @@ impl ValueMapping {
     /// Evaluates the mapping against a response document (see [`ResponseDocument::to_json`]).
     pub fn evaluate(&self, doc: &Value) -> Result<Value, MappingError> {
         let found = |path: &str| -> Result<Option<Value>, MappingError> {
-            let path = template::parse_json_path(path)?;
+            let path = template::compiled_json_path(path)?;
             Ok(template::extract(&path, doc).filter(|v| !v.is_null()))
         };
         match self {

@@ -477,6 +477,22 @@ pub fn parse_json_path(path: &str) -> Result<JsonPath, TemplateError> {
     JsonPath::parse(path).map_err(|e| TemplateError::JsonPath { path: path.into(), message: e.to_string() })
 }
 
+/// [`parse_json_path`], parsed once per query text: a manifest's response mappings are evaluated on
+/// every invocation, and parsing a query costs more than running it.
+pub fn compiled_json_path(path: &str) -> Result<Arc<JsonPath>, TemplateError> {
+    static CACHE: LazyLock<RwLock<std::collections::HashMap<String, Arc<JsonPath>>>> = LazyLock::new(Default::default);
+    if let Some(p) = CACHE.read().unwrap_or_else(|p| p.into_inner()).get(path) {
+        return Ok(p.clone());
+    }
+    let parsed = Arc::new(parse_json_path(path)?);
+    let mut cache = CACHE.write().unwrap_or_else(|p| p.into_inner());
+    if cache.len() >= MAX_CACHED_TEMPLATES {
+        cache.clear();
+    }
+    cache.insert(path.to_owned(), parsed.clone());
+    Ok(parsed)
+}
+
 /// Whether `path` is a valid RFC 9535 *singular query* (§2.3.5.1): a root query with only name and
 /// index selectors, which selects at most one node.
 ///
