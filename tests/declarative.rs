@@ -435,3 +435,55 @@ fn an_upstream_redirect_off_the_allow_list_is_refused_by_the_host_as_a_typed_err
     assert_eq!(result["error"]["retryable"], false);
     assert!(!stdout(&out).contains(SECRET));
 }
+
+/// An invocation reads its secrets at the versions it resolved when it started (and built its
+/// redactor from): a rotation that lands mid-invocation changes neither the MAC nor the metadata it
+/// gets, and a secret that did not exist at the start stays missing. A host that pins nothing
+/// reads the latest.
+#[test]
+fn an_invocation_reads_the_secret_versions_it_started_with() {
+    use hmac::Mac as _;
+    use vadyl::runtime::adapter::StepHost as _;
+    use vadyl::runtime::host::secrets::PinnedSecrets;
+
+    let dir = tempfile::tempdir().unwrap();
+    let app = common::open(dir.path());
+    let project = vadyl::ids::ProjectId::default_project();
+    let first = app.set_secret(&project, "signing-key", b"first-value-0123").unwrap();
+    let grants = ["secret:signing-key".to_owned(), "secret:later-key".to_owned()];
+    let host = |pinned: Option<PinnedSecrets>| {
+        let allow = vadyl::runtime::host::egress::AllowList::new(vec![]).unwrap();
+        let host = vadyl::runtime::invoke::InvocationHost::new(
+            app.host_services(),
+            project.clone(),
+            allow,
+            vadyl::runtime::redaction::Redactor::default(),
+        )
+        .with_grants(grants.clone());
+        match pinned {
+            Some(p) => host.with_pinned_secrets(p),
+            None => host,
+        }
+    };
+    let mut pinned = host(Some(PinnedSecrets::new([
+        ("signing-key".to_owned(), Some(first.version.clone())),
+        ("later-key".to_owned(), None),
+    ])));
+    // The rotation, and a secret set after the start.
+    app.set_secret(&project, "signing-key", b"second-value-4567").unwrap();
+    app.set_secret(&project, "later-key", b"later-value-89ab").unwrap();
+
+    let mac = |key: &[u8]| {
+        let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+        m.update(b"payload");
+        m.finalize().into_bytes().to_vec()
+    };
+    assert_eq!(pinned.secret_metadata("signing-key").unwrap().version, first.version);
+    assert_eq!(pinned.hmac_sha256("signing-key", b"payload").unwrap(), mac(b"first-value-0123"));
+    assert!(pinned.secret_metadata("later-key").is_err(), "a secret missing at the start stays missing");
+    assert!(pinned.hmac_sha256("later-key", b"payload").is_err());
+
+    let mut latest = host(None);
+    assert_ne!(latest.secret_metadata("signing-key").unwrap().version, first.version);
+    assert_eq!(latest.hmac_sha256("signing-key", b"payload").unwrap(), mac(b"second-value-4567"));
+}

@@ -199,7 +199,7 @@ pub async fn run_with_progress(
                 })
                 .collect(),
         );
-        let redactor =
+        let (redactor, pinned) =
             redactor_for(services, inv.caches, &project, policy, &contract, &vector.operation, &vector.input)?;
         let host = InvocationHost::new(services, project.clone(), allow.clone(), redactor)
             .redirecting_to(&upstream.origin())
@@ -207,6 +207,7 @@ pub async fn run_with_progress(
             .with_sleeper(Arc::new(RecordingSleeper::default()))
             .with_grants(policy.grants())
             .with_memory(memory_scope(&project, id)?)
+            .with_pinned_secrets(pinned)
             .keeping_raw_emissions();
         let mut host = host;
         let result = crate::runtime::adapter::run(

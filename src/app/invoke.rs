@@ -17,7 +17,7 @@ use crate::projections::{ContractView, Resolution};
 use crate::runtime::adapter::run;
 use crate::runtime::adapter::{LoopError, Outcome};
 use crate::runtime::host::memory::{MemoryError, Scope};
-use crate::runtime::host::secrets::{SecretError, SecretRef};
+use crate::runtime::host::secrets::{PinnedSecrets, SecretError, SecretRef};
 use crate::runtime::invoke::{HostServices, InvocationHost};
 use crate::runtime::redaction::{redact_pointers, values_at, RedactionError, Redactor};
 
@@ -218,7 +218,8 @@ pub fn check_input(
 }
 
 /// The values an invocation must never leak: the plaintext of the secrets the manifest uses, and the
-/// sensitive fields of the input.
+/// sensitive fields of the input; with the secret versions it learned, which the invocation then
+/// reads throughout (a rotation mid-invocation must not bring in a value the redactor lacks).
 pub fn redactor_for(
     host: &HostServices,
     caches: &Caches,
@@ -227,12 +228,17 @@ pub fn redactor_for(
     contract: &ContractView,
     operation: &str,
     input: &Value,
-) -> Result<Redactor, InvokeError> {
+) -> Result<(Redactor, PinnedSecrets), InvokeError> {
     let secrets = &host.secrets;
     let mut redactor = Redactor::default();
+    let mut pinned = Vec::with_capacity(policy.secrets.len());
     for name in &policy.secrets {
         // A missing secret is reported by the egress boundary when it is needed.
-        let Ok(meta) = secrets.metadata(project, &SecretRef::latest(name)) else { continue };
+        let Ok(meta) = secrets.metadata(project, &SecretRef::latest(name)) else {
+            pinned.push((name.clone(), None));
+            continue;
+        };
+        pinned.push((name.clone(), Some(meta.version.clone())));
         let key = (project.to_string(), name.clone(), meta.version.clone(), meta.fingerprint.clone());
         let part = caches.secret_redactor(key, || -> Result<Redactor, InvokeError> {
             let plaintext = secrets.with_plaintext(project, &meta.pinned_ref(), <[u8]>::to_vec)?;
@@ -245,7 +251,7 @@ pub fn redactor_for(
         collect_strings(input, &pointer, &mut values);
     }
     let inputs = Redactor::new(values)?;
-    Ok(redactor.with(&inputs))
+    Ok((redactor.with(&inputs), PinnedSecrets::new(pinned)))
 }
 
 pub fn sensitive_input_pointers(policy: &Policy, contract: &ContractView, operation: &str) -> Vec<String> {
@@ -300,7 +306,7 @@ impl Invoker<'_> {
         check_input(self.caches, &contract, &request.operation, &request.input)?;
         let loaded = self.loader.load_published(self.registry, &implementation_id, content_hash)?;
         let policy = &loaded.policy;
-        let redactor = redactor_for(
+        let (redactor, pinned) = redactor_for(
             self.host,
             self.caches,
             &request.project,
@@ -311,7 +317,8 @@ impl Invoker<'_> {
         )?;
         let mut host = InvocationHost::new(self.host, request.project.clone(), policy.allow.clone(), redactor)
             .with_grants(policy.grants())
-            .with_memory(memory_scope(&request.project, &implementation_id)?);
+            .with_memory(memory_scope(&request.project, &implementation_id)?)
+            .with_pinned_secrets(pinned);
         let result = run(loaded.adapter.as_ref(), &mut host, &request.operation, &request.input, MAX_EXCHANGES).await;
         let trace = std::mem::take(&mut host.trace);
         let redactor = host.redactor().clone();

@@ -19,7 +19,7 @@ use super::host::egress::{
     AllowList, AttachAuth, EgressError, EgressPlan, EgressRequest, Executor, Method, PlanLimits, RetryPolicy, Sleeper,
 };
 use super::host::memory::{MemoryError, MemoryStore, Scope};
-use super::host::secrets::{SecretRef, SecretStore};
+use super::host::secrets::{PinnedSecrets, SecretError, SecretRef, SecretStore};
 use super::redaction::Redactor;
 use crate::ids::ProjectId;
 
@@ -115,6 +115,8 @@ pub struct InvocationHost<'a> {
     grants: std::collections::BTreeSet<String>,
     /// Whose memory the Memory* imports reach; none means memory is denied.
     memory_scope: Option<Scope>,
+    /// The secret versions this invocation reads.
+    pinned: PinnedSecrets,
     keep_raw_emissions: bool,
     pub trace: Trace,
 }
@@ -133,6 +135,7 @@ impl<'a> InvocationHost<'a> {
             sleeper,
             grants: Default::default(),
             memory_scope: None,
+            pinned: PinnedSecrets::default(),
             keep_raw_emissions: false,
             trace: Trace::default(),
         }
@@ -148,6 +151,17 @@ impl<'a> InvocationHost<'a> {
     pub fn with_memory(mut self, scope: Scope) -> Self {
         self.memory_scope = Some(scope);
         self
+    }
+
+    /// Reads the secrets at the versions resolved when the invocation started (see
+    /// [`PinnedSecrets`]); without it, every use reads the latest version.
+    pub fn with_pinned_secrets(mut self, pinned: PinnedSecrets) -> Self {
+        self.pinned = pinned;
+        self
+    }
+
+    fn secret_ref(&self, name: &str) -> Result<SecretRef, SecretError> {
+        self.pinned.reference(name)
     }
 
     /// Keeps what the implementation emits before redaction, for conformance to scan.
@@ -218,6 +232,7 @@ impl<'a> InvocationHost<'a> {
         }
         let auth = SecretAuth {
             secrets: self.services.secrets.clone(),
+            pinned: self.pinned.clone(),
             project: self.project.clone(),
             auth: planned.auth.clone(),
         };
@@ -376,9 +391,10 @@ impl StepHost for InvocationHost<'_> {
     fn hmac_sha256(&mut self, secret: &str, data: &[u8]) -> Result<Vec<u8>, AdapterError> {
         self.check_grant(&format!("secret:{secret}"))?;
         let answer = self
-            .services
-            .secrets
-            .hmac(&self.project, &SecretRef::latest(secret), super::host::secrets::HmacAlgorithm::Sha256, data)
+            .secret_ref(secret)
+            .and_then(|r| {
+                self.services.secrets.hmac(&self.project, &r, super::host::secrets::HmacAlgorithm::Sha256, data)
+            })
             .map_err(|e| self.redactor.redact_str(&e.to_string()));
         self.trace.tape.push(TapeEntry::Hmac { secret: secret.to_owned(), answer: answer.clone() });
         answer.map_err(AdapterError::Host)
@@ -410,9 +426,8 @@ impl StepHost for InvocationHost<'_> {
     fn secret_metadata(&mut self, secret: &str) -> Result<SecretInfo, AdapterError> {
         self.check_grant(&format!("secret:{secret}"))?;
         let answer = self
-            .services
-            .secrets
-            .metadata(&self.project, &SecretRef::latest(secret))
+            .secret_ref(secret)
+            .and_then(|r| self.services.secrets.metadata(&self.project, &r))
             .map(|m| SecretInfo {
                 name: m.name,
                 version: m.version,
@@ -509,6 +524,7 @@ impl super::adapter::ExecutePlan for InvocationHost<'_> {
 /// Attaches auth from the secrets service, inside the egress boundary only.
 struct SecretAuth {
     secrets: Arc<SecretStore>,
+    pinned: PinnedSecrets,
     project: ProjectId,
     auth: Option<EgressAuth>,
 }
@@ -522,8 +538,9 @@ fn header_value(value: &[u8]) -> Result<reqwest::header::HeaderValue, EgressErro
 
 impl SecretAuth {
     fn with_secret<R>(&self, name: &str, f: impl FnOnce(&[u8]) -> R) -> Result<R, EgressError> {
-        self.secrets
-            .with_plaintext(&self.project, &SecretRef::latest(name), f)
+        self.pinned
+            .reference(name)
+            .and_then(|r| self.secrets.with_plaintext(&self.project, &r, f))
             .map_err(|e| EgressError::AuthFailed { reason: e.to_string() })
     }
 }

@@ -101,6 +101,31 @@ impl SecretRef {
     }
 }
 
+/// The version of each secret an invocation uses, resolved once when it starts (when its redactor
+/// learns their values). Every later use in the invocation (auth attached at egress, MACs,
+/// metadata) reads that version, so a rotation that lands mid-invocation can never hand the
+/// implementation or the upstream a value the invocation's redactor does not know.
+#[derive(Debug, Clone, Default)]
+pub struct PinnedSecrets(Arc<std::collections::BTreeMap<String, Option<String>>>);
+
+impl PinnedSecrets {
+    /// `(name, version)` pairs; `None` for a secret that did not exist when the invocation started.
+    pub fn new(versions: impl IntoIterator<Item = (String, Option<String>)>) -> Self {
+        Self(Arc::new(versions.into_iter().collect()))
+    }
+
+    /// What a use of `name` reads: the version pinned at the start; the latest for a name that was
+    /// never pinned (hosts that pin nothing, such as tools); a `NotFound` error for a secret that
+    /// did not exist at the start, even if it has been set since.
+    pub fn reference(&self, name: &str) -> Result<SecretRef, SecretError> {
+        match self.0.get(name) {
+            Some(Some(version)) => Ok(SecretRef::pinned(name, version.clone())),
+            Some(None) => Err(SecretError::NotFound { name: name.to_owned(), version: None }),
+            None => Ok(SecretRef::latest(name)),
+        }
+    }
+}
+
 /// What may be said about a secret: everything but its value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
