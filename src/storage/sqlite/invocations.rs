@@ -20,7 +20,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::app::records::{InvocationRecord, InvocationRecords, RecordError, StoredRecord};
 use crate::ids::ProjectId;
-use crate::storage::journal::{self, Batch, Journal};
+use crate::storage::journal::{self, Journal};
 
 pub struct SqliteInvocationRecords {
     shared: Arc<Shared>,
@@ -152,18 +152,24 @@ impl Shared {
     fn index(&self, conn: &mut Connection) -> Result<usize, RecordError> {
         let Some(batch) = self.journal.take().map_err(journal_error("seal its journal"))? else { return Ok(0) };
         let n = batch.items.len();
-        let written = (|| -> rusqlite::Result<Batch<Row>> {
+        let written = (|| -> rusqlite::Result<()> {
             let tx = conn.transaction()?;
             insert(&tx, &batch.items)?;
-            tx.commit()?;
-            Ok(batch)
+            tx.commit()
         })();
         match written {
-            Ok(batch) => {
-                batch.done().map_err(journal_error("delete an indexed journal segment"))?;
+            Ok(()) => {
+                if let Err(e) = batch.done() {
+                    // Harmless: the next open re-indexes the segment, and OR IGNORE keeps one row.
+                    tracing::warn!(error = %e, "cannot delete an indexed journal segment");
+                }
                 Ok(n)
             }
-            Err(e) => Err(store("index journaled records")(e)),
+            Err(e) => {
+                // The records stay journaled and pending, for the next attempt.
+                self.journal.restore(batch);
+                Err(store("index journaled records")(e))
+            }
         }
     }
 }
@@ -250,8 +256,11 @@ impl InvocationRecords for SqliteInvocationRecords {
             .append(line.as_bytes(), Row::of(at_ms, record, text))
             .map_err(journal_error("write a record"))?;
         if waiting >= MAX_PENDING {
+            // The record is durable already; a failure to index is the indexer's to report.
             let mut conn = self.shared.conn();
-            self.shared.index(&mut conn)?;
+            if let Err(e) = self.shared.index(&mut conn) {
+                tracing::warn!(error = %crate::report::ErrorChain(&e), waiting, "cannot index the journaled invocation records");
+            }
         }
         Ok(())
     }
@@ -364,6 +373,17 @@ mod tests {
             1,
             "the orphan is gone; this store's own segment remains"
         );
+    }
+
+    #[test]
+    fn records_that_cannot_be_indexed_stay_pending_and_are_indexed_once_the_database_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = open(dir.path());
+        records.shared.conn().execute_batch("ALTER TABLE invocations RENAME TO away").unwrap();
+        records.append(1, &record("inv_kept")).unwrap();
+        assert!(records.get("inv_kept").is_err(), "the index is gone, so the read fails");
+        records.shared.conn().execute_batch("ALTER TABLE away RENAME TO invocations").unwrap();
+        assert_eq!(records.get("inv_kept").unwrap(), Some(record("inv_kept")), "nothing was lost meanwhile");
     }
 
     #[test]
