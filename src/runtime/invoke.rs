@@ -19,7 +19,7 @@ use super::host::egress::{
     AllowList, AttachAuth, EgressError, EgressPlan, EgressRequest, Executor, Method, PlanLimits, RetryPolicy, Sleeper,
 };
 use super::host::memory::{MemoryError, MemoryStore, Scope};
-use super::host::secrets::{PinnedSecrets, SecretError, SecretRef, SecretStore};
+use super::host::secrets::{PinnedSecrets, SecretStore};
 use super::redaction::Redactor;
 use crate::ids::ProjectId;
 
@@ -158,10 +158,6 @@ impl<'a> InvocationHost<'a> {
     pub fn with_pinned_secrets(mut self, pinned: PinnedSecrets) -> Self {
         self.pinned = pinned;
         self
-    }
-
-    fn secret_ref(&self, name: &str) -> Result<SecretRef, SecretError> {
-        self.pinned.reference(name)
     }
 
     /// Keeps what the implementation emits before redaction, for conformance to scan.
@@ -391,7 +387,8 @@ impl StepHost for InvocationHost<'_> {
     fn hmac_sha256(&mut self, secret: &str, data: &[u8]) -> Result<Vec<u8>, AdapterError> {
         self.check_grant(&format!("secret:{secret}"))?;
         let answer = self
-            .secret_ref(secret)
+            .pinned
+            .reference(secret)
             .and_then(|r| {
                 self.services.secrets.hmac(&self.project, &r, super::host::secrets::HmacAlgorithm::Sha256, data)
             })
@@ -426,7 +423,8 @@ impl StepHost for InvocationHost<'_> {
     fn secret_metadata(&mut self, secret: &str) -> Result<SecretInfo, AdapterError> {
         self.check_grant(&format!("secret:{secret}"))?;
         let answer = self
-            .secret_ref(secret)
+            .pinned
+            .reference(secret)
             .and_then(|r| self.services.secrets.metadata(&self.project, &r))
             .map(|m| SecretInfo {
                 name: m.name,

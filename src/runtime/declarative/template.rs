@@ -352,28 +352,33 @@ fn compiled_templates() -> &'static RwLock<Environment<'static>> {
     &CACHE
 }
 
-/// Compiled expressions (the single-expression templates), by source text.
-fn compiled_expressions(
-) -> &'static RwLock<std::collections::HashMap<String, Arc<minijinja::Expression<'static, 'static>>>> {
-    static CACHE: LazyLock<RwLock<std::collections::HashMap<String, Arc<minijinja::Expression<'static, 'static>>>>> =
-        LazyLock::new(Default::default);
-    &CACHE
-}
+/// Compiled values by source text, built once and shared; bounded like the template cache.
+type SourceCache<V> = LazyLock<RwLock<std::collections::HashMap<String, Arc<V>>>>;
 
-fn compiled_expression(expr: &str) -> Result<Arc<minijinja::Expression<'static, 'static>>, TemplateError> {
-    let cache = compiled_expressions();
-    if let Some(e) = cache.read().unwrap_or_else(|p| p.into_inner()).get(expr) {
-        return Ok(e.clone());
+/// The value cached for `source`, built with `build` on a miss.
+fn cached<V>(
+    cache: &SourceCache<V>,
+    source: &str,
+    build: impl FnOnce() -> Result<V, TemplateError>,
+) -> Result<Arc<V>, TemplateError> {
+    if let Some(v) = cache.read().unwrap_or_else(|p| p.into_inner()).get(source) {
+        return Ok(v.clone());
     }
-    let compiled = Arc::new(
-        environment().compile_expression_owned(expr.to_owned()).map_err(|e| TemplateError::Syntax(describe(&e)))?,
-    );
+    let built = Arc::new(build()?);
     let mut cache = cache.write().unwrap_or_else(|p| p.into_inner());
     if cache.len() >= MAX_CACHED_TEMPLATES {
         cache.clear();
     }
-    cache.insert(expr.to_owned(), compiled.clone());
-    Ok(compiled)
+    cache.insert(source.to_owned(), built.clone());
+    Ok(built)
+}
+
+/// Compiled expressions (the single-expression templates), by source text.
+fn compiled_expression(expr: &str) -> Result<Arc<minijinja::Expression<'static, 'static>>, TemplateError> {
+    static CACHE: SourceCache<minijinja::Expression<'static, 'static>> = LazyLock::new(Default::default);
+    cached(&CACHE, expr, || {
+        environment().compile_expression_owned(expr.to_owned()).map_err(|e| TemplateError::Syntax(describe(&e)))
+    })
 }
 
 /// If `template` is exactly one `{{ expression }}` (surrounding whitespace allowed), the expression.
@@ -480,17 +485,8 @@ pub fn parse_json_path(path: &str) -> Result<JsonPath, TemplateError> {
 /// [`parse_json_path`], parsed once per query text: a manifest's response mappings are evaluated on
 /// every invocation, and parsing a query costs more than running it.
 pub fn compiled_json_path(path: &str) -> Result<Arc<JsonPath>, TemplateError> {
-    static CACHE: LazyLock<RwLock<std::collections::HashMap<String, Arc<JsonPath>>>> = LazyLock::new(Default::default);
-    if let Some(p) = CACHE.read().unwrap_or_else(|p| p.into_inner()).get(path) {
-        return Ok(p.clone());
-    }
-    let parsed = Arc::new(parse_json_path(path)?);
-    let mut cache = CACHE.write().unwrap_or_else(|p| p.into_inner());
-    if cache.len() >= MAX_CACHED_TEMPLATES {
-        cache.clear();
-    }
-    cache.insert(path.to_owned(), parsed.clone());
-    Ok(parsed)
+    static CACHE: SourceCache<JsonPath> = LazyLock::new(Default::default);
+    cached(&CACHE, path, || parse_json_path(path))
 }
 
 /// Whether `path` is a valid RFC 9535 *singular query* (§2.3.5.1): a root query with only name and

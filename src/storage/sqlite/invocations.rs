@@ -51,11 +51,8 @@ struct Line {
     record: InvocationRecord,
 }
 
-fn store(action: &'static str) -> impl FnOnce(rusqlite::Error) -> RecordError {
-    move |e| RecordError::Store { action, source: Box::new(e) }
-}
-
-fn journal_error(action: &'static str) -> impl FnOnce(std::io::Error) -> RecordError {
+/// Maps a SQLite or journal error to the store error for `action`.
+fn store<E: std::error::Error + Send + Sync + 'static>(action: &'static str) -> impl FnOnce(E) -> RecordError {
     move |e| RecordError::Store { action, source: Box::new(e) }
 }
 
@@ -150,7 +147,7 @@ impl Shared {
     /// the connection held, so that a reader that holds it next sees every record appended before
     /// it asked.
     fn index(&self, conn: &mut Connection) -> Result<usize, RecordError> {
-        let Some(batch) = self.journal.take().map_err(journal_error("seal its journal"))? else { return Ok(0) };
+        let Some(batch) = self.journal.take().map_err(store("seal its journal"))? else { return Ok(0) };
         let n = batch.items.len();
         let written = (|| -> rusqlite::Result<()> {
             let tx = conn.transaction()?;
@@ -178,7 +175,7 @@ impl SqliteInvocationRecords {
     /// Opens the records at `db`, with their journal in `journal_dir`, and indexes what a process
     /// that is gone left in the journal.
     pub fn open(db: &Path, journal_dir: &Path) -> Result<Self, RecordError> {
-        let conn = Connection::open(db).map_err(store("open its database"))?;
+        let mut conn = Connection::open(db).map_err(store("open its database"))?;
         let init = |conn: &Connection| -> rusqlite::Result<()> {
             conn.busy_timeout(std::time::Duration::from_secs(10))?;
             conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -196,11 +193,10 @@ impl SqliteInvocationRecords {
             )
         };
         init(&conn).map_err(store("create its table"))?;
-        let mut conn = conn;
         recover(&mut conn, journal_dir)?;
-        let journal = Journal::open(journal_dir).map_err(journal_error("open its journal"))?;
+        let journal = Journal::open(journal_dir).map_err(store("open its journal"))?;
         let shared = Arc::new(Shared { conn: Mutex::new(conn), journal });
-        let indexer = Indexer::start(shared.clone()).map_err(journal_error("start its indexer"))?;
+        let indexer = Indexer::start(shared.clone()).map_err(store("start its indexer"))?;
         Ok(Self { shared, _indexer: indexer })
     }
 
@@ -214,7 +210,7 @@ impl SqliteInvocationRecords {
 
 /// Indexes the journal segments that processes which are gone left in `dir`, then deletes them.
 fn recover(conn: &mut Connection, dir: &Path) -> Result<(), RecordError> {
-    for orphan in journal::recover(dir).map_err(journal_error("read a journal left by an earlier process"))? {
+    for orphan in journal::recover(dir).map_err(store("read a journal left by an earlier process"))? {
         let mut rows = Vec::with_capacity(orphan.lines.len());
         let mut unreadable = 0usize;
         for line in &orphan.lines {
@@ -237,9 +233,9 @@ fn recover(conn: &mut Connection, dir: &Path) -> Result<(), RecordError> {
             // Kept for an operator to look at rather than deleted: those lines were acknowledged.
             let aside = orphan.path().with_extension("unreadable");
             tracing::error!(segment = %orphan.path().display(), lines = unreadable, aside = %aside.display(), "journaled invocation records do not decode; the segment is kept aside");
-            std::fs::rename(orphan.path(), &aside).map_err(journal_error("set an unreadable journal segment aside"))?;
+            std::fs::rename(orphan.path(), &aside).map_err(store("set an unreadable journal segment aside"))?;
         } else {
-            orphan.done().map_err(journal_error("delete a recovered journal segment"))?;
+            orphan.done().map_err(store("delete a recovered journal segment"))?;
         }
     }
     Ok(())
@@ -247,14 +243,13 @@ fn recover(conn: &mut Connection, dir: &Path) -> Result<(), RecordError> {
 
 impl InvocationRecords for SqliteInvocationRecords {
     fn append(&self, at_ms: u64, record: &InvocationRecord) -> Result<(), RecordError> {
-        let text = serde_json::to_string(record)
-            .map_err(|e| RecordError::Store { action: "encode a record", source: Box::new(e) })?;
+        let text = serde_json::to_string(record).map_err(store("encode a record"))?;
         let line = format!("{{\"atMs\":{at_ms},\"record\":{text}}}");
         let waiting = self
             .shared
             .journal
             .append(line.as_bytes(), Row::of(at_ms, record, text))
-            .map_err(journal_error("write a record"))?;
+            .map_err(store("write a record"))?;
         if waiting >= MAX_PENDING {
             // The record is durable already; a failure to index is the indexer's to report.
             let mut conn = self.shared.conn();
