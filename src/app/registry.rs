@@ -212,6 +212,12 @@ impl Registry {
         }
     }
 
+    /// Changes whenever anyone commits to the log, for logs that push notices (several nodes on one
+    /// database); `None` when the log cannot, and only this process's appends move the state.
+    pub fn log_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.store.subscribe_changes()
+    }
+
     /// The newest position folded, changing as events are appended through this registry (or
     /// folded from another process's appends).
     pub fn watch_head(&self) -> tokio::sync::watch::Receiver<u64> {

@@ -12,6 +12,14 @@ pub struct Cli {
     /// Data directory (SQLite log, keys, snapshots); created on first use.
     #[arg(long, global = true, env = "VADYL_DATA_DIR", default_value = "./vadyl-data")]
     pub data_dir: PathBuf,
+    /// Keep the log, tokens, artifacts and secret rows in this PostgreSQL database, shared with other
+    /// nodes (postgres://user@host:port/db); the data directory then keeps this node's own state.
+    #[arg(long, global = true, env = "VADYL_STORE")]
+    pub store: Option<String>,
+    /// The directory of the registry key and the secrets master key (default: <data-dir>/keys);
+    /// nodes that share a database must be given the same keys.
+    #[arg(long, global = true, env = "VADYL_KEYS_DIR")]
+    pub keys_dir: Option<PathBuf>,
     /// Talk to a running server instead of the data directory (e.g. http://127.0.0.1:8080).
     #[arg(long, global = true, env = "VADYL_SERVER")]
     pub server: Option<String>,

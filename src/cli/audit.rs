@@ -7,13 +7,15 @@
 
 use std::io::Write as _;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
 use serde_json::json;
 use vadyl::app::audit::{self, TrustedKey};
 use vadyl::app::history::{self, ConsistencyProof};
-use vadyl::storage::sqlite::log::{Durability, SqliteStore};
-use vadyl::storage::EVENTS_DB;
+use vadyl::events::store::EventStore;
+use vadyl::storage::sqlite::log::Durability;
+use vadyl::storage::Location;
 
 use super::args::{AuditCommand, KeyArg};
 use super::client::{local_actor, open_registry, read_api, remote_get, Conn};
@@ -21,14 +23,14 @@ use super::output::Output;
 
 /// Runs one `vadyl audit` command on the data directory or against `--server`.
 pub(super) fn run(conn: &Conn, out: &Output, command: AuditCommand) -> anyhow::Result<()> {
-    let data_dir = conn.data_dir.as_path();
+    let location = &conn.location;
     let remote = conn.server.is_some();
     match command {
         AuditCommand::ReplayInvocation { invocation_id } => {
             if remote {
                 bail!("replay-invocation re-runs the artifact on this machine: run it on the data directory");
             }
-            let app = open_registry(data_dir)?;
+            let app = open_registry(location)?;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let report = runtime.block_on(app.replay_invocation(&invocation_id))?;
             out.print(&serde_json::to_value(&report)?, |_| {
@@ -67,8 +69,8 @@ pub(super) fn run(conn: &Conn, out: &Output, command: AuditCommand) -> anyhow::R
         }
         AuditCommand::Verify(key) => {
             let trusted = trusted_key(conn, &key)?;
-            let store = open_log(data_dir)?;
-            let report = audit::verify(&store, &trusted)?;
+            let store = open_log(location)?;
+            let report = audit::verify(store.as_ref(), &trusted)?;
             out.print(&serde_json::to_value(&report)?, |_| {
                 if report.ok() {
                     format!(
@@ -114,7 +116,7 @@ pub(super) fn run(conn: &Conn, out: &Output, command: AuditCommand) -> anyhow::R
                 }
                 audit::ReplayReport { digests: state.digests(), summary: audit::summarize(&state) }
             } else {
-                audit::replay_report(&open_log(data_dir)?, to)?
+                audit::replay_report(open_log(location)?.as_ref(), to)?
             };
             out.print(&serde_json::to_value(&report)?, |_| replay_text(&report));
             Ok(())
@@ -131,7 +133,7 @@ pub(super) fn run(conn: &Conn, out: &Output, command: AuditCommand) -> anyhow::R
             Ok(())
         }
         AuditCommand::Checkpoint(_) => {
-            let app = open_registry(data_dir)?;
+            let app = open_registry(location)?;
             let cp = app.registry().checkpoint(&local_actor())?.ok_or_else(|| anyhow!("the log is empty"))?;
             out.print(&serde_json::to_value(&cp)?, |_| cp.note.trim_end().to_owned());
             Ok(())
@@ -152,7 +154,7 @@ pub(super) fn run(conn: &Conn, out: &Output, command: AuditCommand) -> anyhow::R
             Ok(())
         }
         AuditCommand::Export { out: path } => {
-            let app = open_registry(data_dir)?;
+            let app = open_registry(location)?;
             let registry = app.registry();
             let cp = registry.checkpoint(&local_actor())?.ok_or_else(|| anyhow!("the log is empty"))?;
             let written = write_atomically(&path, |file| {
@@ -196,7 +198,7 @@ pub(super) fn run(conn: &Conn, out: &Output, command: AuditCommand) -> anyhow::R
                 let bytes = download(conn, &format!("/audit/proof/inclusion?{query}"))?;
                 serde_json::from_slice(&bytes).context("the server's answer is not an inclusion proof")?
             } else {
-                let app = open_registry(data_dir)?;
+                let app = open_registry(location)?;
                 app.registry().checkpoint(&local_actor())?.ok_or_else(|| anyhow!("the log is empty"))?;
                 let position = match (position, &event_id) {
                     (Some(p), _) => p,
@@ -298,7 +300,7 @@ pub(super) fn run(conn: &Conn, out: &Output, command: AuditCommand) -> anyhow::R
                 let bytes = download(conn, &format!("/audit/proof/consistency?from={}", old.tree_size))?;
                 serde_json::from_slice(&bytes).context("the server's answer is not a consistency proof")?
             } else {
-                let app = open_registry(data_dir)?;
+                let app = open_registry(location)?;
                 app.registry().checkpoint(&local_actor())?.ok_or_else(|| anyhow!("the log is empty"))?;
                 app.prove_consistency(old.tree_size)?
             };
@@ -375,19 +377,18 @@ fn trusted_key(conn: &Conn, arg: &KeyArg) -> anyhow::Result<TrustedKey> {
              the server's word is not trusted"
         ),
         None => {
-            let key = vadyl::storage::registry_key(&conn.data_dir)?;
+            let key = vadyl::storage::registry_key(&conn.location)?;
             Ok(TrustedKey::parse(&key.verifier_key())?)
         }
     }
 }
 
 /// Opens the log alone, without registering anything: audit reads must not write.
-fn open_log(data_dir: &Path) -> anyhow::Result<SqliteStore> {
-    let path = data_dir.join(EVENTS_DB);
-    if !path.exists() {
-        bail!("there is no event log at {}", path.display());
+fn open_log(location: &Location) -> anyhow::Result<Arc<dyn EventStore>> {
+    if !vadyl::storage::log_exists(location) {
+        bail!("there is no event log in {}", location.describe());
     }
-    Ok(SqliteStore::open(&path, Durability::Full)?)
+    Ok(vadyl::storage::open_log(location, Durability::Full)?)
 }
 
 /// Writes `out` through `write` into a file beside it, syncs it and renames it into place, so a

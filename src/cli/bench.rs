@@ -3,7 +3,8 @@
 use super::args::BenchCommand;
 use super::output::Output;
 
-pub(super) fn run(out: &Output, command: BenchCommand) -> anyhow::Result<()> {
+/// `store`: the `--store` database, which `bench log` measures instead of SQLite.
+pub(super) fn run(out: &Output, command: BenchCommand, store: Option<&str>) -> anyhow::Result<()> {
     match command {
         BenchCommand::Invoke(opts) => {
             let report = vadyl::tools::bench::invoke::run_invoke_bench(&opts).map_err(anyhow::Error::from_boxed)?;
@@ -22,7 +23,7 @@ pub(super) fn run(out: &Output, command: BenchCommand) -> anyhow::Result<()> {
             out.print(&serde_json::to_value(&report)?, |_| report.human());
         }
         BenchCommand::Log(opts) => {
-            let report = vadyl::tools::bench::log::run_log_bench(&opts).map_err(anyhow::Error::from_boxed)?;
+            let report = vadyl::tools::bench::log::run_log_bench(&opts, store).map_err(anyhow::Error::from_boxed)?;
             out.print(&serde_json::to_value(&report)?, |_| report.human());
         }
     }

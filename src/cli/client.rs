@@ -4,17 +4,20 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{anyhow, Context};
+use anyhow::{anyhow, bail, Context};
 use serde_json::Value;
 use vadyl::app::registry::OpenOptions;
 use vadyl::app::App;
 use vadyl::events::envelope::EventMetadata;
+use vadyl::storage::sqlite::log::Durability;
+use vadyl::storage::Location;
 
 use super::serve::ADMIN_TOKEN_FILE;
 
 /// Where a command's data lives: the data directory, or a server.
 pub(super) struct Conn {
     pub(super) data_dir: PathBuf,
+    pub(super) location: Location,
     pub(super) server: Option<String>,
 }
 
@@ -24,10 +27,23 @@ pub(super) fn local_actor() -> EventMetadata {
     EventMetadata::actor(format!("local:{user}"))
 }
 
-/// Opens (or creates) the registry in a data directory, for commands that run in-process.
-pub(super) fn open_registry(data_dir: &Path) -> anyhow::Result<App> {
-    vadyl::storage::open(data_dir, OpenOptions::default())
-        .with_context(|| format!("cannot open the registry in {}", data_dir.display()))
+/// Where the registry's state is: the data directory, and the database of `--store` if given.
+pub(super) fn location(data_dir: &Path, store: Option<String>, keys_dir: Option<PathBuf>) -> anyhow::Result<Location> {
+    let database = match store {
+        Some(s) if vadyl::storage::postgres::is_database_url(&s) => Some(s),
+        Some(s) if s.is_empty() || s == "sqlite" => None,
+        Some(s) => bail!(
+            "--store must be a postgres:// or postgresql:// URL (or \"sqlite\" for the data directory), not {s:?}"
+        ),
+        None => None,
+    };
+    Ok(Location { data_dir: data_dir.to_owned(), database, keys_dir })
+}
+
+/// Opens (or creates) the registry at `location`, for commands that run in-process.
+pub(super) fn open_registry(location: &Location) -> anyhow::Result<App> {
+    vadyl::storage::open_at(location, OpenOptions::default(), Durability::Full)
+        .with_context(|| format!("cannot open the registry in {}", location.describe()))
 }
 
 /// The token the CLI sends to a server: `VADYL_TOKEN`, else the first line of `$VADYL_TOKEN_FILE`,
@@ -81,7 +97,7 @@ pub(super) fn call_api(conn: &Conn, method: reqwest::Method, path: &str, body: O
             (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
         }
         None => {
-            let app = Arc::new(open_registry(&conn.data_dir)?);
+            let app = Arc::new(open_registry(&conn.location)?);
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let result = runtime.block_on(in_process(app.clone(), method, path, body));
             app.registry().snapshot_if_stale(1000)?;

@@ -67,7 +67,7 @@ fn conformance(conn: &Conn, out: &Output, implementation: &str) -> anyhow::Resul
     let report = match &conn.server {
         Some(_) => call_api(conn, reqwest::Method::POST, "/conformance/run", Some(json!({"implementationId": id})))?,
         None => {
-            let app = open_registry(&conn.data_dir)?;
+            let app = open_registry(&conn.location)?;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let json_mode = out.json;
             let report = runtime.block_on(app.run_conformance_with_progress(&local_actor(), &id, &mut |vector| {

@@ -1,8 +1,6 @@
 //! Commands on the data directory's own keys and secrets, which never go through `--server`: the
 //! registry's signing key (`vadyl key show`) and encrypted project secrets (`vadyl secret …`).
 
-use std::path::Path;
-
 use anyhow::{bail, Context};
 use serde_json::json;
 
@@ -11,8 +9,8 @@ use super::client::{open_registry, Conn};
 use super::output::{self, Output};
 
 /// `vadyl key show`: the public half of the signing key (creating the key pair on first use).
-pub(super) fn key_show(data_dir: &Path, out: &Output) -> anyhow::Result<()> {
-    let key = vadyl::storage::registry_key(data_dir)?;
+pub(super) fn key_show(location: &vadyl::storage::Location, out: &Output) -> anyhow::Result<()> {
+    let key = vadyl::storage::registry_key(location)?;
     use vadyl::keys::Signer;
     out.print(
         &json!({
@@ -29,7 +27,7 @@ pub(super) fn secret(conn: &Conn, out: &Output, command: SecretCommand) -> anyho
     if conn.server.is_some() {
         bail!("secrets are set on the registry's own data directory, not through --server");
     }
-    let app = open_registry(&conn.data_dir)?;
+    let app = open_registry(&conn.location)?;
     match command {
         SecretCommand::Set { name, project, from_env } => {
             let project = project_arg(project)?;

@@ -37,8 +37,9 @@ use output::Output;
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let out = Output { json: cli.json };
-    let Cli { data_dir, server, command, .. } = cli;
-    let conn = Conn { data_dir, server };
+    let Cli { data_dir, server, store, keys_dir, command, .. } = cli;
+    let location = client::location(&data_dir, store, keys_dir)?;
+    let conn = Conn { data_dir, location, server };
     match command {
         Command::Serve {
             listen,
@@ -52,7 +53,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             feed_stall_ms,
             feed_heartbeat_secs,
         } => serve::serve(
-            &conn.data_dir,
+            &conn.location,
             &listen,
             vadyl::http::Limits {
                 feed: vadyl::http::feed::FeedLimits {
@@ -68,7 +69,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 events: checkpoint_events.max(1),
             },
         ),
-        Command::Key(KeyCommand::Show) => local::key_show(&conn.data_dir, &out),
+        Command::Key(KeyCommand::Show) => local::key_show(&conn.location, &out),
         Command::Token(c) => token::run(&conn, &out, c),
         Command::Contract(c) => publication::contract(&conn, &out, c),
         Command::Implementation(c) => publication::implementation(&conn, &out, c),
@@ -76,6 +77,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Connector(c) => connector::run(&conn, &out, c),
         Command::Secret(c) => local::secret(&conn, &out, c),
         Command::Audit(c) => audit::run(&conn, &out, c),
-        Command::Bench(c) => bench::run(&out, c),
+        Command::Bench(c) => bench::run(&out, c, conn.location.database.as_deref()),
     }
 }

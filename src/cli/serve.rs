@@ -1,7 +1,6 @@
 //! `vadyl serve`: the HTTP API on a data directory, with its limits, the first admin token, and the
 //! refusal to listen beyond loopback before any token exists.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
@@ -31,14 +30,15 @@ pub(super) fn limits(
 /// Opens the registry, checks the address, creates the first admin token if there is none, and
 /// serves until the process is stopped.
 pub(super) fn serve(
-    data_dir: &Path,
+    location: &vadyl::storage::Location,
     listen: &str,
     limits: Limits,
     cadence: vadyl::http::CheckpointCadence,
 ) -> anyhow::Result<()> {
     let addr: std::net::SocketAddr =
         listen.parse().with_context(|| format!("--listen {listen:?} is not an address such as 127.0.0.1:8080"))?;
-    let app = Arc::new(open_registry(data_dir)?);
+    let data_dir = location.data_dir.as_path();
+    let app = Arc::new(open_registry(location)?);
     let has_tokens = app.registry().read(|p| p.tokens.values().any(|t| t.revoked.is_none()));
     if !addr.ip().is_loopback() && !has_tokens {
         bail!(
@@ -76,7 +76,14 @@ pub(super) fn serve(
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener.local_addr()?;
         // Tests and scripts read this line to learn the port when listening on :0.
-        println!("vadyl listening on http://{local} (data directory {})", data_dir.display());
+        match &location.database {
+            Some(_) => println!(
+                "vadyl listening on http://{local} (database {}, node data directory {})",
+                location.describe(),
+                data_dir.display()
+            ),
+            None => println!("vadyl listening on http://{local} (data directory {})", data_dir.display()),
+        }
         Ok(vadyl::http::serve(app, listener, limits, cadence).await?)
     })
 }

@@ -4,6 +4,7 @@
 //!
 //! Architecture invariant: pure. No SQL, no files, no clock.
 
+pub mod append;
 pub mod checkpoint;
 pub mod domain;
 pub mod envelope;

@@ -142,6 +142,12 @@ pub trait EventStore: Send + Sync {
         Ok(None)
     }
 
+    /// A watch whose value changes whenever anyone commits, for stores that learn of commits as they
+    /// happen (PostgreSQL's notices) and not only when asked; `None` when the store cannot push.
+    fn subscribe_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
     /// Calls `visit` for every event with `from <= position <= to`, in order. Stops at the first
     /// error `visit` returns.
     fn read_range(

@@ -694,8 +694,24 @@ pub async fn serve(
             }
         })
     };
+    // Another node's appends reach this node's state (and its live feed) as soon as the log says
+    // someone committed, not only at the next read.
+    let follower = app.registry().log_changes().map(|mut changes| {
+        let app = app.clone();
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                let a = app.clone();
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || a.registry().catch_up()).await {
+                    tracing::warn!(error = %crate::report::ErrorChain(&e), "cannot fold the log's new events");
+                }
+            }
+        })
+    });
     axum::serve(listener, limited(app.clone(), limits)).with_graceful_shutdown(shutdown_signal()).await?;
     maintenance.abort();
+    if let Some(f) = follower {
+        f.abort();
+    }
     tokio::task::spawn_blocking(move || maintain(app.registry())).await.map_err(std::io::Error::other)?;
     Ok(())
 }

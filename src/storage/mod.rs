@@ -22,8 +22,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::app::access::TokenHashes;
 use crate::app::registry::{OpenOptions, SnapshotStore};
 use crate::app::{App, AppError, Ports};
+use crate::events::store::{EventStore, StoreError};
+use crate::runtime::artifact::ArtifactStore;
 use crate::runtime::host::clock::{Clock, SystemClock};
 use crate::runtime::host::memory::{MemoryError, MemoryStore};
 use crate::runtime::host::secrets::{SecretError, SecretRows, SecretStore};
@@ -31,6 +34,7 @@ use crate::runtime::host::secrets::{SecretError, SecretRows, SecretStore};
 pub mod artifacts;
 pub mod journal;
 pub mod keys;
+pub mod postgres;
 pub mod sqlite;
 
 use sqlite::log::{Durability, SqliteStore};
@@ -74,39 +78,108 @@ pub enum SecretsOpenError {
     #[error(transparent)]
     KeyFile(#[from] keys::SecretKeyError),
     #[error("the secrets master key file {path} is missing but the secret store {db} was encrypted with a key; restore the key file (a new key could not decrypt the stored secrets)")]
-    KeyFileMissing { path: PathBuf, db: PathBuf },
+    KeyFileMissing { path: PathBuf, db: String },
     #[error("the secrets master key in {path} is not the key the secret store {db} was encrypted with; restore the original key file")]
-    KeyMismatch { path: PathBuf, db: PathBuf },
+    KeyMismatch { path: PathBuf, db: String },
     #[error(transparent)]
     Store(SecretError),
+}
+
+/// Where a registry's state lives: a data directory, and optionally a shared PostgreSQL database.
+///
+/// With a database, the log, token hashes, artifacts and secret rows live there, shared by every
+/// node; the data directory keeps what is this node's own: the compiled-code cache, the projection
+/// snapshot, host memory and invocation records (not yet shared), and by default the keys. Nodes
+/// that share a database must share the keys too: `keys_dir` points every node at the same files.
+#[derive(Debug, Clone)]
+pub struct Location {
+    pub data_dir: PathBuf,
+    /// A `postgres://` URL; `None` for the embedded default (everything in `data_dir`).
+    pub database: Option<String>,
+    /// The directory of the registry key and the secrets master key; `<data_dir>/keys` by default.
+    pub keys_dir: Option<PathBuf>,
+}
+
+impl Location {
+    /// Everything in one data directory: the embedded default.
+    pub fn dir(data_dir: &Path) -> Self {
+        Self { data_dir: data_dir.to_owned(), database: None, keys_dir: None }
+    }
+
+    pub fn keys_dir(&self) -> PathBuf {
+        self.keys_dir.clone().unwrap_or_else(|| self.data_dir.join(KEYS_DIR))
+    }
+
+    /// What to name in messages: the database (without its password) or the data directory.
+    pub fn describe(&self) -> String {
+        match &self.database {
+            Some(url) => postgres::describe(url),
+            None => self.data_dir.display().to_string(),
+        }
+    }
 }
 
 /// Opens (creating on first use) every store of the data directory `dir` and the application on
 /// top of them.
 pub fn open(dir: &Path, options: OpenOptions) -> Result<App, OpenError> {
-    open_with(dir, options, Durability::Full)
+    open_at(&Location::dir(dir), options, Durability::Full)
 }
 
 /// [`open`] with the log's durability chosen (the benchmarks measure both).
 pub fn open_with(dir: &Path, options: OpenOptions, durability: Durability) -> Result<App, OpenError> {
+    open_at(&Location::dir(dir), options, durability)
+}
+
+/// Opens every store at `location` and the application on top of them.
+pub fn open_at(location: &Location, options: OpenOptions, durability: Durability) -> Result<App, OpenError> {
+    let dir = location.data_dir.as_path();
     std::fs::create_dir_all(dir).map_err(|source| OpenError::DataDir { path: dir.to_owned(), source })?;
     let failed = |what: &'static str| {
         move |e: Box<dyn std::error::Error + Send + Sync>| OpenError::Store { what, dir: dir.to_owned(), source: e }
     };
-    let key = keys::load_or_create(&dir.join(KEYS_DIR)).map_err(|e| failed("the registry key")(Box::new(e)))?;
-    let log = open_log(dir, durability).map_err(|e| failed("the event log")(Box::new(e)))?;
+    let keys_dir = location.keys_dir();
+    let key = keys::load_or_create(&keys_dir).map_err(|e| failed("the registry key")(Box::new(e)))?;
+    let log = open_log(location, durability).map_err(|e| failed("the event log")(Box::new(e)))?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let (artifacts, secret_rows, tokens): (Arc<dyn ArtifactStore>, Arc<dyn SecretRows>, Arc<dyn TokenHashes>) =
+        match &location.database {
+            Some(url) => (
+                Arc::new(
+                    postgres::artifacts::PostgresArtifacts::open(url)
+                        .map_err(|e| failed("the artifact store")(Box::new(e)))?,
+                ),
+                Arc::new(
+                    postgres::secrets::PostgresSecretRows::open(url)
+                        .map_err(|e| failed("the secret store")(Box::new(e)))?,
+                ),
+                Arc::new(
+                    postgres::tokens::PostgresTokenHashes::open(url)
+                        .map_err(|e| failed("the token store")(Box::new(e)))?,
+                ),
+            ),
+            None => (
+                Arc::new(
+                    artifacts::FileArtifacts::open(&dir.join(ARTIFACTS_DIR))
+                        .map_err(|e| failed("the artifact store")(Box::new(e)))?,
+                ),
+                Arc::new(
+                    SqliteSecretRows::open(&dir.join(SECRETS_DB))
+                        .map_err(|e| failed("the secret store")(Box::new(e)))?,
+                ),
+                Arc::new(
+                    sqlite::tokens::SqliteTokenHashes::open(&dir.join(TOKENS_DB))
+                        .map_err(|e| failed("the token store")(Box::new(e)))?,
+                ),
+            ),
+        };
     let ports = Ports {
         log,
         key,
         snapshots: Some(Arc::new(FileSnapshot { path: dir.join(SNAPSHOT_FILE) })),
-        artifacts: Arc::new(
-            artifacts::FileArtifacts::open(&dir.join(ARTIFACTS_DIR))
-                .map_err(|e| failed("the artifact store")(Box::new(e)))?,
-        ),
+        artifacts,
         compiled_dir: dir.join(COMPILED_DIR),
         secrets: Arc::new(
-            open_secrets(&dir.join(SECRETS_DB), &dir.join(KEYS_DIR))
+            secret_store(secret_rows, &location.describe(), &keys_dir)
                 .map_err(|e| failed("the secret store")(Box::new(e)))?,
         ),
         memory: open_memory(&dir.join(MEMORY_DB), clock.clone())
@@ -118,10 +191,7 @@ pub fn open_with(dir: &Path, options: OpenOptions, durability: Durability) -> Re
             )
             .map_err(|e| failed("the invocation records")(Box::new(e)))?,
         ),
-        tokens: Arc::new(
-            sqlite::tokens::SqliteTokenHashes::open(&dir.join(TOKENS_DB))
-                .map_err(|e| failed("the token store")(Box::new(e)))?,
-        ),
+        tokens,
         clock,
     };
     Ok(App::open(ports, options)?)
@@ -139,6 +209,11 @@ fn open_memory(path: &Path, clock: Arc<dyn Clock>) -> Result<Arc<dyn MemoryStore
 /// rather than silently starting over with a key that cannot decrypt them.
 pub fn open_secrets(db: &Path, keys_dir: &Path) -> Result<SecretStore, SecretsOpenError> {
     let rows = SqliteSecretRows::open(db).map_err(SecretsOpenError::Store)?;
+    secret_store(Arc::new(rows), &db.display().to_string(), keys_dir)
+}
+
+/// The secret store over `rows` (named `db` in messages), with the master key of `keys_dir`.
+fn secret_store(rows: Arc<dyn SecretRows>, db: &str, keys_dir: &Path) -> Result<SecretStore, SecretsOpenError> {
     let path = keys_dir.join(keys::SECRETS_KEY_FILE);
     let sealed_before = rows.key_check().map_err(SecretsOpenError::Store)?.is_some();
     let master = if path.exists() {
@@ -148,21 +223,29 @@ pub fn open_secrets(db: &Path, keys_dir: &Path) -> Result<SecretStore, SecretsOp
     } else {
         keys::create_secrets_key(keys_dir, &path)?
     };
-    SecretStore::new(master, Arc::new(rows)).map_err(|e| match e {
+    SecretStore::new(master, rows).map_err(|e| match e {
         SecretError::KeyMismatch => SecretsOpenError::KeyMismatch { path, db: db.to_owned() },
         e => SecretsOpenError::Store(e),
     })
 }
 
-/// The event log of a data directory alone, for the audit commands that read it without opening
-/// the registry.
-pub fn open_log(dir: &Path, durability: Durability) -> Result<Arc<SqliteStore>, crate::events::store::StoreError> {
-    Ok(Arc::new(SqliteStore::open(&dir.join(EVENTS_DB), durability)?))
+/// The event log at `location` alone, for the audit commands that read it without opening the
+/// registry.
+pub fn open_log(location: &Location, durability: Durability) -> Result<Arc<dyn EventStore>, StoreError> {
+    Ok(match &location.database {
+        Some(url) => Arc::new(postgres::log::PostgresStore::open(url, durability)?),
+        None => Arc::new(SqliteStore::open(&location.data_dir.join(EVENTS_DB), durability)?),
+    })
 }
 
-/// The registry key of a data directory (created on first use).
-pub fn registry_key(dir: &Path) -> Result<crate::keys::RegistryKey, keys::KeyError> {
-    keys::load_or_create(&dir.join(KEYS_DIR))
+/// Whether `location` holds a log already (audit commands refuse to create one).
+pub fn log_exists(location: &Location) -> bool {
+    location.database.is_some() || location.data_dir.join(EVENTS_DB).exists()
+}
+
+/// The registry key at `location` (created on first use).
+pub fn registry_key(location: &Location) -> Result<crate::keys::RegistryKey, keys::KeyError> {
+    keys::load_or_create(&location.keys_dir())
 }
 
 /// The projection snapshot as a file: written to a temporary name, synced, renamed into place.

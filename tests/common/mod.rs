@@ -53,9 +53,15 @@ impl Server {
 
     /// `vadyl serve` with extra options (e.g. `--max-concurrent 4`).
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_global(data_dir, &[], extra)
+    }
+
+    /// `vadyl <global options> serve <extra>`: global options such as `--store URL`.
+    pub fn start_global(data_dir: &Path, global: &[&str], extra: &[&str]) -> Self {
         let mut child = Command::new(vadyl_bin())
             .arg("--data-dir")
             .arg(data_dir)
+            .args(global)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(extra)
             .stdout(Stdio::piped())
@@ -258,10 +264,16 @@ pub fn vadyl_ok(data_dir: &Path, args: &[&str]) -> String {
 
 /// `vadyl secret set NAME` with the value on stdin; what the command printed.
 pub fn set_secret(data_dir: &Path, name: &str, value: &str) -> String {
+    set_secret_global(data_dir, &[], name, value)
+}
+
+/// [`set_secret`] with global options (e.g. `--store URL`).
+pub fn set_secret_global(data_dir: &Path, global: &[&str], name: &str, value: &str) -> String {
     use std::io::Write;
     let mut child = Command::new(vadyl_bin())
         .arg("--data-dir")
         .arg(data_dir)
+        .args(global)
         .args(["secret", "set", name])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod fake_stripe;
+pub mod postgres;
 
 use serde_json::{json, Value};
 

@@ -10,16 +10,16 @@
 //! The database itself enforces what it can: triggers refuse UPDATE and DELETE, and the primary key
 //! refuses a second row at a position.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-use sha2::{Digest, Sha256};
 
-use crate::events::envelope::{canonical_json, RecordedEvent, GENESIS_PREV_HASH};
+use crate::events::append;
+use crate::events::envelope::RecordedEvent;
 use crate::events::merkle::{self, Hash32};
 use crate::events::store::{AppendOutcome, AppendRequest, EventStore, Head, StoreError};
 use crate::events::tiles;
@@ -137,7 +137,7 @@ fn row_to_event(row: &rusqlite::Row<'_>) -> Result<RecordedEvent, StoreError> {
     })
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_owned())
@@ -331,52 +331,28 @@ fn append_one(
     head: &mut Option<Head>,
     recorded_at: &str,
 ) -> Result<AppendOutcome, StoreError> {
-    if request.event_count() == 0 {
-        return Err(StoreError::InvalidAppend("an append must carry at least one event".into()));
-    }
-    let mut seen = HashSet::new();
-    for s in &request.streams {
-        for e in &s.events {
-            if !seen.insert(e.event_id.as_str()) {
-                return Err(StoreError::InvalidAppend(format!("event id {} appears twice in one append", e.event_id)));
-            }
-        }
-    }
+    append::validate(request)?;
     // Idempotency: a retry of an append that already committed resends the same ids, so looking up
     // the first one tells a retry from a new append; any other reused id is caught by the UNIQUE
     // constraint on insert (and refused as a conflict).
-    let mut find_id = tx.prepare_cached("SELECT position FROM events WHERE event_id = ?1")?;
-    let first_stored = match request.streams.iter().flat_map(|s| s.events.first()).next() {
-        Some(first) => find_id.query_row([&first.event_id], |r| r.get::<_, i64>(0)).optional()?,
-        None => None,
+    let mut find_id = tx.prepare_cached(&format!("{SELECT_EVENT} WHERE event_id = ?1"))?;
+    let mut lookup = |id: &str| -> Result<Option<RecordedEvent>, StoreError> {
+        let mut rows = find_id.query([id])?;
+        rows.next()?.map(row_to_event).transpose()
     };
-    let mut stored_positions = Vec::new();
-    if first_stored.is_some() {
-        for s in &request.streams {
-            for e in &s.events {
-                if let Some(p) = find_id.query_row([&e.event_id], |r| r.get::<_, i64>(0)).optional()? {
-                    stored_positions.push((e, p as u64, s.stream_id.as_str()));
+    let first = request.streams.iter().flat_map(|s| s.events.first()).next();
+    if let Some(first) = first {
+        if lookup(&first.event_id)?.is_some() {
+            let mut stored = HashMap::new();
+            for e in request.streams.iter().flat_map(|s| &s.events) {
+                if let Some(event) = lookup(&e.event_id)? {
+                    stored.insert(e.event_id.clone(), event);
                 }
             }
-        }
-    }
-    if !stored_positions.is_empty() {
-        if stored_positions.len() != request.event_count() {
-            return Err(StoreError::EventIdConflict { event_id: stored_positions[0].0.event_id.clone() });
-        }
-        let mut events = Vec::with_capacity(stored_positions.len());
-        let mut by_pos = tx.prepare_cached(&format!("{SELECT_EVENT} WHERE position = ?1"))?;
-        for (proposed, position, stream_id) in stored_positions {
-            let mut rows = by_pos.query([position as i64])?;
-            let row = rows.next()?.ok_or(StoreError::Corrupt { position, reason: "vanished during append".into() })?;
-            let stored = row_to_event(row)?;
-            if stored.stream_id != stream_id || stored.event_type != proposed.event_type {
-                return Err(StoreError::EventIdConflict { event_id: proposed.event_id.clone() });
+            if let Some(outcome) = append::replay_of(request, &stored)? {
+                return Ok(outcome);
             }
-            events.push(stored);
         }
-        events.sort_by_key(|e| e.position);
-        return Ok(AppendOutcome { events, idempotent_replay: true });
     }
 
     let mut version_of = tx.prepare_cached(
@@ -388,11 +364,7 @@ fn append_one(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?;
     let mut events = Vec::with_capacity(request.event_count());
-    let mut streams_done = HashSet::new();
     for s in &request.streams {
-        if !streams_done.insert(s.stream_id.as_str()) {
-            return Err(StoreError::InvalidAppend(format!("stream {} appears twice in one append", s.stream_id)));
-        }
         let current = version_of.query_row([&s.stream_id], |r| r.get::<_, i64>(0)).optional()?.map(|v| v as u64);
         if !s.expected.admits(current) {
             return Err(StoreError::WrongExpectedVersion {
@@ -403,32 +375,10 @@ fn append_one(
         }
         let mut stream_version = current.unwrap_or(0);
         for proposed in &s.events {
-            if proposed.schema_version == 0 {
-                return Err(StoreError::InvalidAppend("schema versions start at 1".into()));
-            }
             stream_version += 1;
-            let (position, prev_hash) = match *head {
-                Some(h) => (h.position + 1, h.hash),
-                None => (1, GENESIS_PREV_HASH),
-            };
-            let payload = canonical_json(&proposed.payload)
-                .map_err(|e| StoreError::InvalidAppend(format!("payload cannot be canonicalized: {e}")))?;
-            let mut event = RecordedEvent {
-                position,
-                event_id: proposed.event_id.clone(),
-                stream_id: s.stream_id.clone(),
-                stream_version,
-                event_type: proposed.event_type.clone(),
-                schema_version: proposed.schema_version,
-                recorded_at: recorded_at.to_owned(),
-                metadata: request.metadata.clone(),
-                payload,
-                prev_hash,
-                hash: GENESIS_PREV_HASH,
-            };
-            event.hash = Sha256::digest(event.canonical_bytes()).into();
+            let event = append::seal(proposed, &s.stream_id, stream_version, *head, recorded_at, &request.metadata)?;
             let inserted = insert.execute(params![
-                position as i64,
+                event.position as i64,
                 event.event_id,
                 event.stream_id,
                 stream_version as i64,
@@ -451,7 +401,7 @@ fn append_one(
                 }
                 Err(e) => return Err(e.into()),
             }
-            *head = Some(Head { position, hash: event.hash });
+            *head = Some(Head { position: event.position, hash: event.hash });
             events.push(event);
         }
     }
@@ -560,7 +510,7 @@ impl EventStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::envelope::EventMetadata;
+    use crate::events::envelope::{EventMetadata, GENESIS_PREV_HASH};
     use crate::events::store::{ExpectedVersion, ProposedEvent};
 
     fn ev(id: &str) -> ProposedEvent {

@@ -51,6 +51,11 @@ pub struct Measurement {
     pub durability: &'static str,
     pub what: &'static str,
     pub baseline: &'static str,
+    /// PostgreSQL's 64-writer row only: our throughput over one connection's one-row-per-transaction
+    /// INSERTs (PostgreSQL flushes concurrent commits together, so the 64-connection baseline is
+    /// itself a group commit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vs_one_row_per_transaction: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -155,15 +160,19 @@ fn baseline_insert(conn: &Connection, position: Option<i64>, payload: &str) -> r
     ])
 }
 
-fn sample_payload() -> String {
+pub(super) fn sample_payload() -> String {
     crate::events::envelope::canonical_json(&bench_event(5000).payload).unwrap_or_default()
 }
 
-fn rate(events: u64, started: Instant) -> f64 {
+pub(super) fn rate(events: u64, started: Instant) -> f64 {
     events as f64 / started.elapsed().as_secs_f64().max(1e-9)
 }
 
-pub fn run_log_bench(opts: &LogBenchOptions) -> BenchResult<LogBenchReport> {
+/// The log benchmark on SQLite, or on the PostgreSQL database `store` names.
+pub fn run_log_bench(opts: &LogBenchOptions, store: Option<&str>) -> BenchResult<LogBenchReport> {
+    if let Some(url) = store {
+        return super::log_postgres::run(url, opts);
+    }
     let (_tmp, dir) = super::bench_dir(opts.dir.as_deref())?;
     let reps = opts.repetitions.max(1);
     let payload = sample_payload();
@@ -338,7 +347,7 @@ pub fn run_log_bench(opts: &LogBenchOptions) -> BenchResult<LogBenchReport> {
     Ok(LogBenchReport { append_batched, append_single, append_concurrent64, replay })
 }
 
-fn measurement(
+pub(super) fn measurement(
     ours: Vec<f64>,
     base: Vec<f64>,
     events: u64,
@@ -357,5 +366,6 @@ fn measurement(
         durability,
         what,
         baseline,
+        vs_one_row_per_transaction: None,
     }
 }

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod invoke;
 pub mod log;
+mod log_postgres;
 
 /// The directory a benchmark writes its databases in: `dir`, or a temporary one, removed with the
 /// returned guard.

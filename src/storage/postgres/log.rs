@@ -1,0 +1,640 @@
+//! The event log on PostgreSQL, shared by every node that connects to the database.
+//!
+//! **Order.** Appends from every node are serialised by one transaction-scoped advisory lock
+//! (`pg_advisory_xact_lock(APPEND_LOCK)`), taken as the transaction's first statement; the head is
+//! read after it. PostgreSQL makes a transaction visible before it releases its locks, so the next
+//! appender — and every reader — sees the previous append before the next one can commit: positions
+//! are gap-free and become visible in position order. No reader ever has to skip a gap by time.
+//!
+//! **Group commit.** As with SQLite, one writer thread per node takes every append waiting (up to
+//! `MAX_GROUP`) and commits them in one transaction, in a fixed number of round trips whatever the
+//! group's size: lock, head, one look-up of every event id and one of every stream's version, one
+//! multi-row INSERT, then NOTIFY and COMMIT together. Each request is decided in Rust against the
+//! group's running state (`events::append`), so a refused request writes nothing and needs no
+//! savepoint, while its neighbours commit.
+//!
+//! **Change notices.** The commit carries `NOTIFY vadyl_log`; a listener connection per node bumps
+//! the change marker on each notice, and polls the head every `POLL` as a safety net, so a lost
+//! notice costs latency, never correctness (a decision always reads the log first anyway).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::{Client, Statement};
+
+use crate::events::append;
+use crate::events::envelope::{EventMetadata, RecordedEvent};
+use crate::events::merkle::{self, Hash32};
+use crate::events::store::{AppendOutcome, AppendRequest, EventStore, Head, StoreError};
+use crate::events::tiles;
+use crate::storage::sqlite::log::{now_rfc3339, Durability};
+
+const MAX_GROUP: usize = 256;
+/// Serialises appends across every node; any constant no other application on the database uses.
+const APPEND_LOCK: i64 = 0x7661_6479_6c00_0001;
+const CHANNEL: &str = "vadyl_log";
+/// How often the listener looks at the head when no notice came.
+const POLL: Duration = Duration::from_millis(500);
+
+const COLUMNS: &str = "position, event_id, stream_id, stream_version, type, schema_version, recorded_at, \
+     actor, correlation_id, causation_id, payload, prev_hash, hash";
+
+/// The statements one connection prepares once (a text query costs an extra round trip each time).
+struct Prepared {
+    head: Statement,
+    by_ids: Statement,
+    versions: Statement,
+    insert: Statement,
+    range: Statement,
+    at: Statement,
+    by_id: Statement,
+    version: Statement,
+    hashes: Statement,
+    tiles: Statement,
+    insert_tile: Statement,
+}
+
+impl Prepared {
+    fn on(client: &mut Client) -> Result<Self, postgres::Error> {
+        Ok(Self {
+            head: client.prepare("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1")?,
+            by_ids: client.prepare(&format!("SELECT {COLUMNS} FROM events WHERE event_id = ANY($1::text[])"))?,
+            versions: client.prepare(
+                "SELECT s.id, (SELECT e.stream_version FROM events e WHERE e.stream_id = s.id \
+                 ORDER BY e.stream_version DESC LIMIT 1) FROM unnest($1::text[]) AS s(id)",
+            )?,
+            insert: client.prepare(&format!(
+                "INSERT INTO events ({COLUMNS}) SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], \
+                 $4::bigint[], $5::text[], $6::integer[], $7::text[], $8::text[], $9::text[], $10::text[], \
+                 $11::text[], $12::bytea[], $13::bytea[])"
+            ))?,
+            range: client
+                .prepare(&format!("SELECT {COLUMNS} FROM events WHERE position BETWEEN $1 AND $2 ORDER BY position"))?,
+            at: client.prepare(&format!("SELECT {COLUMNS} FROM events WHERE position = $1"))?,
+            by_id: client.prepare(&format!("SELECT {COLUMNS} FROM events WHERE event_id = $1"))?,
+            version: client.prepare(
+                "SELECT stream_version FROM events WHERE stream_id = $1 ORDER BY stream_version DESC LIMIT 1",
+            )?,
+            hashes: client
+                .prepare("SELECT position, hash FROM events WHERE position BETWEEN $1 AND $2 ORDER BY position")?,
+            tiles: client.prepare(
+                "SELECT idx, hash FROM merkle_tiles WHERE level = $1 AND idx BETWEEN $2 AND $3 ORDER BY idx",
+            )?,
+            insert_tile: client.prepare("INSERT INTO merkle_tiles (level, idx, hash) VALUES ($1, $2, $3)")?,
+        })
+    }
+}
+
+/// A connection with its statements.
+struct Conn {
+    client: Client,
+    stmts: Prepared,
+}
+
+impl Conn {
+    fn open(url: &str) -> Result<Self, StoreError> {
+        let mut client = super::connect(url)?;
+        let stmts = Prepared::on(&mut client)?;
+        Ok(Self { client, stmts })
+    }
+}
+
+struct WriteJob {
+    request: AppendRequest,
+    reply: Sender<Result<AppendOutcome, StoreError>>,
+}
+
+/// The log in a PostgreSQL database.
+pub struct PostgresStore {
+    url: String,
+    jobs: Option<Sender<WriteJob>>,
+    writer: Option<JoinHandle<()>>,
+    readers: Mutex<Vec<Conn>>,
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore").field("database", &super::describe(&self.url)).finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connects to `url`, applies the migrations this binary knows (or refuses a newer database),
+    /// and starts this node's writer and change listener.
+    pub fn open(url: &str, durability: Durability) -> Result<Self, StoreError> {
+        super::off_runtime(|| Self::open_here(url, durability))
+    }
+
+    fn open_here(url: &str, durability: Durability) -> Result<Self, StoreError> {
+        let mut client = super::connect(url)?;
+        super::schema::migrate(&mut client).map_err(|e| StoreError::Backend(Box::new(e)))?;
+        if durability == Durability::Normal {
+            // Survives a killed node or client; the last commits may be lost if the server crashes.
+            client.batch_execute("SET synchronous_commit = off")?;
+        }
+        let stmts = Prepared::on(&mut client)?;
+        let mut writer_conn = Conn { client, stmts };
+        check_tiles(&mut writer_conn)?;
+        let changes = Arc::new(tokio::sync::watch::Sender::new(0u64));
+        let (tx, rx) = crossbeam_channel::unbounded::<WriteJob>();
+        let url_owned = url.to_owned();
+        let writer_changes = changes.clone();
+        let writer = std::thread::Builder::new()
+            .name("vadyl-pg-writer".into())
+            .spawn(move || writer_loop(writer_conn, &url_owned, durability, rx, &writer_changes))
+            .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (listen_url, listen_changes, listen_stop) = (url.to_owned(), changes.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("vadyl-pg-listen".into())
+            .spawn(move || listen_loop(&listen_url, &listen_changes, &listen_stop))
+            .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        Ok(Self {
+            url: url.to_owned(),
+            jobs: Some(tx),
+            writer: Some(writer),
+            readers: Mutex::new(Vec::new()),
+            changes,
+            stop,
+        })
+    }
+
+    /// `f` on a pooled reader connection, off any async runtime (see [`super::off_runtime`]).
+    fn with_reader<T: Send>(&self, f: impl FnOnce(&mut Conn) -> Result<T, StoreError> + Send) -> Result<T, StoreError> {
+        super::off_runtime(|| self.with_conn(f))
+    }
+
+    fn with_conn<T>(&self, f: impl FnOnce(&mut Conn) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let mut conn = match self.readers.lock().ok().and_then(|mut pool| pool.pop()) {
+            Some(c) if !c.client.is_closed() => c,
+            _ => Conn::open(&self.url)?,
+        };
+        let result = f(&mut conn);
+        if let Ok(mut pool) = self.readers.lock() {
+            if pool.len() < 8 && !conn.client.is_closed() {
+                pool.push(conn);
+            }
+        }
+        result
+    }
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        let readers = std::mem::take(self.readers.get_mut().unwrap_or_else(|p| p.into_inner()));
+        super::off_runtime(move || drop(readers));
+        self.stop.store(true, Ordering::Release);
+        self.jobs.take();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+fn bump(changes: &tokio::sync::watch::Sender<u64>) {
+    changes.send_modify(|v| *v = v.wrapping_add(1));
+}
+
+fn writer_loop(
+    mut conn: Conn,
+    url: &str,
+    durability: Durability,
+    rx: Receiver<WriteJob>,
+    changes: &tokio::sync::watch::Sender<u64>,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        if conn.client.is_closed() {
+            match reconnect(url, durability) {
+                Ok(c) => conn = c,
+                Err(e) => {
+                    let e = Arc::new(e);
+                    for job in group {
+                        let _ = job.reply.send(Err(StoreError::Backend(Box::new(SharedError(e.clone())))));
+                    }
+                    continue;
+                }
+            }
+        }
+        let results = commit_group(&mut conn, &group);
+        bump(changes);
+        for (job, result) in group.into_iter().zip(results) {
+            let _ = job.reply.send(result);
+        }
+    }
+}
+
+fn reconnect(url: &str, durability: Durability) -> Result<Conn, StoreError> {
+    let mut conn = Conn::open(url)?;
+    if durability == Durability::Normal {
+        conn.client.batch_execute("SET synchronous_commit = off")?;
+    }
+    Ok(conn)
+}
+
+/// The group's running state: what the requests decided so far see.
+struct GroupState {
+    head: Option<Head>,
+    versions: HashMap<String, Option<u64>>,
+    stored: HashMap<String, RecordedEvent>,
+    new_events: Vec<RecordedEvent>,
+}
+
+fn commit_group(conn: &mut Conn, group: &[WriteJob]) -> Vec<Result<AppendOutcome, StoreError>> {
+    let run = |conn: &mut Conn| -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
+        conn.client.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({APPEND_LOCK})"))?;
+        let Conn { client, stmts } = conn;
+        // Read after the lock: every append that held it before is visible now.
+        let head = client.query_opt(&stmts.head, &[])?.map(|r| head_of(&r)).transpose()?;
+        let old_size = head.map_or(0, |h| h.position);
+        let ids: Vec<&str> = group
+            .iter()
+            .flat_map(|j| j.request.streams.iter().flat_map(|s| &s.events))
+            .map(|e| e.event_id.as_str())
+            .collect();
+        let mut stored = HashMap::new();
+        for row in client.query(&stmts.by_ids, &[&ids])? {
+            let event = row_to_event(&row)?;
+            stored.insert(event.event_id.clone(), event);
+        }
+        let mut streams: Vec<&str> =
+            group.iter().flat_map(|j| j.request.streams.iter().map(|s| s.stream_id.as_str())).collect();
+        streams.sort_unstable();
+        streams.dedup();
+        let mut versions = HashMap::new();
+        for row in client.query(&stmts.versions, &[&streams])? {
+            let id: String = row.try_get(0)?;
+            let version: Option<i64> = row.try_get(1)?;
+            versions.insert(id, version.map(|v| v as u64));
+        }
+        let mut state = GroupState { head, versions, stored, new_events: Vec::new() };
+        let recorded_at = now_rfc3339();
+        let results: Vec<_> = group.iter().map(|job| decide_one(&mut state, &job.request, &recorded_at)).collect();
+        if !state.new_events.is_empty() {
+            insert_events(client, &stmts.insert, &state.new_events)?;
+        }
+        let new_size = state.head.map_or(0, |h| h.position);
+        extend_tiles(client, stmts, old_size, new_size)?;
+        client.batch_execute(&format!("SELECT pg_notify('{CHANNEL}', '{new_size}'); COMMIT"))?;
+        Ok(results)
+    };
+    match run(conn) {
+        Ok(results) => results,
+        Err(e) => {
+            if !conn.client.is_closed() {
+                let _ = conn.client.batch_execute("ROLLBACK");
+            }
+            let e = Arc::new(e);
+            group.iter().map(|_| Err(StoreError::Backend(Box::new(SharedError(e.clone()))))).collect()
+        }
+    }
+}
+
+/// Decides one request against the group's state; on success the state holds its events.
+fn decide_one(state: &mut GroupState, request: &AppendRequest, recorded_at: &str) -> Result<AppendOutcome, StoreError> {
+    append::validate(request)?;
+    if let Some(outcome) = append::replay_of(request, &state.stored)? {
+        return Ok(outcome);
+    }
+    let mut head = state.head;
+    let mut events = Vec::with_capacity(request.event_count());
+    let mut new_versions = Vec::with_capacity(request.streams.len());
+    for s in &request.streams {
+        let current = state.versions.get(&s.stream_id).copied().flatten();
+        if !s.expected.admits(current) {
+            return Err(StoreError::WrongExpectedVersion {
+                stream_id: s.stream_id.clone(),
+                expected: s.expected,
+                actual: current,
+            });
+        }
+        let mut stream_version = current.unwrap_or(0);
+        for proposed in &s.events {
+            stream_version += 1;
+            let event = append::seal(proposed, &s.stream_id, stream_version, head, recorded_at, &request.metadata)?;
+            head = Some(Head { position: event.position, hash: event.hash });
+            events.push(event);
+        }
+        new_versions.push((s.stream_id.clone(), stream_version));
+    }
+    state.head = head;
+    state.versions.extend(new_versions.into_iter().map(|(s, v)| (s, Some(v))));
+    for e in &events {
+        state.stored.insert(e.event_id.clone(), e.clone());
+    }
+    state.new_events.extend(events.iter().cloned());
+    Ok(AppendOutcome { events, idempotent_replay: false })
+}
+
+fn insert_events(client: &mut Client, insert: &Statement, events: &[RecordedEvent]) -> Result<(), StoreError> {
+    let positions: Vec<i64> = events.iter().map(|e| e.position as i64).collect();
+    let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+    let streams: Vec<&str> = events.iter().map(|e| e.stream_id.as_str()).collect();
+    let versions: Vec<i64> = events.iter().map(|e| e.stream_version as i64).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    let schemas: Vec<i32> = events.iter().map(|e| e.schema_version as i32).collect();
+    let times: Vec<&str> = events.iter().map(|e| e.recorded_at.as_str()).collect();
+    let actors: Vec<&str> = events.iter().map(|e| e.metadata.actor.as_str()).collect();
+    let correlations: Vec<Option<&str>> = events.iter().map(|e| e.metadata.correlation_id.as_deref()).collect();
+    let causations: Vec<Option<&str>> = events.iter().map(|e| e.metadata.causation_id.as_deref()).collect();
+    let payloads: Vec<&str> = events.iter().map(|e| e.payload.as_str()).collect();
+    let prevs: Vec<&[u8]> = events.iter().map(|e| &e.prev_hash[..]).collect();
+    let hashes: Vec<&[u8]> = events.iter().map(|e| &e.hash[..]).collect();
+    client.execute(
+        insert,
+        &[
+            &positions,
+            &ids,
+            &streams,
+            &versions,
+            &types,
+            &schemas,
+            &times,
+            &actors,
+            &correlations,
+            &causations,
+            &payloads,
+            &prevs,
+            &hashes,
+        ],
+    )?;
+    Ok(())
+}
+
+/// Writes the tile nodes that growing the tree from `old_size` to `new_size` leaves completes.
+/// Every commit leaves the tiles complete for its size, so the nodes present are exactly those of
+/// `old_size` and nothing needs to be asked.
+fn extend_tiles(client: &mut Client, stmts: &Prepared, old_size: u64, new_size: u64) -> Result<(), StoreError> {
+    for level in 1..=tiles::MAX_TILE_LEVEL {
+        let shift = tiles::TILE_HEIGHT * u32::from(level);
+        let (have, want) = (old_size.checked_shr(shift).unwrap_or(0), new_size.checked_shr(shift).unwrap_or(0));
+        if want == 0 || have == want {
+            break;
+        }
+        for k in have..want {
+            let below = read_tile(client, stmts, level - 1, k, tiles::TILE_WIDTH)?;
+            if below.len() as u64 != tiles::TILE_WIDTH {
+                return Err(StoreError::Corrupt {
+                    position: k * tiles::TILE_WIDTH,
+                    reason: format!("tile level {} has a gap under node {k} of level {level}", level - 1),
+                });
+            }
+            client.execute(&stmts.insert_tile, &[&i32::from(level), &(k as i64), &&merkle::root(&below)[..]])?;
+        }
+    }
+    Ok(())
+}
+
+/// Refuses to start on a log whose stored tiles do not match its size (a node that wrote events
+/// without them): the invariant [`extend_tiles`] relies on.
+fn check_tiles(conn: &mut Conn) -> Result<(), StoreError> {
+    let size =
+        conn.client.query_opt(&conn.stmts.head, &[])?.map(|r| head_of(&r)).transpose()?.map_or(0, |h| h.position);
+    for level in 1..=tiles::MAX_TILE_LEVEL {
+        let want = size.checked_shr(tiles::TILE_HEIGHT * u32::from(level)).unwrap_or(0);
+        let have: i64 = conn
+            .client
+            .query_one("SELECT COUNT(*) FROM merkle_tiles WHERE level = $1", &[&i32::from(level)])?
+            .try_get(0)?;
+        if have as u64 != want {
+            return Err(StoreError::Corrupt {
+                position: size,
+                reason: format!("tile level {level} holds {have} nodes where a log of {size} events has {want}"),
+            });
+        }
+        if want == 0 {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn read_tile(
+    client: &mut Client,
+    stmts: &Prepared,
+    level: u8,
+    index: u64,
+    width: u64,
+) -> Result<Vec<Hash32>, StoreError> {
+    let first = index.saturating_mul(tiles::TILE_WIDTH);
+    let last = first.saturating_add(width.min(tiles::TILE_WIDTH)).saturating_sub(1);
+    let (first, last) = (i64::try_from(first).unwrap_or(i64::MAX), i64::try_from(last).unwrap_or(i64::MAX));
+    let mut out = Vec::with_capacity(width as usize);
+    if level == 0 {
+        for row in client.query(&stmts.hashes, &[&first.saturating_add(1), &last.saturating_add(1)])? {
+            let position = row.try_get::<_, i64>(0)? as u64;
+            out.push(merkle::leaf_hash(&hash32(position, row.try_get(1)?)?));
+        }
+    } else {
+        for row in client.query(&stmts.tiles, &[&i32::from(level), &first, &last])? {
+            let idx = row.try_get::<_, i64>(0)? as u64;
+            out.push(hash32(idx, row.try_get(1)?)?);
+        }
+    }
+    Ok(out)
+}
+
+fn hash32(position: u64, bytes: &[u8]) -> Result<Hash32, StoreError> {
+    bytes.try_into().map_err(|_| StoreError::Corrupt { position, reason: "a stored hash is not 32 bytes".into() })
+}
+
+fn head_of(row: &postgres::Row) -> Result<Head, StoreError> {
+    let position = row.try_get::<_, i64>(0)? as u64;
+    Ok(Head { position, hash: hash32(position, row.try_get(1)?)? })
+}
+
+fn row_to_event(row: &postgres::Row) -> Result<RecordedEvent, StoreError> {
+    let position = row.try_get::<_, i64>(0)? as u64;
+    Ok(RecordedEvent {
+        position,
+        event_id: row.try_get(1)?,
+        stream_id: row.try_get(2)?,
+        stream_version: row.try_get::<_, i64>(3)? as u64,
+        event_type: row.try_get(4)?,
+        schema_version: row.try_get::<_, i32>(5)? as u32,
+        recorded_at: row.try_get(6)?,
+        metadata: EventMetadata {
+            actor: row.try_get(7)?,
+            correlation_id: row.try_get(8)?,
+            causation_id: row.try_get(9)?,
+        },
+        payload: row.try_get(10)?,
+        prev_hash: hash32(position, row.try_get(11)?)?,
+        hash: hash32(position, row.try_get(12)?)?,
+    })
+}
+
+/// Bumps `changes` on every notice on [`CHANNEL`], and whenever the head moved without one; keeps
+/// reconnecting until `stop`.
+fn listen_loop(url: &str, changes: &tokio::sync::watch::Sender<u64>, stop: &AtomicBool) {
+    let mut last_head: Option<i64> = None;
+    while !stop.load(Ordering::Acquire) {
+        let mut client = match super::connect(url)
+            .and_then(|mut c| c.batch_execute(&format!("LISTEN {CHANNEL}")).map(|_| c))
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %crate::report::ErrorChain(&e), "the log's change listener cannot connect; retrying");
+                std::thread::sleep(POLL);
+                continue;
+            }
+        };
+        // Notices may have been missed while disconnected.
+        bump(changes);
+        while !stop.load(Ordering::Acquire) && !client.is_closed() {
+            let mut notified = false;
+            {
+                let mut notifications = client.notifications();
+                let mut it = notifications.timeout_iter(POLL);
+                while let Ok(Some(_)) = it.next() {
+                    notified = true;
+                }
+            }
+            if notified {
+                bump(changes);
+                continue;
+            }
+            match client.query_one("SELECT COALESCE(MAX(position), 0) FROM events", &[]).and_then(|r| r.try_get(0)) {
+                Ok(head) => {
+                    if last_head.is_some_and(|h| h != head) {
+                        bump(changes);
+                    }
+                    last_head = Some(head);
+                }
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+impl EventStore for PostgresStore {
+    fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.jobs
+            .as_ref()
+            .ok_or(StoreError::WriterStopped)?
+            .send(WriteJob { request, reply })
+            .map_err(|_| StoreError::WriterStopped)?;
+        answer.recv().map_err(|_| StoreError::WriterStopped)?
+    }
+
+    fn head(&self) -> Result<Option<Head>, StoreError> {
+        self.with_reader(|c| c.client.query_opt(&c.stmts.head, &[])?.map(|r| head_of(&r)).transpose())
+    }
+
+    fn change_marker(&self) -> Result<Option<u64>, StoreError> {
+        Ok(Some(*self.changes.borrow()))
+    }
+
+    fn subscribe_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.changes.subscribe())
+    }
+
+    fn read_range(
+        &self,
+        from: u64,
+        to: u64,
+        visit: &mut dyn FnMut(RecordedEvent) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let (from, to) = (i64::try_from(from).unwrap_or(i64::MAX), i64::try_from(to).unwrap_or(i64::MAX));
+        let stream = |c: &mut Conn, visit: &mut dyn FnMut(RecordedEvent) -> Result<bool, StoreError>| {
+            let params: [&(dyn postgres::types::ToSql + Sync); 2] = [&from, &to];
+            let mut rows = c.client.query_raw(&c.stmts.range, params)?;
+            while let Some(row) = rows.next()? {
+                if !visit(row_to_event(&row)?)? {
+                    break;
+                }
+            }
+            Ok(())
+        };
+        if tokio::runtime::Handle::try_current().is_err() {
+            return self.with_conn(|c| stream(c, &mut |e| visit(e).map(|()| true)));
+        }
+        // Inside a runtime the rows are read on a thread of their own and handed over as they
+        // arrive, so a long range is streamed, not collected; a visitor that stops ends the query.
+        let (tx, rx) = crossbeam_channel::bounded::<RecordedEvent>(1024);
+        std::thread::scope(|s| {
+            let producer = s.spawn(move || self.with_conn(|c| stream(c, &mut |e| Ok(tx.send(e).is_ok()))));
+            let mut visited = Ok(());
+            for event in rx.iter() {
+                if let Err(e) = visit(event) {
+                    visited = Err(e);
+                    break;
+                }
+            }
+            drop(rx);
+            let produced = producer.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            visited.and(produced)
+        })
+    }
+
+    fn event_at(&self, position: u64) -> Result<Option<RecordedEvent>, StoreError> {
+        let position = i64::try_from(position).unwrap_or(i64::MAX);
+        self.with_reader(|c| c.client.query_opt(&c.stmts.at, &[&position])?.map(|r| row_to_event(&r)).transpose())
+    }
+
+    fn event_by_id(&self, event_id: &str) -> Result<Option<RecordedEvent>, StoreError> {
+        self.with_reader(|c| c.client.query_opt(&c.stmts.by_id, &[&event_id])?.map(|r| row_to_event(&r)).transpose())
+    }
+
+    fn stream_version(&self, stream_id: &str) -> Result<Option<u64>, StoreError> {
+        self.with_reader(|c| {
+            Ok(c.client
+                .query_opt(&c.stmts.version, &[&stream_id])?
+                .map(|r| r.try_get::<_, i64>(0))
+                .transpose()?
+                .map(|v| v as u64))
+        })
+    }
+
+    fn event_hashes(&self, from: u64, to: u64) -> Result<Vec<Hash32>, StoreError> {
+        self.with_reader(|c| {
+            let (from, to) = (i64::try_from(from).unwrap_or(i64::MAX), i64::try_from(to).unwrap_or(i64::MAX));
+            let mut out = Vec::new();
+            for row in c.client.query(&c.stmts.hashes, &[&from, &to])? {
+                let position = row.try_get::<_, i64>(0)? as u64;
+                out.push(hash32(position, row.try_get(1)?)?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn tile(&self, level: u8, index: u64, width: u64) -> Result<Vec<Hash32>, StoreError> {
+        self.with_reader(|c| read_tile(&mut c.client, &c.stmts, level, index, width))
+    }
+}
+
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> Self {
+        Self::Backend(Box::new(e))
+    }
+}
+
+/// One failed commit, reported to every append of its group.
+#[derive(Debug)]
+struct SharedError(Arc<StoreError>);
+
+impl std::fmt::Display for SharedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the group commit failed: {}", self.0)
+    }
+}
+
+impl std::error::Error for SharedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(self.0.as_ref())
+    }
+}

@@ -1,0 +1,102 @@
+//! PostgreSQL: the backend that lets several `vadyl serve` nodes share one log and one state.
+//!
+//! - `schema` — the versioned migrations the binary applies (and refuses when the database is newer);
+//! - `log` — the event log ([`log::PostgresStore`], the `EventStore` port);
+//! - `tokens`, `artifacts`, `secrets` — token hashes, artifacts by content hash and the sealed secret
+//!   rows, the same ports SQLite and the artifact directory implement.
+//!
+//! The driver is the synchronous `postgres` crate (rust-postgres, over `tokio-postgres`): every store
+//! port is a blocking trait called from `spawn_blocking` or a writer thread, so an async pool would
+//! only add a runtime hop per query; each connection is owned by one thread or a small pool here.
+
+use std::str::FromStr;
+
+pub mod artifacts;
+pub mod log;
+pub mod schema;
+pub mod secrets;
+pub mod tokens;
+
+/// Whether `location` names a PostgreSQL database rather than a data directory.
+pub fn is_database_url(location: &str) -> bool {
+    location.starts_with("postgres://") || location.starts_with("postgresql://")
+}
+
+/// Opens one connection to `url` (a libpq-style URL or key-value string).
+///
+/// `sslmode=disable` and `prefer` (libpq's default) connect without TLS here; `require` is refused
+/// with a message that says so rather than silently connecting in the clear.
+pub fn connect(url: &str) -> Result<postgres::Client, postgres::Error> {
+    let config = postgres::Config::from_str(url)?;
+    config.connect(postgres::NoTls)
+}
+
+/// Runs `f` where the synchronous client may block. `postgres` drives each connection with a small
+/// runtime of its own and panics when asked to from a thread that is inside another runtime (an
+/// async task, or `spawn_blocking`), which is where HTTP handlers call the stores from; such calls
+/// move to a scoped thread of their own. Threads outside any runtime (the log's writer and
+/// listener, the CLI) call `f` directly.
+pub fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|s| match s.spawn(f).join() {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
+/// One connection shared behind a mutex, reopened when the server has closed it: what the side
+/// stores (tokens, artifacts, secrets) need, whose queries are short and rare next to the log's.
+pub struct Shared {
+    url: String,
+    client: std::sync::Mutex<Option<postgres::Client>>,
+}
+
+impl Shared {
+    pub fn open(url: &str) -> Result<Self, postgres::Error> {
+        let client = off_runtime(|| connect(url))?;
+        Ok(Self { url: url.to_owned(), client: std::sync::Mutex::new(Some(client)) })
+    }
+
+    pub fn with<T: Send>(
+        &self,
+        f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error> + Send,
+    ) -> Result<T, postgres::Error> {
+        off_runtime(|| {
+            let mut guard = self.client.lock().unwrap_or_else(|p| p.into_inner());
+            let client = match guard.take() {
+                Some(c) if !c.is_closed() => guard.insert(c),
+                _ => guard.insert(connect(&self.url)?),
+            };
+            f(client)
+        })
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Closing a connection blocks on its runtime too.
+        let client = self.client.get_mut().map(Option::take).unwrap_or_else(|p| p.into_inner().take());
+        off_runtime(move || drop(client));
+    }
+}
+
+/// A short, password-free description of `url` for messages and logs.
+pub fn describe(url: &str) -> String {
+    match postgres::Config::from_str(url) {
+        Ok(c) => {
+            let host = c
+                .get_hosts()
+                .first()
+                .map(|h| match h {
+                    postgres::config::Host::Tcp(h) => h.clone(),
+                    postgres::config::Host::Unix(p) => p.display().to_string(),
+                })
+                .unwrap_or_default();
+            let port = c.get_ports().first().copied().unwrap_or(5432);
+            format!("postgres://{}@{host}:{port}/{}", c.get_user().unwrap_or(""), c.get_dbname().unwrap_or(""))
+        }
+        Err(_) => "an unparsable PostgreSQL URL".to_owned(),
+    }
+}

@@ -1,0 +1,137 @@
+//! The database schema as versioned migrations, applied by the binary under a session advisory
+//! lock (so that two nodes starting together do not both migrate), each in its own transaction
+//! with its row in `vadyl_schema`. A database whose newest migration this binary does not know is
+//! refused: an older binary must not write to a schema it does not understand.
+//!
+//! Append-only is enforced in the database twice: a trigger refuses UPDATE, DELETE and TRUNCATE on
+//! the log and its tiles for everyone, the table owner included; and PUBLIC has no UPDATE/DELETE
+//! there, so a node that connects as a role with only the grants of `docs/postgres.md` cannot even
+//! disable the trigger.
+
+/// Held while migrating (`pg_advisory_lock`); distinct from the log's append lock.
+const MIGRATION_LOCK: i64 = 0x7661_6479_6c00_0000;
+
+/// `(version, SQL)`, in order. Never edit a released migration: add the next one.
+pub const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    r#"
+CREATE FUNCTION vadyl_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'the % table is append-only: % refused', TG_TABLE_NAME, TG_OP;
+END $$;
+
+CREATE TABLE events (
+    position        bigint  PRIMARY KEY CHECK (position >= 1),
+    event_id        text    NOT NULL UNIQUE,
+    stream_id       text    NOT NULL,
+    stream_version  bigint  NOT NULL CHECK (stream_version >= 1),
+    type            text    NOT NULL,
+    schema_version  integer NOT NULL CHECK (schema_version >= 1),
+    recorded_at     text    NOT NULL,
+    actor           text    NOT NULL,
+    correlation_id  text,
+    causation_id    text,
+    payload         text    NOT NULL,
+    prev_hash       bytea   NOT NULL CHECK (length(prev_hash) = 32),
+    hash            bytea   NOT NULL CHECK (length(hash) = 32),
+    UNIQUE (stream_id, stream_version)
+);
+CREATE TRIGGER events_append_only BEFORE UPDATE OR DELETE ON events
+    FOR EACH ROW EXECUTE FUNCTION vadyl_refuse_change();
+CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON events
+    FOR EACH STATEMENT EXECUTE FUNCTION vadyl_refuse_change();
+
+CREATE TABLE merkle_tiles (
+    level integer NOT NULL CHECK (level >= 1),
+    idx   bigint  NOT NULL CHECK (idx >= 0),
+    hash  bytea   NOT NULL CHECK (length(hash) = 32),
+    PRIMARY KEY (level, idx)
+);
+CREATE TRIGGER merkle_tiles_append_only BEFORE UPDATE OR DELETE ON merkle_tiles
+    FOR EACH ROW EXECUTE FUNCTION vadyl_refuse_change();
+CREATE TRIGGER merkle_tiles_no_truncate BEFORE TRUNCATE ON merkle_tiles
+    FOR EACH STATEMENT EXECUTE FUNCTION vadyl_refuse_change();
+
+CREATE TABLE token_hashes (id text PRIMARY KEY, sha256 bytea NOT NULL CHECK (length(sha256) = 32));
+
+CREATE TABLE artifacts (
+    hash  bytea PRIMARY KEY CHECK (length(hash) = 32),
+    bytes bytea NOT NULL
+);
+CREATE TRIGGER artifacts_append_only BEFORE UPDATE OR DELETE ON artifacts
+    FOR EACH ROW EXECUTE FUNCTION vadyl_refuse_change();
+
+CREATE TABLE secrets (
+    project       text    NOT NULL,
+    name          text    NOT NULL,
+    version       bigint  NOT NULL CHECK (version >= 1),
+    nonce         bytea   NOT NULL,
+    ciphertext    bytea   NOT NULL,
+    fingerprint   text    NOT NULL,
+    created_at_ms bigint  NOT NULL,
+    PRIMARY KEY (project, name, version)
+);
+CREATE TRIGGER secrets_append_only BEFORE UPDATE OR DELETE ON secrets
+    FOR EACH ROW EXECUTE FUNCTION vadyl_refuse_change();
+CREATE TABLE secrets_meta (
+    id        integer PRIMARY KEY CHECK (id = 1),
+    key_check text    NOT NULL
+);
+
+REVOKE UPDATE, DELETE, TRUNCATE ON events, merkle_tiles, artifacts, secrets FROM PUBLIC;
+"#,
+)];
+
+/// The newest schema this binary knows.
+pub fn latest() -> i32 {
+    MIGRATIONS.last().map_or(0, |(v, _)| *v)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error("the database's schema is at version {found}, newer than this binary's {known}: run a vadyl at least as new as the one that migrated it")]
+    NewerThanBinary { found: i32, known: i32 },
+    #[error("cannot apply the database schema (migration {version})")]
+    Migrate {
+        version: i32,
+        #[source]
+        source: postgres::Error,
+    },
+    #[error("cannot read the database's schema version")]
+    Read(#[source] postgres::Error),
+}
+
+/// Brings the database to [`latest`], or refuses it; returns the version it is at.
+pub fn migrate(client: &mut postgres::Client) -> Result<i32, SchemaError> {
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).map_err(SchemaError::Read)?;
+    let result = migrate_locked(client);
+    // The lock is a session lock: released here, or when the connection closes if this fails.
+    let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
+    result
+}
+
+fn migrate_locked(client: &mut postgres::Client) -> Result<i32, SchemaError> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS vadyl_schema (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .map_err(SchemaError::Read)?;
+    let found: i32 = client
+        .query_one("SELECT COALESCE(MAX(version), 0) FROM vadyl_schema", &[])
+        .and_then(|r| r.try_get(0))
+        .map_err(SchemaError::Read)?;
+    if found > latest() {
+        return Err(SchemaError::NewerThanBinary { found, known: latest() });
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > found) {
+        let apply = |client: &mut postgres::Client| -> Result<(), postgres::Error> {
+            let mut tx = client.transaction()?;
+            tx.batch_execute(sql)?;
+            tx.execute("INSERT INTO vadyl_schema (version) VALUES ($1)", &[version])?;
+            tx.commit()
+        };
+        apply(client).map_err(|source| SchemaError::Migrate { version: *version, source })?;
+        tracing::info!(version, "applied database migration");
+    }
+    Ok(latest())
+}
