@@ -277,3 +277,99 @@ fn sixty_four_writers_on_two_nodes_lose_nothing_when_one_node_is_killed() {
     let report: Value = serde_json::from_str(&stdout(&out)).expect("verify prints JSON");
     assert!(report["checkpointsVerified"].as_u64().unwrap_or(0) >= 1, "{report}");
 }
+
+/// Two nodes' memory stores (each with its own connections, as two `vadyl serve` processes hold
+/// them) race on the same keys, round after round.
+#[test]
+fn two_nodes_racing_compare_exchange_and_leases_have_one_winner_per_round() {
+    use std::sync::Barrier;
+    use vadyl::runtime::host::clock::SystemClock;
+    use vadyl::runtime::host::memory::{MemoryError, MemoryLimits, MemoryStore, Scope};
+    use vadyl::storage::postgres::memory::PostgresMemory;
+
+    const ROUNDS: u64 = 2000;
+    let pg = PgServer::start();
+    let url = pg.database("memory_race");
+    // The first node's start migrates the schema.
+    drop(
+        vadyl::storage::postgres::log::PostgresStore::open(&url, vadyl::storage::sqlite::log::Durability::Full)
+            .unwrap(),
+    );
+    let node = || Arc::new(PostgresMemory::open(&url, Arc::new(SystemClock), MemoryLimits::default()).unwrap());
+    let nodes: [Arc<PostgresMemory>; 2] = [node(), node()];
+    let scope = Scope::new("shop", "counter-adapter:1.0.0").unwrap();
+    nodes[0].put_if_absent(&scope, "leader", b"none", None).unwrap();
+    let barrier = Arc::new(Barrier::new(2));
+    let handles: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, store)| {
+            let (store, scope, barrier) = (store.clone(), scope.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let me = format!("node-{i}");
+                let (mut cas_wins, mut lease_wins) = (Vec::new(), Vec::new());
+                for round in 0..ROUNDS {
+                    barrier.wait();
+                    // Both read the same version, then both try to move it on: one may win.
+                    let seen = store.get(&scope, "leader").unwrap().expect("the key exists").version;
+                    barrier.wait();
+                    match store.compare_exchange(&scope, "leader", seen, format!("{me}:{round}").as_bytes()) {
+                        Ok(version) => cas_wins.push((round, version)),
+                        Err(MemoryError::VersionMismatch(_)) => {}
+                        Err(e) => panic!("{me} round {round}: {e}"),
+                    }
+                    barrier.wait();
+                    match store.acquire_lease(&scope, "job", &me, 60_000, None) {
+                        Ok(lease) => {
+                            store.check_fence(&scope, "job", lease.fencing_token).unwrap();
+                            lease_wins.push((round, lease.fencing_token));
+                        }
+                        Err(MemoryError::LeaseHeld(_)) => {}
+                        Err(e) => panic!("{me} round {round}: {e}"),
+                    }
+                    barrier.wait();
+                    if let Some((r, token)) = lease_wins.last() {
+                        if *r == round {
+                            store.release_lease(&scope, "job", *token).unwrap();
+                        }
+                    }
+                    // No lost update: both add one to a shared counter, retrying on a lost race.
+                    loop {
+                        let current = store.get(&scope, "count").unwrap();
+                        let (version, n) = match &current {
+                            Some(e) => (e.version, String::from_utf8_lossy(&e.value).parse::<u64>().unwrap()),
+                            None => (0, 0),
+                        };
+                        match store.compare_exchange(&scope, "count", version, (n + 1).to_string().as_bytes()) {
+                            Ok(_) => break,
+                            Err(MemoryError::VersionMismatch(_)) => continue,
+                            Err(e) => panic!("{me} round {round}: {e}"),
+                        }
+                    }
+                }
+                (cas_wins, lease_wins)
+            })
+        })
+        .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().expect("a node's thread ended")).collect();
+    let mut cas: Vec<(u64, u64)> = results.iter().flat_map(|(c, _)| c.clone()).collect();
+    let mut leases: Vec<(u64, u64)> = results.iter().flat_map(|(_, l)| l.clone()).collect();
+    cas.sort();
+    leases.sort();
+    assert_eq!(
+        cas.iter().map(|(r, _)| *r).collect::<Vec<_>>(),
+        (0..ROUNDS).collect::<Vec<_>>(),
+        "one CAS winner per round"
+    );
+    assert_eq!(
+        leases.iter().map(|(r, _)| *r).collect::<Vec<_>>(),
+        (0..ROUNDS).collect::<Vec<_>>(),
+        "one lease per round"
+    );
+    assert!(cas.windows(2).all(|w| w[1].1 > w[0].1), "versions strictly increase");
+    assert!(leases.windows(2).all(|w| w[1].1 > w[0].1), "fencing tokens strictly increase");
+    let both = results.iter().filter(|(c, _)| !c.is_empty()).count();
+    assert_eq!(both, 2, "both nodes won some rounds: the race was real");
+    let count = nodes[1].get(&scope, "count").unwrap().unwrap();
+    assert_eq!(String::from_utf8_lossy(&count.value), (2 * ROUNDS).to_string(), "no lost update");
+}

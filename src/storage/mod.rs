@@ -34,6 +34,10 @@ use crate::runtime::host::secrets::{SecretError, SecretRows, SecretStore};
 pub mod artifacts;
 pub mod journal;
 pub mod keys;
+#[cfg(test)]
+pub(crate) mod log_semantics;
+#[cfg(test)]
+pub(crate) mod memory_semantics;
 pub mod postgres;
 pub mod sqlite;
 
@@ -182,8 +186,19 @@ pub fn open_at(location: &Location, options: OpenOptions, durability: Durability
             secret_store(secret_rows, &location.describe(), &keys_dir)
                 .map_err(|e| failed("the secret store")(Box::new(e)))?,
         ),
-        memory: open_memory(&dir.join(MEMORY_DB), clock.clone())
-            .map_err(|e| failed("the memory store")(Box::new(e)))?,
+        memory: match &location.database {
+            Some(url) => Arc::new(
+                postgres::memory::PostgresMemory::open(
+                    url,
+                    clock.clone(),
+                    crate::runtime::host::memory::MemoryLimits::default(),
+                )
+                .map_err(|e| failed("the memory store")(Box::new(e)))?,
+            ),
+            None => {
+                open_memory(&dir.join(MEMORY_DB), clock.clone()).map_err(|e| failed("the memory store")(Box::new(e)))?
+            }
+        },
         records: Arc::new(
             sqlite::invocations::SqliteInvocationRecords::open(
                 &dir.join(INVOCATIONS_DB),

@@ -3,3 +3,4 @@
 
 pub mod bench;
 pub mod guests;
+pub mod pg_server;

@@ -638,3 +638,101 @@ impl std::error::Error for SharedError {
         std::error::Error::source(self.0.as_ref())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::store::ExpectedVersion;
+    use crate::storage::log_semantics::{self, append, log_semantics_tests};
+    use crate::tools::pg_server::PgServer;
+
+    fn database(name: &str) -> (PgServer, String) {
+        let server = PgServer::start().unwrap();
+        let url = server.database(name).unwrap();
+        (server, url)
+    }
+
+    fn semantics_store() -> log_semantics::Fixture {
+        let (server, url) = database("log");
+        log_semantics::Fixture {
+            store: Arc::new(PostgresStore::open(&url, Durability::Normal).unwrap()),
+            _keep: Box::new(server),
+        }
+    }
+
+    log_semantics_tests!(semantics_store);
+
+    #[test]
+    fn the_database_refuses_changes_to_history_even_from_its_owner() {
+        let (_server, url) = database("append_only");
+        let s = PostgresStore::open(&url, Durability::Normal).unwrap();
+        // Enough events for a stored tile node, so the row triggers on tiles have a row to guard.
+        let ids: Vec<String> = (1..=300).map(|i| i.to_string()).collect();
+        append(&s, "a", ExpectedVersion::Any, &ids.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        let mut owner = crate::storage::postgres::connect(&url).unwrap();
+        for sql in [
+            "UPDATE events SET payload = '{}' WHERE position = 1",
+            "DELETE FROM events WHERE position = 2",
+            "TRUNCATE events",
+            "UPDATE merkle_tiles SET hash = hash",
+            "TRUNCATE merkle_tiles",
+        ] {
+            let e = owner.batch_execute(sql).unwrap_err();
+            assert!(crate::report::ErrorChain(&e).to_string().contains("append-only"), "{sql}: {e}");
+        }
+        let rewrite = owner.batch_execute(
+            "INSERT INTO events VALUES (2, 'x', 's', 1, 't', 1, 'now', 'a', NULL, NULL, '{}', \
+             decode(repeat('00', 32), 'hex'), decode(repeat('00', 32), 'hex'))",
+        );
+        assert!(rewrite.is_err(), "a position cannot be written twice");
+        // A node role with only the documented grants cannot change history either, trigger or not.
+        owner
+            .batch_execute(
+                "CREATE ROLE vadyl_node LOGIN; GRANT SELECT, INSERT ON events, merkle_tiles TO vadyl_node; \
+                 ALTER TABLE events DISABLE TRIGGER events_append_only",
+            )
+            .unwrap();
+        let node_url = url.replace("postgres://vadyl@", "postgres://vadyl_node@");
+        let mut node = crate::storage::postgres::connect(&node_url).unwrap();
+        let e = node.batch_execute("UPDATE events SET payload = '{}' WHERE position = 1").unwrap_err();
+        assert!(crate::report::ErrorChain(&e).to_string().contains("permission denied"), "{e}");
+        let e = node.batch_execute("ALTER TABLE events ENABLE TRIGGER events_append_only").unwrap_err();
+        assert!(crate::report::ErrorChain(&e).to_string().contains("owner"), "{e}");
+    }
+
+    #[test]
+    fn a_database_migrated_by_a_newer_binary_is_refused() {
+        let (_server, url) = database("newer");
+        drop(PostgresStore::open(&url, Durability::Normal).unwrap());
+        let mut owner = crate::storage::postgres::connect(&url).unwrap();
+        owner.batch_execute("INSERT INTO vadyl_schema (version) VALUES (999)").unwrap();
+        let e = PostgresStore::open(&url, Durability::Normal).unwrap_err();
+        let message = crate::report::ErrorChain(&e).to_string();
+        assert!(message.contains("999") && message.contains("newer"), "{message}");
+        // Opening again after an older open changed nothing: migrations are applied once.
+        let versions: i64 = owner.query_one("SELECT count(*) FROM vadyl_schema", &[]).unwrap().get(0);
+        assert_eq!(versions as usize, crate::storage::postgres::schema::MIGRATIONS.len() + 1);
+    }
+
+    #[test]
+    fn two_stores_on_one_database_share_one_order_and_see_each_others_appends() {
+        let (_server, url) = database("two");
+        let (a, b) = (
+            PostgresStore::open(&url, Durability::Normal).unwrap(),
+            PostgresStore::open(&url, Durability::Normal).unwrap(),
+        );
+        let before = b.change_marker().unwrap();
+        append(&a, "s", ExpectedVersion::NoStream, &["1"]).unwrap();
+        let notified = std::time::Instant::now();
+        while b.change_marker().unwrap() == before {
+            assert!(notified.elapsed() < std::time::Duration::from_secs(2), "B never heard of A's commit");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        // B decides on what A wrote: its expected version is checked against A's append.
+        let e = append(&b, "s", ExpectedVersion::NoStream, &["2"]).unwrap_err();
+        assert!(matches!(e, StoreError::WrongExpectedVersion { actual: Some(1), .. }), "{e}");
+        let out = append(&b, "s", ExpectedVersion::Exact(1), &["2"]).unwrap();
+        assert_eq!(out.events[0].prev_hash, a.event_at(1).unwrap().unwrap().hash, "one chain");
+        assert!(append(&a, "s", ExpectedVersion::Any, &["2"]).unwrap().idempotent_replay, "ids are global");
+    }
+}

@@ -13,6 +13,7 @@ use std::str::FromStr;
 
 pub mod artifacts;
 pub mod log;
+pub mod memory;
 pub mod schema;
 pub mod secrets;
 pub mod tokens;
@@ -46,30 +47,39 @@ pub fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     })
 }
 
-/// One connection shared behind a mutex, reopened when the server has closed it: what the side
-/// stores (tokens, artifacts, secrets) need, whose queries are short and rare next to the log's.
+/// A few connections to one database, handed to one caller at a time and reopened when the server
+/// has closed them: what the side stores (tokens, artifacts, secrets, memory) share.
 pub struct Shared {
     url: String,
-    client: std::sync::Mutex<Option<postgres::Client>>,
+    idle: std::sync::Mutex<Vec<postgres::Client>>,
 }
+
+/// Idle connections a [`Shared`] keeps; more are opened under load, then closed.
+const IDLE: usize = 8;
 
 impl Shared {
     pub fn open(url: &str) -> Result<Self, postgres::Error> {
         let client = off_runtime(|| connect(url))?;
-        Ok(Self { url: url.to_owned(), client: std::sync::Mutex::new(Some(client)) })
+        Ok(Self { url: url.to_owned(), idle: std::sync::Mutex::new(vec![client]) })
     }
 
+    /// `f` on a connection of the pool, off any async runtime (see [`off_runtime`]).
     pub fn with<T: Send>(
         &self,
         f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error> + Send,
     ) -> Result<T, postgres::Error> {
         off_runtime(|| {
-            let mut guard = self.client.lock().unwrap_or_else(|p| p.into_inner());
-            let client = match guard.take() {
-                Some(c) if !c.is_closed() => guard.insert(c),
-                _ => guard.insert(connect(&self.url)?),
+            let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let mut client = match pooled {
+                Some(c) if !c.is_closed() => c,
+                _ => connect(&self.url)?,
             };
-            f(client)
+            let out = f(&mut client);
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < IDLE && !client.is_closed() {
+                idle.push(client);
+            }
+            out
         })
     }
 }
@@ -77,8 +87,8 @@ impl Shared {
 impl Drop for Shared {
     fn drop(&mut self) {
         // Closing a connection blocks on its runtime too.
-        let client = self.client.get_mut().map(Option::take).unwrap_or_else(|p| p.into_inner().take());
-        off_runtime(move || drop(client));
+        let idle = std::mem::take(self.idle.get_mut().unwrap_or_else(|p| p.into_inner()));
+        off_runtime(move || drop(idle));
     }
 }
 

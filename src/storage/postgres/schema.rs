@@ -12,9 +12,10 @@
 const MIGRATION_LOCK: i64 = 0x7661_6479_6c00_0000;
 
 /// `(version, SQL)`, in order. Never edit a released migration: add the next one.
-pub const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r#"
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r#"
 CREATE FUNCTION vadyl_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION 'the % table is append-only: % refused', TG_TABLE_NAME, TG_OP;
@@ -80,7 +81,77 @@ CREATE TABLE secrets_meta (
 
 REVOKE UPDATE, DELETE, TRUNCATE ON events, merkle_tiles, artifacts, secrets FROM PUBLIC;
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+-- Host memory (storage::postgres::memory). One row per (project, implementation), never deleted:
+-- every write locks it first, which orders writes to one scope across nodes, and it carries the
+-- counters that keep versions and fencing tokens from being reused.
+CREATE TABLE memory_scopes (
+    id              bigserial PRIMARY KEY,
+    project         text   NOT NULL,
+    implementation  text   NOT NULL,
+    version_floor   bigint NOT NULL DEFAULT 0 CHECK (version_floor >= 0),
+    entry_count     bigint NOT NULL DEFAULT 0 CHECK (entry_count >= 0),
+    lease_tokens    bigint NOT NULL DEFAULT 0 CHECK (lease_tokens >= 0),
+    UNIQUE (project, implementation)
+);
+CREATE TABLE memory_entries (
+    scope_id    bigint NOT NULL REFERENCES memory_scopes (id),
+    key         bytea  NOT NULL,
+    value       bytea  NOT NULL,
+    version     bigint NOT NULL CHECK (version >= 1),
+    expires_at  bigint,
+    PRIMARY KEY (scope_id, key)
+);
+CREATE INDEX memory_entries_expiry ON memory_entries (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE memory_journal (
+    scope_id     bigint NOT NULL REFERENCES memory_scopes (id),
+    journal      bytea  NOT NULL,
+    sequence     bigint NOT NULL CHECK (sequence >= 1),
+    data         bytea  NOT NULL,
+    appended_at  bigint NOT NULL,
+    PRIMARY KEY (scope_id, journal, sequence)
+);
+CREATE TABLE memory_leases (
+    scope_id       bigint NOT NULL REFERENCES memory_scopes (id),
+    name           bytea  NOT NULL,
+    holder         text   NOT NULL,
+    fencing_token  bigint NOT NULL CHECK (fencing_token >= 1),
+    expires_at     bigint NOT NULL,
+    PRIMARY KEY (scope_id, name)
+);
+CREATE INDEX memory_leases_expiry ON memory_leases (expires_at);
+
+CREATE FUNCTION vadyl_memory_version_increases() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.version <= OLD.version THEN RAISE EXCEPTION 'memory entry versions only increase'; END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER memory_entries_versions BEFORE UPDATE OF version ON memory_entries
+    FOR EACH ROW EXECUTE FUNCTION vadyl_memory_version_increases();
+CREATE FUNCTION vadyl_memory_token_increases() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.fencing_token < OLD.fencing_token THEN RAISE EXCEPTION 'fencing tokens only increase'; END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER memory_leases_tokens BEFORE UPDATE OF fencing_token ON memory_leases
+    FOR EACH ROW EXECUTE FUNCTION vadyl_memory_token_increases();
+CREATE FUNCTION vadyl_memory_counters_increase() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.version_floor < OLD.version_floor OR NEW.lease_tokens < OLD.lease_tokens THEN
+        RAISE EXCEPTION 'memory scope counters only increase';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER memory_scopes_counters BEFORE UPDATE ON memory_scopes
+    FOR EACH ROW EXECUTE FUNCTION vadyl_memory_counters_increase();
+CREATE TRIGGER memory_journal_append_only BEFORE UPDATE OR DELETE ON memory_journal
+    FOR EACH ROW EXECUTE FUNCTION vadyl_refuse_change();
+"#,
+    ),
+];
 
 /// The newest schema this binary knows.
 pub fn latest() -> i32 {

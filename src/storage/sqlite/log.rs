@@ -21,6 +21,8 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use crate::events::append;
 use crate::events::envelope::RecordedEvent;
 use crate::events::merkle::{self, Hash32};
+#[cfg(test)]
+use crate::events::store::ExpectedVersion;
 use crate::events::store::{AppendOutcome, AppendRequest, EventStore, Head, StoreError};
 use crate::events::tiles;
 
@@ -510,17 +512,7 @@ impl EventStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::envelope::{EventMetadata, GENESIS_PREV_HASH};
-    use crate::events::store::{ExpectedVersion, ProposedEvent};
-
-    fn ev(id: &str) -> ProposedEvent {
-        ProposedEvent {
-            event_id: id.into(),
-            event_type: "Test".into(),
-            schema_version: 1,
-            payload: serde_json::json!({"id": id}),
-        }
-    }
+    use crate::storage::log_semantics::{self, append, log_semantics_tests};
 
     fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -528,57 +520,12 @@ mod tests {
         (dir, store)
     }
 
-    fn append(
-        store: &SqliteStore,
-        stream: &str,
-        expected: ExpectedVersion,
-        ids: &[&str],
-    ) -> Result<AppendOutcome, StoreError> {
-        store.append(AppendRequest::single(
-            stream,
-            expected,
-            ids.iter().map(|i| ev(i)).collect(),
-            EventMetadata::actor("test"),
-        ))
+    fn semantics_store() -> log_semantics::Fixture {
+        let (dir, store) = store();
+        log_semantics::Fixture { store: std::sync::Arc::new(store), _keep: Box::new(dir) }
     }
 
-    #[test]
-    fn positions_and_stream_versions_are_gap_free_and_chained() {
-        let (_d, s) = store();
-        append(&s, "a", ExpectedVersion::NoStream, &["1", "2"]).unwrap();
-        append(&s, "b", ExpectedVersion::NoStream, &["3"]).unwrap();
-        let out = append(&s, "a", ExpectedVersion::Exact(2), &["4"]).unwrap();
-        assert_eq!(out.events[0].position, 4);
-        assert_eq!(out.events[0].stream_version, 3);
-        let mut prev = GENESIS_PREV_HASH;
-        let mut n = 0;
-        s.read_range(1, u64::MAX, &mut |e| {
-            n += 1;
-            assert_eq!(e.position, n);
-            assert_eq!(e.prev_hash, prev);
-            assert_eq!(e.compute_hash(), e.hash);
-            prev = e.hash;
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(n, 4);
-    }
-
-    #[test]
-    fn a_conflicting_append_writes_nothing_and_a_repeat_is_idempotent() {
-        let (_d, s) = store();
-        append(&s, "a", ExpectedVersion::NoStream, &["1"]).unwrap();
-        let err = append(&s, "a", ExpectedVersion::NoStream, &["2"]).unwrap_err();
-        assert!(matches!(err, StoreError::WrongExpectedVersion { actual: Some(1), .. }), "{err}");
-        assert_eq!(s.head().unwrap().unwrap().position, 1);
-        let again = append(&s, "a", ExpectedVersion::NoStream, &["1"]).unwrap();
-        assert!(again.idempotent_replay);
-        assert_eq!(again.events[0].position, 1);
-        // Mixing a stored id with a new one is refused, not half-applied.
-        assert!(matches!(append(&s, "a", ExpectedVersion::Any, &["1", "9"]), Err(StoreError::EventIdConflict { .. })));
-        assert!(matches!(append(&s, "a", ExpectedVersion::Any, &["9", "1"]), Err(StoreError::EventIdConflict { .. })));
-        assert_eq!(s.head().unwrap().unwrap().position, 1);
-    }
+    log_semantics_tests!(semantics_store);
 
     #[test]
     fn the_database_refuses_update_delete_and_rewriting_a_position() {
@@ -595,56 +542,22 @@ mod tests {
         assert!(rewrite.is_err(), "a position cannot be written twice");
     }
 
-    fn tree_of(s: &SqliteStore, size: u64) -> crate::events::tiles::StoredTree<'_> {
-        crate::events::tiles::StoredTree::over(s, size)
-    }
-
     #[test]
-    fn tiles_are_kept_with_the_events_and_backfilled_for_an_old_log() {
+    fn tiles_are_backfilled_for_an_old_log() {
         let (d, s) = store();
-        // Appends of uneven sizes, so that tiles complete inside, at the end of and across groups.
-        let mut n = 0u64;
-        for batch in [1usize, 255, 1, 300, 65_000, 17] {
-            let ids: Vec<String> = (0..batch).map(|i| format!("e{}", n + i as u64)).collect();
-            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-            append(&s, "a", ExpectedVersion::Any, &refs).unwrap();
-            n += batch as u64;
-            let leaves: Vec<Hash32> = s.event_hashes(1, n).unwrap().iter().map(merkle::leaf_hash).collect();
-            assert_eq!(tree_of(&s, n).root().unwrap(), merkle::root(&leaves), "root at {n}");
-            // A smaller tree, read from the same tiles, is the prefix's tree.
-            let half = n / 2 + 1;
-            assert_eq!(tree_of(&s, half).root().unwrap(), merkle::root(&leaves[..half as usize]));
-        }
-        assert_eq!(s.tile(1, 0, 256).unwrap().len(), 256);
-        assert_eq!(s.tile(2, 0, 1).unwrap().len(), 1);
+        let ids: Vec<String> = (0..70_000).map(|i| format!("e{i}")).collect();
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        append(&s, "a", ExpectedVersion::Any, &refs).unwrap();
         drop(s);
-
         // A log from before tiles: the table is rebuilt at open.
         let conn = Connection::open(d.path().join("events.db")).unwrap();
         conn.execute_batch("DROP TABLE merkle_tiles").unwrap();
         drop(conn);
         let s = SqliteStore::open(&d.path().join("events.db"), Durability::Normal).unwrap();
-        let leaves: Vec<Hash32> = s.event_hashes(1, n).unwrap().iter().map(merkle::leaf_hash).collect();
-        assert_eq!(tree_of(&s, n).root().unwrap(), merkle::root(&leaves));
+        log_semantics::assert_tree_matches_the_events(&s, 70_000);
         let conn = Connection::open(d.path().join("events.db")).unwrap();
         let e = conn.execute("UPDATE merkle_tiles SET hash = zeroblob(32)", []).unwrap_err();
         assert!(e.to_string().contains("append-only"), "{e}");
-    }
-
-    #[test]
-    fn concurrent_appends_with_the_same_expected_version_have_one_winner() {
-        let (_d, s) = store();
-        append(&s, "a", ExpectedVersion::NoStream, &["0"]).unwrap();
-        let s = std::sync::Arc::new(s);
-        let handles: Vec<_> = (0..16)
-            .map(|i| {
-                let s = s.clone();
-                std::thread::spawn(move || append(&s, "a", ExpectedVersion::Exact(1), &[&format!("w{i}")]).is_ok())
-            })
-            .collect();
-        let wins = handles.into_iter().map(|h| h.join().unwrap()).filter(|ok| *ok).count();
-        assert_eq!(wins, 1);
-        assert_eq!(s.head().unwrap().unwrap().position, 2);
     }
 }
 
