@@ -39,6 +39,7 @@ pub(crate) mod log_semantics;
 #[cfg(test)]
 pub(crate) mod memory_semantics;
 pub mod postgres;
+pub mod records;
 pub mod sqlite;
 
 use sqlite::log::{Durability, SqliteStore};
@@ -199,13 +200,16 @@ pub fn open_at(location: &Location, options: OpenOptions, durability: Durability
                 open_memory(&dir.join(MEMORY_DB), clock.clone()).map_err(|e| failed("the memory store")(Box::new(e)))?
             }
         },
-        records: Arc::new(
-            sqlite::invocations::SqliteInvocationRecords::open(
-                &dir.join(INVOCATIONS_DB),
-                &dir.join(INVOCATIONS_JOURNAL),
-            )
-            .map_err(|e| failed("the invocation records")(Box::new(e)))?,
-        ),
+        records: match &location.database {
+            Some(url) => Arc::new(
+                postgres::invocations::open(url, &dir.join(INVOCATIONS_JOURNAL))
+                    .map_err(|e| failed("the invocation records")(Box::new(e)))?,
+            ),
+            None => Arc::new(
+                sqlite::invocations::open(&dir.join(INVOCATIONS_DB), &dir.join(INVOCATIONS_JOURNAL))
+                    .map_err(|e| failed("the invocation records")(Box::new(e)))?,
+            ),
+        },
         tokens,
         clock,
     };

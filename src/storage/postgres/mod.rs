@@ -2,8 +2,9 @@
 //!
 //! - `schema` — the versioned migrations the binary applies (and refuses when the database is newer);
 //! - `log` — the event log ([`log::PostgresStore`], the `EventStore` port);
-//! - `tokens`, `artifacts`, `secrets` — token hashes, artifacts by content hash and the sealed secret
-//!   rows, the same ports SQLite and the artifact directory implement.
+//! - `tokens`, `artifacts`, `secrets`, `memory`, `invocations` — token hashes, artifacts by content
+//!   hash, the sealed secret rows, host memory and the invocation records' table: the same ports
+//!   SQLite and the artifact directory implement.
 //!
 //! The driver is the synchronous `postgres` crate (rust-postgres, over `tokio-postgres`): every store
 //! port is a blocking trait called from `spawn_blocking` or a writer thread, so an async pool would
@@ -12,6 +13,7 @@
 use std::str::FromStr;
 
 pub mod artifacts;
+pub mod invocations;
 pub mod log;
 pub mod memory;
 pub mod schema;

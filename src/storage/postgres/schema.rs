@@ -151,6 +151,26 @@ CREATE TRIGGER memory_journal_append_only BEFORE UPDATE OR DELETE ON memory_jour
     FOR EACH ROW EXECUTE FUNCTION vadyl_refuse_change();
 "#,
     ),
+    (
+        3,
+        r#"
+-- Invocation records (storage::postgres::invocations), indexed from each node's journal. `seq` is
+-- the listing cursor: assigned under an advisory lock held to commit, so that cursors become
+-- visible in increasing order and a reader paging by cursor never skips a record.
+CREATE TABLE invocations (
+    seq             bigserial PRIMARY KEY,
+    id              text   NOT NULL UNIQUE,
+    at_ms           bigint NOT NULL,
+    project         text   NOT NULL,
+    implementation  text   NOT NULL,
+    operation       text   NOT NULL,
+    record          text   NOT NULL
+);
+CREATE INDEX invocations_by_project ON invocations (project, seq);
+CREATE TRIGGER invocations_append_only BEFORE UPDATE OR DELETE ON invocations
+    FOR EACH ROW EXECUTE FUNCTION vadyl_refuse_change();
+"#,
+    ),
 ];
 
 /// The newest schema this binary knows.
