@@ -130,6 +130,13 @@ fn every_route_by_every_role_allows_exactly_its_table_and_refusals_write_nothing
         ),
         ("POST", "/tokens".into(), Some(json!({"role": "auditor", "label": "matrix"})), vec!["admin"]),
         ("GET", "/tokens".into(), None, vec!["admin", "auditor"]),
+        (
+            "POST",
+            "/secrets".into(),
+            Some(json!({"project": "shop", "name": "matrix-key", "value": "s3cr3t-matrix"})),
+            vec!["admin"],
+        ),
+        ("GET", "/secrets?project=shop".into(), None, vec!["admin", "project", "auditor"]),
         ("POST", victim_path, Some(json!({"reason": "matrix"})), vec!["admin"]),
         ("GET", "/conformance/runs?passed=true".into(), None, all.to_vec()),
         ("GET", "/conformance/runs/conf_unknown".into(), None, all.to_vec()),

@@ -76,6 +76,18 @@ fn two_nodes_on_one_database_share_publications_bindings_and_one_chain() {
     assert!(!b_dir.join("admin.token").exists(), "node B saw A's token in the shared store and made none");
     b.token = a.token.clone();
 
+    // The secret's next version, set over the API through B (a route that never returns it), is
+    // what both nodes see.
+    let (status, stored) = b.post("/secrets", &json!({"name": "stripe-secret-key", "value": SECRET}));
+    assert_eq!(status, 201, "{stored}");
+    assert_eq!(stored["secret"]["version"], "2", "{stored}");
+    assert!(!stored.to_string().contains(SECRET), "the answer holds the secret: {stored}");
+    let (status, problem) = b.post("/secrets", &json!({"name": "../bad", "value": "x"}));
+    assert_eq!(status, 422, "{problem}");
+    let (_, listed) = a.get("/secrets");
+    assert_eq!(listed["secrets"][0]["version"], "2", "{listed}");
+    assert!(!listed.to_string().contains(SECRET));
+
     // Built and published through A.
     for version in ["1.0.0", "1.1.0"] {
         let (status, built) = a.post("/build/declarative", &support::stripe_manifest(&fake, version));

@@ -143,6 +143,11 @@ pub enum Action<'a> {
     },
     ManageTokens,
     ReadTokens,
+    /// Set a project's secret (admins only: a project token must not be able to replace the key
+    /// its own connector authenticates with).
+    ManageSecrets {
+        project: &'a ProjectId,
+    },
     /// The log itself, checkpoints, proofs, replays and exports.
     ReadHistory,
 }

@@ -81,7 +81,7 @@ pub async fn create(
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectQuery {
-    project: Option<String>,
+    pub project: Option<String>,
 }
 
 pub async fn list(

@@ -15,6 +15,7 @@ pub mod memory;
 pub mod openapi;
 pub mod problem;
 pub mod rate;
+pub mod secrets;
 pub mod tokens;
 
 use std::net::SocketAddr;
@@ -266,6 +267,26 @@ pub fn api_routes() -> Vec<ApiRoute> {
             ..r(Method::POST, "/tokens", "Issue a token (shown once)", "admin", post(tokens::create))
         },
         r(Method::GET, "/tokens", "Every token's grant", "admin, auditor", get(tokens::list)),
+        ApiRoute {
+            body: Some(schema::<secrets::SetSecret>),
+            ..r(
+                Method::POST,
+                "/secrets",
+                "Store a project secret's next version (the value is never returned)",
+                "admin",
+                post(secrets::set),
+            )
+        },
+        ApiRoute {
+            query: Some(schema::<bindings::ProjectQuery>),
+            ..r(
+                Method::GET,
+                "/secrets",
+                "A project's secrets: metadata, never values",
+                "admin, project, auditor",
+                get(secrets::list),
+            )
+        },
         ApiRoute {
             query: Some(schema::<history::EventsQuery>),
             ..r(Method::GET, "/events", "A page of the log, as stored", "admin, auditor", get(history::list))

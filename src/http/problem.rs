@@ -184,6 +184,19 @@ impl From<crate::app::invoke::InvokeError> for Problem {
     }
 }
 
+impl From<crate::runtime::host::secrets::SecretError> for Problem {
+    fn from(e: crate::runtime::host::secrets::SecretError) -> Self {
+        use crate::runtime::host::secrets::SecretError;
+        match e {
+            SecretError::InvalidName { .. } | SecretError::InvalidValue { .. } => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string())
+            }
+            SecretError::NotFound { .. } => Self::not_found(e.to_string()),
+            other => Self::internal_error(&other),
+        }
+    }
+}
+
 impl From<crate::app::access::AccessError> for Problem {
     fn from(e: crate::app::access::AccessError) -> Self {
         match e {

@@ -3,4 +3,3 @@
 
 pub mod bench;
 pub mod guests;
-pub mod pg_server;

@@ -1,11 +1,14 @@
-//! The throwaway PostgreSQL server of the backend's tests (`vadyl::tools::pg_server`), started per
+//! The throwaway PostgreSQL server of the backend's tests (`vadyl::storage::postgres::server`), started per
 //! test and stopped when dropped.
 
-pub struct PgServer(vadyl::tools::pg_server::PgServer);
+pub struct PgServer(vadyl::storage::postgres::server::PgServer);
 
 impl PgServer {
     pub fn start() -> Self {
-        Self(vadyl::tools::pg_server::PgServer::start().unwrap_or_else(|e| panic!("{}", vadyl::report::ErrorChain(&e))))
+        Self(
+            vadyl::storage::postgres::server::PgServer::start()
+                .unwrap_or_else(|e| panic!("{}", vadyl::report::ErrorChain(&e))),
+        )
     }
 
     /// Creates database `name` and returns its URL.

@@ -80,7 +80,7 @@ mod tests {
 
     #[test]
     fn a_record_indexed_by_one_node_is_listed_and_read_by_another_once_each_in_order() {
-        let server = crate::tools::pg_server::PgServer::start().unwrap();
+        let server = crate::storage::postgres::server::PgServer::start().unwrap();
         let url = server.database("records").unwrap();
         crate::storage::postgres::schema::migrate(&mut crate::storage::postgres::connect(&url).unwrap()).unwrap();
         let dirs = tempfile::tempdir().unwrap();

@@ -644,7 +644,7 @@ mod tests {
     use super::*;
     use crate::events::store::ExpectedVersion;
     use crate::storage::log_semantics::{self, append, log_semantics_tests};
-    use crate::tools::pg_server::PgServer;
+    use crate::storage::postgres::server::PgServer;
 
     fn database(name: &str) -> (PgServer, String) {
         let server = PgServer::start().unwrap();

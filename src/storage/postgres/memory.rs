@@ -601,7 +601,7 @@ mod tests {
     use super::*;
     use crate::runtime::host::clock::ManualClock;
     use crate::storage::memory_semantics::{memory_semantics_tests, Fixture, T0};
-    use crate::tools::pg_server::PgServer;
+    use crate::storage::postgres::server::PgServer;
 
     /// A fresh server and database per test, migrated as a node's first start does.
     fn fixture(limits: MemoryLimits) -> Fixture {

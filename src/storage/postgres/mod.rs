@@ -1,6 +1,7 @@
 //! PostgreSQL: the backend that lets several `vadyl serve` nodes share one log and one state.
 //!
 //! - `schema` — the versioned migrations the binary applies (and refuses when the database is newer);
+//! - `server` — a throwaway PostgreSQL server (initdb + pg_ctl), for the tests of this backend;
 //! - `log` — the event log ([`log::PostgresStore`], the `EventStore` port);
 //! - `tokens`, `artifacts`, `secrets`, `memory`, `invocations` — token hashes, artifacts by content
 //!   hash, the sealed secret rows, host memory and the invocation records' table: the same ports
@@ -18,6 +19,7 @@ pub mod log;
 pub mod memory;
 pub mod schema;
 pub mod secrets;
+pub mod server;
 pub mod tokens;
 
 /// Whether `location` names a PostgreSQL database rather than a data directory.
