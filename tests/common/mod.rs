@@ -15,6 +15,33 @@ use vadyl::ids::{BindingTarget, ContentHash, ImplementationId, ImplementationSou
 use vadyl::keys::Signer;
 use vadyl::runtime::artifact::ArtifactStore as _;
 
+/// The one switch that runs the suite on PostgreSQL: `VADYL_TEST_POSTGRES` set to the URL of a
+/// server whose role may create databases (e.g. `postgres://vadyl@127.0.0.1:55432/postgres`). Each
+/// data directory then gets a database of its own, named after its path, and every command, server
+/// and in-process registry of the test uses it (`--store`); unset, everything stays in the data
+/// directory (SQLite), as for a user.
+pub fn database_for(data_dir: &Path) -> Option<String> {
+    let admin = std::env::var("VADYL_TEST_POSTGRES").ok().filter(|u| !u.is_empty())?;
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    data_dir.hash(&mut h);
+    let name = format!("t_{:016x}", h.finish());
+    let mut client = postgres::Client::connect(&admin, postgres::NoTls).expect("the test database server answers");
+    let exists = client.query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name]).expect("pg_database reads");
+    if exists.is_none() {
+        // Two processes of one test may race to create it: losing the race is fine.
+        let _ = client.batch_execute(&format!("CREATE DATABASE {name}"));
+    }
+    let mut url = url::Url::parse(&admin).expect("VADYL_TEST_POSTGRES is a URL");
+    url.set_path(&name);
+    Some(url.to_string())
+}
+
+/// `--store URL` for `data_dir` when the suite runs on PostgreSQL ([`database_for`]), else nothing.
+pub fn store_args(data_dir: &Path) -> Vec<String> {
+    database_for(data_dir).map(|url| vec!["--store".to_owned(), url]).unwrap_or_default()
+}
+
 pub fn vadyl_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vadyl"))
 }
@@ -24,6 +51,7 @@ pub fn vadyl(data_dir: &Path, args: &[&str]) -> Output {
     Command::new(vadyl_bin())
         .arg("--data-dir")
         .arg(data_dir)
+        .args(store_args(data_dir))
         .args(args)
         .env_remove("VADYL_SERVER")
         .output()
@@ -61,6 +89,7 @@ impl Server {
         let mut child = Command::new(vadyl_bin())
             .arg("--data-dir")
             .arg(data_dir)
+            .args(if global.contains(&"--store") { Vec::new() } else { store_args(data_dir) })
             .args(global)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(extra)
@@ -160,7 +189,10 @@ pub fn hooks_in_two_projects() -> (tempfile::TempDir, PathBuf) {
 }
 
 pub fn open(data_dir: &Path) -> App {
-    vadyl::storage::open(data_dir, OpenOptions::default()).expect("the registry opens")
+    let location =
+        vadyl::storage::Location { database: database_for(data_dir), ..vadyl::storage::Location::dir(data_dir) };
+    vadyl::storage::open_at(&location, OpenOptions::default(), vadyl::storage::sqlite::log::Durability::Full)
+        .expect("the registry opens")
 }
 
 pub fn actor(name: &str) -> EventMetadata {
@@ -273,6 +305,7 @@ pub fn set_secret_global(data_dir: &Path, global: &[&str], name: &str, value: &s
     let mut child = Command::new(vadyl_bin())
         .arg("--data-dir")
         .arg(data_dir)
+        .args(if global.contains(&"--store") { Vec::new() } else { store_args(data_dir) })
         .args(global)
         .args(["secret", "set", name])
         .stdin(Stdio::piped())
