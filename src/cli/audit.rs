@@ -14,7 +14,6 @@ use serde_json::json;
 use vadyl::app::audit::{self, TrustedKey};
 use vadyl::app::history::{self, ConsistencyProof};
 use vadyl::events::store::EventStore;
-use vadyl::storage::sqlite::log::Durability;
 use vadyl::storage::Location;
 
 use super::args::{AuditCommand, KeyArg};
@@ -385,10 +384,8 @@ fn trusted_key(conn: &Conn, arg: &KeyArg) -> anyhow::Result<TrustedKey> {
 
 /// Opens the log alone, without registering anything: audit reads must not write.
 fn open_log(location: &Location) -> anyhow::Result<Arc<dyn EventStore>> {
-    if !vadyl::storage::log_exists(location) {
-        bail!("there is no event log in {}", location.describe());
-    }
-    Ok(vadyl::storage::open_log(location, Durability::Full)?)
+    vadyl::storage::open_existing_log(location)
+        .with_context(|| format!("cannot read the event log in {}", location.describe()))
 }
 
 /// Writes `out` through `write` into a file beside it, syncs it and renames it into place, so a

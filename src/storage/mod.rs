@@ -257,9 +257,19 @@ pub fn open_log(location: &Location, durability: Durability) -> Result<Arc<dyn E
     })
 }
 
-/// Whether `location` holds a log already (audit commands refuse to create one).
-pub fn log_exists(location: &Location) -> bool {
-    location.database.is_some() || location.data_dir.join(EVENTS_DB).exists()
+/// The log at `location` for readers that must not write (the audit commands): refused when there
+/// is none yet, and never created or migrated.
+pub fn open_existing_log(location: &Location) -> Result<Arc<dyn EventStore>, StoreError> {
+    match &location.database {
+        Some(url) => Ok(Arc::new(postgres::log::PostgresStore::open_existing(url)?)),
+        None => {
+            let path = location.data_dir.join(EVENTS_DB);
+            if !path.exists() {
+                return Err(StoreError::Backend(format!("there is no event log at {}", path.display()).into()));
+            }
+            Ok(Arc::new(SqliteStore::open(&path, Durability::Full)?))
+        }
+    }
 }
 
 /// The registry key at `location` (created on first use).

@@ -129,12 +129,19 @@ impl PostgresStore {
     /// Connects to `url`, applies the migrations this binary knows (or refuses a newer database),
     /// and starts this node's writer and change listener.
     pub fn open(url: &str, durability: Durability) -> Result<Self, StoreError> {
-        super::off_runtime(|| Self::open_here(url, durability))
+        super::off_runtime(|| Self::open_here(url, durability, true))
     }
 
-    fn open_here(url: &str, durability: Durability) -> Result<Self, StoreError> {
+    /// [`PostgresStore::open`] for readers that must not write (the audit commands): the database
+    /// must already hold a log at this binary's schema version; nothing is migrated.
+    pub fn open_existing(url: &str) -> Result<Self, StoreError> {
+        super::off_runtime(|| Self::open_here(url, Durability::Full, false))
+    }
+
+    fn open_here(url: &str, durability: Durability, migrate: bool) -> Result<Self, StoreError> {
         let mut client = super::connect(url)?;
-        super::schema::migrate(&mut client).map_err(|e| StoreError::Backend(Box::new(e)))?;
+        let schema = if migrate { super::schema::migrate(&mut client) } else { super::schema::check(&mut client) };
+        schema.map_err(|e| StoreError::Backend(Box::new(e)))?;
         if durability == Durability::Normal {
             // Survives a killed node or client; the last commits may be lost if the server crashes.
             client.batch_execute("SET synchronous_commit = off")?;

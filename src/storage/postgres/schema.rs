@@ -180,6 +180,10 @@ pub fn latest() -> i32 {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
+    #[error("there is no event log in this database (it holds no Vadyl schema): start a node on it first")]
+    Missing,
+    #[error("the database's schema is at version {found}, older than this binary's {known}: start a node of this version on it to migrate it")]
+    OlderThanBinary { found: i32, known: i32 },
     #[error("the database's schema is at version {found}, newer than this binary's {known}: run a vadyl at least as new as the one that migrated it")]
     NewerThanBinary { found: i32, known: i32 },
     #[error("cannot apply the database schema (migration {version})")]
@@ -199,6 +203,27 @@ pub fn migrate(client: &mut postgres::Client) -> Result<i32, SchemaError> {
     // The lock is a session lock: released here, or when the connection closes if this fails.
     let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
     result
+}
+
+/// Checks, without changing anything, that the database is at exactly this binary's schema.
+pub fn check(client: &mut postgres::Client) -> Result<i32, SchemaError> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('vadyl_schema') IS NOT NULL", &[])
+        .and_then(|r| r.try_get(0))
+        .map_err(SchemaError::Read)?;
+    if !exists {
+        return Err(SchemaError::Missing);
+    }
+    let found: i32 = client
+        .query_one("SELECT COALESCE(MAX(version), 0) FROM vadyl_schema", &[])
+        .and_then(|r| r.try_get(0))
+        .map_err(SchemaError::Read)?;
+    match found.cmp(&latest()) {
+        std::cmp::Ordering::Equal => Ok(found),
+        std::cmp::Ordering::Greater => Err(SchemaError::NewerThanBinary { found, known: latest() }),
+        std::cmp::Ordering::Less if found == 0 => Err(SchemaError::Missing),
+        std::cmp::Ordering::Less => Err(SchemaError::OlderThanBinary { found, known: latest() }),
+    }
 }
 
 fn migrate_locked(client: &mut postgres::Client) -> Result<i32, SchemaError> {
