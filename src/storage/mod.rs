@@ -32,6 +32,7 @@ use crate::runtime::host::memory::{MemoryError, MemoryStore};
 use crate::runtime::host::secrets::{SecretError, SecretRows, SecretStore};
 
 pub mod artifacts;
+mod group_commit;
 pub mod journal;
 pub mod keys;
 #[cfg(test)]

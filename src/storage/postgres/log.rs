@@ -6,8 +6,8 @@
 //! appender — and every reader — sees the previous append before the next one can commit: positions
 //! are gap-free and become visible in position order. No reader ever has to skip a gap by time.
 //!
-//! **Group commit.** As with SQLite, one writer thread per node takes every append waiting (up to
-//! `MAX_GROUP`) and commits them in one transaction, in a fixed number of round trips whatever the
+//! **Group commit.** As with SQLite (`storage::group_commit`), one writer thread per node takes every
+//! append waiting and commits them in one transaction, in a fixed number of round trips whatever the
 //! group's size: lock, head, one look-up of every event id and one of every stream's version, one
 //! multi-row INSERT, then NOTIFY and COMMIT together. Each request is decided in Rust against the
 //! group's running state (`events::append`), so a refused request writes nothing and needs no
@@ -20,10 +20,8 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, Statement};
 
@@ -32,9 +30,9 @@ use crate::events::envelope::{EventMetadata, RecordedEvent};
 use crate::events::merkle::{self, Hash32};
 use crate::events::store::{AppendOutcome, AppendRequest, EventStore, Head, StoreError};
 use crate::events::tiles;
+use crate::storage::group_commit::{fail_all, WriteJob, Writer};
 use crate::storage::sqlite::log::{now_rfc3339, Durability};
 
-const MAX_GROUP: usize = 256;
 /// Serialises appends across every node; any constant no other application on the database uses.
 const APPEND_LOCK: i64 = 0x7661_6479_6c00_0001;
 const CHANNEL: &str = "vadyl_log";
@@ -115,16 +113,10 @@ impl Conn {
     }
 }
 
-struct WriteJob {
-    request: AppendRequest,
-    reply: Sender<Result<AppendOutcome, StoreError>>,
-}
-
 /// The log in a PostgreSQL database.
 pub struct PostgresStore {
     url: String,
-    jobs: Option<Sender<WriteJob>>,
-    writer: Option<JoinHandle<()>>,
+    writer: Writer,
     readers: Mutex<Vec<Conn>>,
     changes: Arc<tokio::sync::watch::Sender<u64>>,
     stop: Arc<AtomicBool>,
@@ -161,27 +153,17 @@ impl PostgresStore {
         let mut writer_conn = Conn { client, stmts };
         check_tiles(&mut writer_conn)?;
         let changes = Arc::new(tokio::sync::watch::Sender::new(0u64));
-        let (tx, rx) = crossbeam_channel::unbounded::<WriteJob>();
-        let url_owned = url.to_owned();
-        let writer_changes = changes.clone();
-        let writer = std::thread::Builder::new()
-            .name("vadyl-pg-writer".into())
-            .spawn(move || writer_loop(writer_conn, &url_owned, durability, rx, &writer_changes))
-            .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        let writer = Writer::start(
+            "vadyl-pg-writer",
+            group_committer(writer_conn, url.to_owned(), durability, changes.clone()),
+        )?;
         let stop = Arc::new(AtomicBool::new(false));
         let (listen_url, listen_changes, listen_stop) = (url.to_owned(), changes.clone(), stop.clone());
         std::thread::Builder::new()
             .name("vadyl-pg-listen".into())
             .spawn(move || listen_loop(&listen_url, &listen_changes, &listen_stop))
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
-        Ok(Self {
-            url: url.to_owned(),
-            jobs: Some(tx),
-            writer: Some(writer),
-            readers: Mutex::new(Vec::new()),
-            changes,
-            stop,
-        })
+        Ok(Self { url: url.to_owned(), writer, readers: Mutex::new(Vec::new()), changes, stop })
     }
 
     /// `f` on a pooled reader connection, off any async runtime (see [`super::off_runtime`]).
@@ -208,11 +190,8 @@ impl Drop for PostgresStore {
     fn drop(&mut self) {
         let readers = std::mem::take(self.readers.get_mut().unwrap_or_else(|p| p.into_inner()));
         super::off_runtime(move || drop(readers));
+        // The writer stops when its field drops, after this.
         self.stop.store(true, Ordering::Release);
-        self.jobs.take();
-        if let Some(w) = self.writer.take() {
-            let _ = w.join();
-        }
     }
 }
 
@@ -220,38 +199,24 @@ fn bump(changes: &tokio::sync::watch::Sender<u64>) {
     changes.send_modify(|v| *v = v.wrapping_add(1));
 }
 
-fn writer_loop(
+/// Commits each group on `conn`, reconnecting first when the server has closed it, and tells this
+/// node's readers that the log may have moved.
+fn group_committer(
     mut conn: Conn,
-    url: &str,
+    url: String,
     durability: Durability,
-    rx: Receiver<WriteJob>,
-    changes: &tokio::sync::watch::Sender<u64>,
-) {
-    while let Ok(first) = rx.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
-            }
-        }
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
+) -> impl FnMut(&[WriteJob]) -> Vec<Result<AppendOutcome, StoreError>> {
+    move |group| {
         if conn.client.is_closed() {
-            match reconnect(url, durability) {
+            match reconnect(&url, durability) {
                 Ok(c) => conn = c,
-                Err(e) => {
-                    let e = Arc::new(e);
-                    for job in group {
-                        let _ = job.reply.send(Err(StoreError::Backend(Box::new(SharedError(e.clone())))));
-                    }
-                    continue;
-                }
+                Err(e) => return fail_all(group.len(), e),
             }
         }
-        let results = commit_group(&mut conn, &group);
-        bump(changes);
-        for (job, result) in group.into_iter().zip(results) {
-            let _ = job.reply.send(result);
-        }
+        let results = commit_group(&mut conn, group);
+        bump(&changes);
+        results
     }
 }
 
@@ -281,14 +246,10 @@ fn commit_group(conn: &mut Conn, group: &[WriteJob]) -> Vec<Result<AppendOutcome
         rollback(conn);
         outcome = try_group(conn, group, true);
     }
-    match outcome {
-        Ok(results) => results,
-        Err(e) => {
-            rollback(conn);
-            let e = Arc::new(e);
-            group.iter().map(|_| Err(StoreError::Backend(Box::new(SharedError(e.clone()))))).collect()
-        }
-    }
+    outcome.unwrap_or_else(|e| {
+        rollback(conn);
+        fail_all(group.len(), e)
+    })
 }
 
 fn rollback(conn: &mut Conn) {
@@ -592,13 +553,7 @@ fn listen_loop(url: &str, changes: &tokio::sync::watch::Sender<u64>, stop: &Atom
 
 impl EventStore for PostgresStore {
     fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
-        let (reply, answer) = crossbeam_channel::bounded(1);
-        self.jobs
-            .as_ref()
-            .ok_or(StoreError::WriterStopped)?
-            .send(WriteJob { request, reply })
-            .map_err(|_| StoreError::WriterStopped)?;
-        answer.recv().map_err(|_| StoreError::WriterStopped)?
+        self.writer.append(request)
     }
 
     fn head(&self) -> Result<Option<Head>, StoreError> {
@@ -690,22 +645,6 @@ impl EventStore for PostgresStore {
 impl From<postgres::Error> for StoreError {
     fn from(e: postgres::Error) -> Self {
         Self::Backend(Box::new(e))
-    }
-}
-
-/// One failed commit, reported to every append of its group.
-#[derive(Debug)]
-struct SharedError(Arc<StoreError>);
-
-impl std::fmt::Display for SharedError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "the group commit failed: {}", self.0)
-    }
-}
-
-impl std::error::Error for SharedError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        std::error::Error::source(self.0.as_ref())
     }
 }
 

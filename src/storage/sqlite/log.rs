@@ -1,7 +1,7 @@
 //! The SQLite event log: the only module that knows SQL.
 //!
-//! One writer thread owns the write connection. Appenders hand it their request over a channel and
-//! wait for the answer; the writer takes every request that is waiting (up to `MAX_GROUP`), runs
+//! One writer thread owns the write connection (`storage::group_commit`). Appenders hand it their
+//! request over a channel and wait for the answer; the writer takes every request that is waiting, runs
 //! them in one transaction — each inside its own savepoint, so a refused request writes nothing
 //! while its neighbours commit — and syncs once. That is group commit: 64 concurrent writers share
 //! one fsync instead of queueing for 64. Readers use their own connections (WAL lets them read
@@ -13,9 +13,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::thread::JoinHandle;
 
-use crossbeam_channel::{Receiver, Sender};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::events::append;
@@ -25,6 +23,7 @@ use crate::events::merkle::{self, Hash32};
 use crate::events::store::ExpectedVersion;
 use crate::events::store::{AppendOutcome, AppendRequest, EventStore, Head, StoreError};
 use crate::events::tiles;
+use crate::storage::group_commit::{fail_all, WriteJob, Writer};
 
 /// How hard a commit is made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,8 +33,6 @@ pub enum Durability {
     /// `synchronous=NORMAL`: survives a killed process, may lose the last commits on power loss.
     Normal,
 }
-
-const MAX_GROUP: usize = 256;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS events (
@@ -83,15 +80,9 @@ INSERT OR IGNORE INTO store_meta (key, value) VALUES ('schema', 'vadyl-events/1'
 const SELECT_EVENT: &str = "SELECT position, event_id, stream_id, stream_version, type, schema_version, recorded_at, \
      actor, correlation_id, causation_id, payload, prev_hash, hash FROM events";
 
-struct WriteJob {
-    request: AppendRequest,
-    reply: Sender<Result<AppendOutcome, StoreError>>,
-}
-
 pub struct SqliteStore {
     path: PathBuf,
-    jobs: Option<Sender<WriteJob>>,
-    writer: Option<JoinHandle<()>>,
+    writer: Writer,
     readers: Mutex<Vec<Connection>>,
     /// Only asks `PRAGMA data_version`, which changes when another connection (the writer, or
     /// another process) commits: one connection, so that successive values are comparable.
@@ -164,13 +155,9 @@ impl SqliteStore {
         conn.pragma_update(None, "wal_autocheckpoint", 8192)?;
         conn.execute_batch(SCHEMA)?;
         backfill_tiles(&mut conn)?;
-        let (tx, rx) = crossbeam_channel::unbounded::<WriteJob>();
-        let writer = std::thread::Builder::new()
-            .name("vadyl-log-writer".into())
-            .spawn(move || writer_loop(conn, rx))
-            .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        let writer = Writer::start("vadyl-log-writer", move |group| commit_group(&mut conn, group))?;
         let watch = Mutex::new(open_connection(path)?);
-        Ok(Self { path: path.to_owned(), jobs: Some(tx), writer: Some(writer), readers: Mutex::new(Vec::new()), watch })
+        Ok(Self { path: path.to_owned(), writer, readers: Mutex::new(Vec::new()), watch })
     }
 
     pub fn path(&self) -> &Path {
@@ -189,33 +176,6 @@ impl SqliteStore {
             }
         }
         result
-    }
-}
-
-impl Drop for SqliteStore {
-    fn drop(&mut self) {
-        // Closing the channel ends the writer loop after it has answered every queued job.
-        self.jobs.take();
-        if let Some(w) = self.writer.take() {
-            let _ = w.join();
-        }
-    }
-}
-
-fn writer_loop(mut conn: Connection, rx: Receiver<WriteJob>) {
-    while let Ok(first) = rx.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
-            }
-        }
-        let results = commit_group(&mut conn, &group);
-        for (job, result) in group.into_iter().zip(results) {
-            // The appender may have given up waiting; nothing to do then.
-            let _ = job.reply.send(result);
-        }
     }
 }
 
@@ -254,13 +214,7 @@ fn commit_group(conn: &mut Connection, group: &[WriteJob]) -> Vec<Result<AppendO
         tx.commit()?;
         Ok(results)
     };
-    match run(conn) {
-        Ok(results) => results,
-        Err(e) => {
-            let e = std::sync::Arc::new(e);
-            group.iter().map(|_| Err(StoreError::Backend(Box::new(SharedError(e.clone()))))).collect()
-        }
-    }
+    run(conn).unwrap_or_else(|e| fail_all(group.len(), e))
 }
 
 /// Builds the tiles a log written before tiles existed lacks (nothing, for any other log), before
@@ -412,13 +366,7 @@ fn append_one(
 
 impl EventStore for SqliteStore {
     fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
-        let (reply, answer) = crossbeam_channel::bounded(1);
-        self.jobs
-            .as_ref()
-            .ok_or(StoreError::WriterStopped)?
-            .send(WriteJob { request, reply })
-            .map_err(|_| StoreError::WriterStopped)?;
-        answer.recv().map_err(|_| StoreError::WriterStopped)?
+        self.writer.append(request)
     }
 
     fn head(&self) -> Result<Option<Head>, StoreError> {
@@ -509,6 +457,13 @@ impl EventStore for SqliteStore {
     }
 }
 
+// The `EventStore` seam knows no database; SQLite's errors become its backend errors here.
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Backend(Box::new(e))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -558,28 +513,5 @@ mod tests {
         let conn = Connection::open(d.path().join("events.db")).unwrap();
         let e = conn.execute("UPDATE merkle_tiles SET hash = zeroblob(32)", []).unwrap_err();
         assert!(e.to_string().contains("append-only"), "{e}");
-    }
-}
-
-// The `EventStore` seam knows no database; SQLite's errors become its backend errors here.
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        Self::Backend(Box::new(e))
-    }
-}
-
-/// One failed commit, reported to every append of its group.
-#[derive(Debug)]
-struct SharedError(std::sync::Arc<StoreError>);
-
-impl std::fmt::Display for SharedError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "the group commit failed: {}", self.0)
-    }
-}
-
-impl std::error::Error for SharedError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        std::error::Error::source(self.0.as_ref())
     }
 }
