@@ -10,12 +10,7 @@ use serde_json::{json, Value};
 
 /// The log's head position, read straight from the database.
 fn head(data: &Path) -> i64 {
-    let db = rusqlite::Connection::open_with_flags(
-        data.join("events.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .unwrap();
-    db.query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| r.get(0)).unwrap()
+    common::Database::of(data).head()
 }
 
 fn call(server: &Server, token: Option<&str>, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {

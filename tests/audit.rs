@@ -4,7 +4,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::{stderr, stdout, vadyl};
 use vadyl::app::audit::{self, TrustedKey};
@@ -27,31 +26,24 @@ fn verifier_key(dir: &Path) -> String {
     v["verifierKey"].as_str().unwrap().to_owned()
 }
 
-fn sqlite(db: &Path, sql: &str) -> std::process::Output {
-    Command::new("sqlite3").arg(db).arg(sql).output().expect("the sqlite3 command runs")
-}
-
 #[test]
 fn the_database_refuses_update_and_delete_and_verify_names_an_out_of_band_edit() {
     let dir = tempfile::tempdir().unwrap();
     history(dir.path());
-    let db = dir.path().join("events.db");
+    let db = common::Database::of(dir.path());
 
     let ok = vadyl(dir.path(), &["audit", "verify"]);
     assert!(ok.status.success(), "{}{}", stdout(&ok), stderr(&ok));
     assert!(stdout(&ok).contains("checkpoints verified"), "{}", stdout(&ok));
 
-    let update = sqlite(&db, "UPDATE events SET actor = 'mallory' WHERE position = 5;");
-    assert!(!update.status.success());
-    assert!(stderr(&update).contains("append-only"), "{}", stderr(&update));
-    let delete = sqlite(&db, "DELETE FROM events WHERE position = 5;");
-    assert!(!delete.status.success());
-    assert!(stderr(&delete).contains("append-only"), "{}", stderr(&delete));
+    let update = db.run("UPDATE events SET actor = 'mallory' WHERE position = 5;").unwrap_err();
+    assert!(update.contains("append-only"), "{update}");
+    let delete = db.run("DELETE FROM events WHERE position = 5;").unwrap_err();
+    assert!(delete.contains("append-only"), "{delete}");
 
-    // An attacker with file access drops the triggers and rewrites one event.
-    let edit =
-        sqlite(&db, "DROP TRIGGER events_refuse_update; UPDATE events SET actor = 'mallory' WHERE position = 5;");
-    assert!(edit.status.success(), "{}", stderr(&edit));
+    // An attacker with access to the database lifts the guard and rewrites one event.
+    let edit = format!("{} UPDATE events SET actor = 'mallory' WHERE position = 5;", db.lift_update_guard("events"));
+    db.run(&edit).unwrap();
     let bad = vadyl(dir.path(), &["audit", "verify"]);
     assert!(!bad.status.success());
     assert!(stderr(&bad).contains("first bad position is 5"), "{}", stderr(&bad));
@@ -64,13 +56,13 @@ fn the_database_refuses_update_and_delete_and_verify_names_an_out_of_band_edit()
 fn an_event_inserted_out_of_band_is_named_by_verify() {
     let dir = tempfile::tempdir().unwrap();
     history(dir.path());
-    let db = dir.path().join("events.db");
-    let forged = sqlite(
-        &db,
+    let db = common::Database::of(dir.path());
+    let zero = db.zero32();
+    db.run(&format!(
         "INSERT INTO events SELECT MAX(position) + 2, 'forged', 's', 1, 'BindingCreated', 1, 'now', 'mallory', NULL, NULL, \
-         '{}', zeroblob(32), zeroblob(32) FROM events;",
-    );
-    assert!(forged.status.success(), "{}", stderr(&forged));
+         '{{}}', {zero}, {zero} FROM events;"
+    ))
+    .unwrap();
     let out = vadyl(dir.path(), &["--json", "audit", "verify"]);
     assert!(!out.status.success());
     let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
@@ -82,12 +74,11 @@ fn an_event_inserted_out_of_band_is_named_by_verify() {
 fn a_rewritten_chain_is_caught_by_the_signed_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
     history(dir.path());
-    let db = dir.path().join("events.db");
+    let db = common::Database::of(dir.path());
     // Rewrite position 3's payload and recompute nothing: the hash mismatch names 3. A forger who
     // could also recompute hashes would still break the checkpoint signed over the old root.
-    let edit =
-        sqlite(&db, "DROP TRIGGER events_refuse_update; UPDATE events SET hash = zeroblob(32) WHERE position = 3;");
-    assert!(edit.status.success(), "{}", stderr(&edit));
+    db.run(&format!("{} UPDATE events SET hash = {} WHERE position = 3;", db.lift_update_guard("events"), db.zero32()))
+        .unwrap();
     let out = vadyl(dir.path(), &["--json", "audit", "verify"]);
     assert!(!out.status.success());
     let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
@@ -205,12 +196,9 @@ fn start_up_from_a_snapshot_plus_tail_equals_a_full_replay() {
         common::publish(&reg, "stripe-charge-adapter:1.2.0", "payment.charge@1");
     }
     let from_snapshot = common::open(dir.path()).registry().read(|s| s.clone());
-    let store = vadyl::storage::sqlite::log::SqliteStore::open(
-        &dir.path().join("events.db"),
-        vadyl::storage::sqlite::log::Durability::Full,
-    )
-    .unwrap();
-    let replayed = audit::replay(&store, None).unwrap();
+    let store =
+        vadyl::storage::open_log(&common::location(dir.path()), vadyl::storage::sqlite::log::Durability::Full).unwrap();
+    let replayed = audit::replay(store.as_ref(), None).unwrap();
     assert_eq!(from_snapshot, replayed);
 
     // A snapshot that no longer matches its digest is ignored, not trusted.

@@ -280,7 +280,7 @@ fn a_forbidden_import_is_named_at_build_and_refused_at_instantiation_when_forced
 
     // Forced into the store (bytes signed and recorded behind the build's back): the loader refuses it.
     let with_descriptor = vadyl::runtime::component::descriptor::embed(&wasm, d.to_string().as_bytes()).unwrap();
-    let id = common::build_with_bytes(&reg, &data, "sneaky:1.0.0", "payment.charge@1", &with_descriptor);
+    let id = common::build_with_bytes(&reg, "sneaky:1.0.0", "payment.charge@1", &with_descriptor);
     let err = match reg.load(&id) {
         Ok(_) => panic!("a component importing WASI was loaded"),
         Err(e) => e.to_string(),
@@ -293,15 +293,7 @@ fn a_forbidden_import_is_named_at_build_and_refused_at_instantiation_when_forced
 fn tamper_then_refuse(data: &Path, input: &str) {
     let compiled = data.join("compiled");
     std::fs::remove_dir_all(&compiled).unwrap();
-    let artifact = everything_stored(&data.join("artifacts"))
-        .into_iter()
-        .find(|(_, bytes)| bytes.starts_with(b"\0asm"))
-        .map(|(path, _)| PathBuf::from(path))
-        .unwrap();
-    let mut bytes = std::fs::read(&artifact).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x01;
-    std::fs::write(&artifact, &bytes).unwrap();
+    common::Database::of(data).flip_a_component_byte(data);
     let out = vadyl(data, &["--json", "connector", "invoke", "pay", "--operation", "charge", "--input", input]);
     assert!(!out.status.success(), "a tampered artifact ran: {}", stdout(&out));
     assert!(stderr(&out).contains("altered"), "the refusal says why: {}", stderr(&out));

@@ -253,7 +253,7 @@ fn a_forked_history_is_refused_naming_the_checkpoints_that_disagree() {
     let (dir, a) = common::hooks_in_two_projects();
     let key = public_key(&a);
     let b = dir.path().join("fork");
-    copy_dir(&a, &b);
+    common::copy_registry(&a, &b);
     let checkpoint = |data: &Path| -> (String, u64, String) {
         let cp: Value = serde_json::from_str(&vadyl_ok(data, &["--json", "audit", "checkpoint"])).unwrap();
         (
@@ -315,19 +315,6 @@ fn a_forked_history_is_refused_naming_the_checkpoints_that_disagree() {
     let said = stderr(&out);
     assert!(said.contains("smaller than the remembered one"), "{said}");
     assert!(said.contains(&format!("{larger_size} events")), "{said}");
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 #[test]

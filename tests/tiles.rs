@@ -254,10 +254,12 @@ fn an_independent_tiles_reader_recomputes_the_checkpoint_and_catches_an_altered_
     assert!(err.contains("entry 1 does not hash"), "{err}");
 
     // Altered on disk, past the append-only triggers: the served tile leads to another root.
-    let db = rusqlite::Connection::open(data.join("events.db")).unwrap();
-    db.execute_batch(
-        "DROP TRIGGER merkle_tiles_refuse_update; UPDATE merkle_tiles SET hash = zeroblob(32) WHERE level = 1 AND idx = 0",
-    )
+    let db = common::Database::of(&data);
+    db.run(&format!(
+        "{} UPDATE merkle_tiles SET hash = {} WHERE level = 1 AND idx = 0",
+        db.lift_update_guard("merkle_tiles"),
+        db.zero32()
+    ))
     .unwrap();
     let mut fetch = fetch_from(&server);
     let mut reader = Reader { fetch: &mut fetch };

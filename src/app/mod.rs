@@ -137,6 +137,11 @@ impl App {
         lifecycle::build_native(&self.registry, &self.loader, metadata, id, adapter, descriptor)
     }
 
+    /// The content-addressed artifact store this application builds into and loads from.
+    pub fn artifacts(&self) -> &dyn ArtifactStore {
+        self.loader.artifacts()
+    }
+
     /// The loaded (verified, parsed or compiled) implementation, cached by content hash.
     pub fn load(&self, id: &ImplementationId) -> Result<Arc<lifecycle::Loaded>, LifecycleError> {
         self.loader.load(&self.registry, id)

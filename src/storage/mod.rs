@@ -94,8 +94,9 @@ pub enum SecretsOpenError {
 /// Where a registry's state lives: a data directory, and optionally a shared PostgreSQL database.
 ///
 /// With a database, the log, token hashes, artifacts and secret rows live there, shared by every
-/// node; the data directory keeps what is this node's own: the compiled-code cache, the projection
-/// snapshot, host memory and invocation records (not yet shared), and by default the keys. Nodes
+/// node, as are host memory and invocation records; the data directory keeps what is this node's
+/// own: the compiled-code cache, the projection snapshot, the invocation records' write-ahead
+/// journal, and by default the keys. Nodes
 /// that share a database must share the keys too: `keys_dir` points every node at the same files.
 #[derive(Debug, Clone)]
 pub struct Location {

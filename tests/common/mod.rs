@@ -13,7 +13,6 @@ use vadyl::events::domain::{CheckResult, CheckState, ConformanceRunCompleted, Im
 use vadyl::events::envelope::EventMetadata;
 use vadyl::ids::{BindingTarget, ContentHash, ImplementationId, ImplementationSource};
 use vadyl::keys::Signer;
-use vadyl::runtime::artifact::ArtifactStore as _;
 
 /// The one switch that runs the suite on PostgreSQL: `VADYL_TEST_POSTGRES` set to the URL of a
 /// server whose role may create databases (e.g. `postgres://vadyl@127.0.0.1:55432/postgres`). Each
@@ -21,20 +20,180 @@ use vadyl::runtime::artifact::ArtifactStore as _;
 /// and in-process registry of the test uses it (`--store`); unset, everything stays in the data
 /// directory (SQLite), as for a user.
 pub fn database_for(data_dir: &Path) -> Option<String> {
+    let (mut admin, name) = test_database(data_dir)?;
+    let exists = admin.query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name]).expect("pg_database reads");
+    if exists.is_none() {
+        // Two processes of one test may race to create it: losing the race is fine.
+        let _ = admin.batch_execute(&format!("CREATE DATABASE {name}"));
+    }
+    Some(database_url(&name))
+}
+
+/// A connection to the suite's server and the name of `data_dir`'s database, when the suite runs on
+/// PostgreSQL.
+fn test_database(data_dir: &Path) -> Option<(postgres::Client, String)> {
     let admin = std::env::var("VADYL_TEST_POSTGRES").ok().filter(|u| !u.is_empty())?;
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     data_dir.hash(&mut h);
     let name = format!("t_{:016x}", h.finish());
-    let mut client = postgres::Client::connect(&admin, postgres::NoTls).expect("the test database server answers");
-    let exists = client.query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name]).expect("pg_database reads");
-    if exists.is_none() {
-        // Two processes of one test may race to create it: losing the race is fine.
-        let _ = client.batch_execute(&format!("CREATE DATABASE {name}"));
-    }
+    let client = postgres::Client::connect(&admin, postgres::NoTls).expect("the test database server answers");
+    Some((client, name))
+}
+
+fn database_url(name: &str) -> String {
+    let admin = std::env::var("VADYL_TEST_POSTGRES").expect("the suite runs on PostgreSQL");
     let mut url = url::Url::parse(&admin).expect("VADYL_TEST_POSTGRES is a URL");
-    url.set_path(&name);
-    Some(url.to_string())
+    url.set_path(name);
+    url.to_string()
+}
+
+/// Where the registry of `data_dir` keeps its stores in this run of the suite.
+pub fn location(data_dir: &Path) -> vadyl::storage::Location {
+    vadyl::storage::Location { database: database_for(data_dir), ..vadyl::storage::Location::dir(data_dir) }
+}
+
+/// A copy of everything the registry of `from` keeps, as the registry of `to`: its data directory,
+/// and its database when the suite runs on PostgreSQL. Nothing may have touched `to` yet.
+pub fn copy_registry(from: &Path, to: &Path) {
+    copy_dir(from, to);
+    if let Some((mut admin, source)) = test_database(from) {
+        let (_, target) = test_database(to).expect("the suite runs on PostgreSQL");
+        admin.batch_execute(&format!("CREATE DATABASE {target} TEMPLATE {source}")).expect("the database is copied");
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("the copy's directory is created");
+    for entry in std::fs::read_dir(from).expect("the directory reads") {
+        let entry = entry.expect("the entry reads");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("the entry's type reads").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("the file is copied");
+        }
+    }
+}
+
+/// The database behind a data directory, reached the way an operator or an attacker with direct
+/// access would (the `sqlite3` command, a PostgreSQL session), never through vadyl: the tests that
+/// tamper with stored history use it to get past the append-only guards.
+pub enum Database {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl Database {
+    pub fn of(data_dir: &Path) -> Self {
+        match database_for(data_dir) {
+            Some(url) => Self::Postgres(url),
+            None => Self::Sqlite(data_dir.join("events.db")),
+        }
+    }
+
+    /// Runs `sql` (statements separated by `;`); what the database said when it refused.
+    pub fn run(&self, sql: &str) -> Result<(), String> {
+        match self {
+            Self::Sqlite(db) => {
+                let out = Command::new("sqlite3").arg(db).arg(sql).output().expect("the sqlite3 command runs");
+                if out.status.success() {
+                    Ok(())
+                } else {
+                    Err(stderr(&out))
+                }
+            }
+            Self::Postgres(url) => postgres::Client::connect(url, postgres::NoTls)
+                .expect("the test database answers")
+                .batch_execute(sql)
+                .map_err(|e| e.as_db_error().map_or_else(|| e.to_string(), |db| db.message().to_owned())),
+        }
+    }
+
+    /// The log's head position.
+    pub fn head(&self) -> i64 {
+        let sql = "SELECT COALESCE(MAX(position), 0) FROM events";
+        match self {
+            Self::Sqlite(db) => {
+                let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                let conn = rusqlite::Connection::open_with_flags(db, flags).expect("the log opens");
+                conn.query_row(sql, [], |r| r.get(0)).expect("the head reads")
+            }
+            Self::Postgres(url) => {
+                let mut client = postgres::Client::connect(url, postgres::NoTls).expect("the test database answers");
+                client.query_one(sql, &[]).expect("the head reads").get(0)
+            }
+        }
+    }
+
+    /// The statement that removes the guard refusing UPDATE on `table` (`events`, `merkle_tiles`,
+    /// `artifacts`), as someone who owns the database may.
+    pub fn lift_update_guard(&self, table: &str) -> String {
+        match self {
+            Self::Sqlite(_) => format!("DROP TRIGGER {table}_refuse_update;"),
+            Self::Postgres(_) => format!("ALTER TABLE {table} DISABLE TRIGGER {table}_append_only;"),
+        }
+    }
+
+    /// Thirty-two zero bytes, in this database's SQL.
+    pub fn zero32(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "zeroblob(32)",
+            Self::Postgres(_) => "decode(repeat('00', 32), 'hex')",
+        }
+    }
+
+    /// Every value of every table but the encrypted secrets, as bytes, named `table.column`: what a
+    /// database holds beyond the data directory's files. Nothing for SQLite (its files are read whole).
+    fn every_value(&self) -> Vec<(String, Vec<u8>)> {
+        let Self::Postgres(url) = self else { return Vec::new() };
+        let mut client = postgres::Client::connect(url, postgres::NoTls).expect("the test database answers");
+        let columns = client
+            .query(
+                "SELECT table_name::text, column_name::text, data_type::text FROM information_schema.columns \
+                 WHERE table_schema = 'public' AND table_name <> 'secrets'",
+                &[],
+            )
+            .expect("the columns are listed");
+        let mut out = Vec::new();
+        for column in columns {
+            let (table, name, kind): (String, String, String) = (column.get(0), column.get(1), column.get(2));
+            let value =
+                if kind == "bytea" { format!("\"{name}\"") } else { format!("convert_to(\"{name}\"::text, 'UTF8')") };
+            for row in client.query(&format!("SELECT {value} FROM \"{table}\""), &[]).expect("the column reads") {
+                if let Some(bytes) = row.get::<_, Option<Vec<u8>>>(0) {
+                    out.push((format!("{table}.{name}"), bytes));
+                }
+            }
+        }
+        out
+    }
+
+    /// Flips the middle byte of one stored WebAssembly artifact, behind the registry's back.
+    pub fn flip_a_component_byte(&self, data_dir: &Path) {
+        match self {
+            Self::Sqlite(_) => {
+                let artifact = files_under(&data_dir.join("artifacts"))
+                    .into_iter()
+                    .find(|(_, bytes)| bytes.starts_with(b"\0asm"))
+                    .map(|(path, _)| PathBuf::from(path))
+                    .expect("a component is stored");
+                let mut bytes = std::fs::read(&artifact).expect("the artifact reads");
+                let middle = bytes.len() / 2;
+                bytes[middle] ^= 0x01;
+                std::fs::write(&artifact, &bytes).expect("the artifact is rewritten");
+            }
+            Self::Postgres(_) => {
+                let sql = format!(
+                    "{} UPDATE artifacts SET bytes = set_byte(bytes, length(bytes) / 2, get_byte(bytes, length(bytes) / 2) # 1) \
+                     WHERE hash = (SELECT hash FROM artifacts WHERE substring(bytes FROM 1 FOR 4) = '\\x0061736d'::bytea \
+                     ORDER BY hash LIMIT 1)",
+                    self.lift_update_guard("artifacts")
+                );
+                self.run(&sql).expect("the artifact is rewritten");
+            }
+        }
+    }
 }
 
 /// `--store URL` for `data_dir` when the suite runs on PostgreSQL ([`database_for`]), else nothing.
@@ -189,9 +348,7 @@ pub fn hooks_in_two_projects() -> (tempfile::TempDir, PathBuf) {
 }
 
 pub fn open(data_dir: &Path) -> App {
-    let location =
-        vadyl::storage::Location { database: database_for(data_dir), ..vadyl::storage::Location::dir(data_dir) };
-    vadyl::storage::open_at(&location, OpenOptions::default(), vadyl::storage::sqlite::log::Durability::Full)
+    vadyl::storage::open_at(&location(data_dir), OpenOptions::default(), vadyl::storage::sqlite::log::Durability::Full)
         .expect("the registry opens")
 }
 
@@ -265,10 +422,9 @@ pub fn bind(reg: &App, project: &str, alias: &str, target: &str) {
 
 /// Stores real component bytes and records their build through the command handler, skipping the
 /// build's own checks: how a test forces an artifact the build would refuse into the store.
-pub fn build_with_bytes(reg: &App, data_dir: &Path, id: &str, contract: &str, bytes: &[u8]) -> ImplementationId {
+pub fn build_with_bytes(reg: &App, id: &str, contract: &str, bytes: &[u8]) -> ImplementationId {
     let id: ImplementationId = id.parse().unwrap();
-    let artifacts = vadyl::storage::artifacts::FileArtifacts::open(&data_dir.join("artifacts")).unwrap();
-    let content_hash = artifacts.put(bytes).unwrap();
+    let content_hash = reg.artifacts().put(bytes).unwrap();
     let built = ImplementationBuilt {
         implementation_id: id.clone(),
         source: ImplementationSource::AuthoredComponent,
@@ -318,8 +474,16 @@ pub fn set_secret_global(data_dir: &Path, global: &[&str], name: &str, value: &s
     stdout(&out)
 }
 
-/// Every byte the registry keeps under `dir`, except the encrypted secret store.
+/// Every byte the registry of data directory `dir` keeps, in its files and its database, except the
+/// encrypted secret store.
 pub fn everything_stored(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Database::of(dir).every_value();
+    out.extend(files_under(dir));
+    out
+}
+
+/// Every file under `dir`, except the encrypted secret store.
+fn files_under(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(dir) = stack.pop() {
