@@ -7,17 +7,16 @@
 //! are gap-free and become visible in position order. No reader ever has to skip a gap by time.
 //!
 //! **Group commit.** As with SQLite (`storage::group_commit`), one writer thread per node takes every
-//! append waiting and commits them in one transaction, in a fixed number of round trips whatever the
-//! group's size: lock, head, one look-up of every event id and one of every stream's version, one
-//! multi-row INSERT, then NOTIFY and COMMIT together. Each request is decided in Rust against the
-//! group's running state (`events::append`), so a refused request writes nothing and needs no
-//! savepoint, while its neighbours commit.
+//! append waiting and commits them in one transaction, in two pipelined round trips whatever the
+//! group's size (`writer`): lock, head and what other nodes appended since this node's last group;
+//! then one multi-row INSERT, NOTIFY and COMMIT. Each request is decided in Rust against the group's
+//! running state (`events::append`), so a refused request writes nothing and needs no savepoint,
+//! while its neighbours commit.
 //!
 //! **Change notices.** The commit carries `NOTIFY vadyl_log`; a listener connection per node bumps
 //! the change marker on each notice, and polls the head every `POLL` as a safety net, so a lost
 //! notice costs latency, never correctness (a decision always reads the log first anyway).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,63 +24,44 @@ use std::time::Duration;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, Statement};
 
-use crate::events::append;
 use crate::events::envelope::{EventMetadata, RecordedEvent};
 use crate::events::merkle::{self, Hash32};
 use crate::events::store::{AppendOutcome, AppendRequest, EventStore, Head, StoreError};
 use crate::events::tiles;
-use crate::storage::group_commit::{fail_all, WriteJob, Writer};
-use crate::storage::sqlite::log::{now_rfc3339, Durability};
+use crate::storage::group_commit::Writer;
+use crate::storage::sqlite::log::Durability;
+
+use super::writer::{group_committer, WriterConn};
 
 /// Serialises appends across every node; any constant no other application on the database uses.
-const APPEND_LOCK: i64 = 0x7661_6479_6c00_0001;
-const CHANNEL: &str = "vadyl_log";
+pub(super) const APPEND_LOCK: i64 = 0x7661_6479_6c00_0001;
+pub(super) const CHANNEL: &str = "vadyl_log";
 /// How often the listener looks at the head when no notice came.
 const POLL: Duration = Duration::from_millis(500);
 
-const COLUMNS: &str = "position, event_id, stream_id, stream_version, type, schema_version, recorded_at, \
+pub(super) const COLUMNS: &str = "position, event_id, stream_id, stream_version, type, schema_version, recorded_at, \
      actor, correlation_id, causation_id, payload, prev_hash, hash";
+pub(super) const HASHES_SQL: &str =
+    "SELECT position, hash FROM events WHERE position BETWEEN $1 AND $2 ORDER BY position";
+pub(super) const TILES_SQL: &str =
+    "SELECT idx, hash FROM merkle_tiles WHERE level = $1 AND idx BETWEEN $2 AND $3 ORDER BY idx";
 
-/// The statements one connection prepares once (a text query costs an extra round trip each time).
+/// The statements a reader connection prepares once (a text query costs an extra round trip each
+/// time). The writer's are its own (`writer`).
 struct Prepared {
     head: Statement,
-    by_ids: Statement,
-    look: Statement,
-    insert: Statement,
     range: Statement,
     at: Statement,
     by_id: Statement,
     version: Statement,
     hashes: Statement,
     tiles: Statement,
-    insert_tile: Statement,
 }
 
 impl Prepared {
     fn on(client: &mut Client) -> Result<Self, postgres::Error> {
         Ok(Self {
             head: client.prepare("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1")?,
-            // One index probe per id, whatever the planner thinks of a young table's statistics
-            // (`event_id = ANY($1)` was planned as a sequential scan: 5 ms at 5,000 events).
-            by_ids: client.prepare(&format!(
-                "SELECT e.* FROM unnest($1::text[]) AS i(id) CROSS JOIN LATERAL \
-                 (SELECT {COLUMNS} FROM events WHERE event_id = i.id) AS e"
-            ))?,
-            // The head, every stream's version and which of the given ids are stored, in one
-            // statement and so from one snapshot: rows tagged 0 (head), 1 (stream), 2 (stored id).
-            look: client.prepare(
-                "SELECT 0, h.position, h.hash, NULL::text FROM \
-                   (SELECT position, hash FROM events ORDER BY position DESC LIMIT 1) AS h \
-                 UNION ALL SELECT 1, (SELECT e.stream_version FROM events e WHERE e.stream_id = s.id \
-                   ORDER BY e.stream_version DESC LIMIT 1), NULL, s.id FROM unnest($1::text[]) AS s(id) \
-                 UNION ALL SELECT 2, e.position, NULL, e.event_id FROM unnest($2::text[]) AS i(id) \
-                   CROSS JOIN LATERAL (SELECT position, event_id FROM events WHERE event_id = i.id) AS e",
-            )?,
-            insert: client.prepare(&format!(
-                "INSERT INTO events ({COLUMNS}) SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], \
-                 $4::bigint[], $5::text[], $6::integer[], $7::text[], $8::text[], $9::text[], $10::text[], \
-                 $11::text[], $12::bytea[], $13::bytea[])"
-            ))?,
             range: client
                 .prepare(&format!("SELECT {COLUMNS} FROM events WHERE position BETWEEN $1 AND $2 ORDER BY position"))?,
             at: client.prepare(&format!("SELECT {COLUMNS} FROM events WHERE position = $1"))?,
@@ -89,12 +69,8 @@ impl Prepared {
             version: client.prepare(
                 "SELECT stream_version FROM events WHERE stream_id = $1 ORDER BY stream_version DESC LIMIT 1",
             )?,
-            hashes: client
-                .prepare("SELECT position, hash FROM events WHERE position BETWEEN $1 AND $2 ORDER BY position")?,
-            tiles: client.prepare(
-                "SELECT idx, hash FROM merkle_tiles WHERE level = $1 AND idx BETWEEN $2 AND $3 ORDER BY idx",
-            )?,
-            insert_tile: client.prepare("INSERT INTO merkle_tiles (level, idx, hash) VALUES ($1, $2, $3)")?,
+            hashes: client.prepare(HASHES_SQL)?,
+            tiles: client.prepare(TILES_SQL)?,
         })
     }
 }
@@ -145,25 +121,20 @@ impl PostgresStore {
         let mut client = super::connect(url)?;
         let schema = if migrate { super::schema::migrate(&mut client) } else { super::schema::check(&mut client) };
         schema.map_err(|e| StoreError::Backend(Box::new(e)))?;
-        if durability == Durability::Normal {
-            // Survives a killed node or client; the last commits may be lost if the server crashes.
-            client.batch_execute("SET synchronous_commit = off")?;
-        }
         let stmts = Prepared::on(&mut client)?;
-        let mut writer_conn = Conn { client, stmts };
-        check_tiles(&mut writer_conn)?;
+        let mut conn = Conn { client, stmts };
+        check_tiles(&mut conn)?;
         let changes = Arc::new(tokio::sync::watch::Sender::new(0u64));
-        let writer = Writer::start(
-            "vadyl-pg-writer",
-            group_committer(writer_conn, url.to_owned(), durability, changes.clone()),
-        )?;
+        let writer_conn = WriterConn::open(url, durability)?;
+        let writer = Writer::start("vadyl-pg-writer", group_committer(writer_conn, changes.clone()))?;
         let stop = Arc::new(AtomicBool::new(false));
         let (listen_url, listen_changes, listen_stop) = (url.to_owned(), changes.clone(), stop.clone());
         std::thread::Builder::new()
             .name("vadyl-pg-listen".into())
             .spawn(move || listen_loop(&listen_url, &listen_changes, &listen_stop))
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
-        Ok(Self { url: url.to_owned(), writer, readers: Mutex::new(Vec::new()), changes, stop })
+        // The connection that migrated becomes the first reader.
+        Ok(Self { url: url.to_owned(), writer, readers: Mutex::new(vec![conn]), changes, stop })
     }
 
     /// `f` on a pooled reader connection, off any async runtime (see [`super::off_runtime`]).
@@ -199,232 +170,6 @@ fn bump(changes: &tokio::sync::watch::Sender<u64>) {
     changes.send_modify(|v| *v = v.wrapping_add(1));
 }
 
-/// Commits each group on `conn`, reconnecting first when the server has closed it, and tells this
-/// node's readers that the log may have moved.
-fn group_committer(
-    mut conn: Conn,
-    url: String,
-    durability: Durability,
-    changes: Arc<tokio::sync::watch::Sender<u64>>,
-) -> impl FnMut(&[WriteJob]) -> Vec<Result<AppendOutcome, StoreError>> {
-    move |group| {
-        if conn.client.is_closed() {
-            match reconnect(&url, durability) {
-                Ok(c) => conn = c,
-                Err(e) => return fail_all(group.len(), e),
-            }
-        }
-        let results = commit_group(&mut conn, group);
-        bump(&changes);
-        results
-    }
-}
-
-fn reconnect(url: &str, durability: Durability) -> Result<Conn, StoreError> {
-    let mut conn = Conn::open(url)?;
-    if durability == Durability::Normal {
-        conn.client.batch_execute("SET synchronous_commit = off")?;
-    }
-    Ok(conn)
-}
-
-/// The group's running state: what the requests decided so far see.
-struct GroupState {
-    head: Option<Head>,
-    versions: HashMap<String, Option<u64>>,
-    stored: HashMap<String, RecordedEvent>,
-    new_events: Vec<RecordedEvent>,
-}
-
-/// Commits `group`. Only the first event id of each request is looked up (a retry resends every
-/// id, so the first tells a retry from a new append); another reused id makes the INSERT fail on
-/// the unique index, and the group is then decided again with every id looked up, which refuses
-/// just the request that reused it.
-fn commit_group(conn: &mut Conn, group: &[WriteJob]) -> Vec<Result<AppendOutcome, StoreError>> {
-    let mut outcome = try_group(conn, group, false);
-    if matches!(&outcome, Err(e) if is_event_id_violation(e)) {
-        rollback(conn);
-        outcome = try_group(conn, group, true);
-    }
-    outcome.unwrap_or_else(|e| {
-        rollback(conn);
-        fail_all(group.len(), e)
-    })
-}
-
-fn rollback(conn: &mut Conn) {
-    if !conn.client.is_closed() {
-        let _ = conn.client.batch_execute("ROLLBACK");
-    }
-}
-
-fn is_event_id_violation(e: &StoreError) -> bool {
-    let StoreError::Backend(source) = e else { return false };
-    source.downcast_ref::<postgres::Error>().and_then(|e| e.as_db_error()).is_some_and(|db| {
-        db.code() == &postgres::error::SqlState::UNIQUE_VIOLATION && db.constraint() == Some("events_event_id_key")
-    })
-}
-
-fn try_group(
-    conn: &mut Conn,
-    group: &[WriteJob],
-    probe_all: bool,
-) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
-    conn.client.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock({APPEND_LOCK})"))?;
-    let Conn { client, stmts } = conn;
-    let firsts: Vec<&str> = group
-        .iter()
-        .filter_map(|j| j.request.streams.iter().flat_map(|s| s.events.first()).next())
-        .map(|e| e.event_id.as_str())
-        .collect();
-    let mut streams: Vec<&str> =
-        group.iter().flat_map(|j| j.request.streams.iter().map(|s| s.stream_id.as_str())).collect();
-    streams.sort_unstable();
-    streams.dedup();
-    // Read after the lock: every append that held it before is visible now.
-    let (mut head, mut versions, mut found) = (None::<Head>, HashMap::new(), std::collections::HashSet::new());
-    for row in client.query(&stmts.look, &[&streams, &firsts])? {
-        match row.try_get::<_, i32>(0)? {
-            0 => head = Some(head_of_columns(row.try_get(1)?, row.try_get(2)?)?),
-            1 => {
-                let version: Option<i64> = row.try_get(1)?;
-                versions.insert(row.try_get::<_, String>(3)?, version.map(|v| v as u64));
-            }
-            _ => {
-                found.insert(row.try_get::<_, String>(3)?);
-            }
-        }
-    }
-    // The stored events of every request that is a retry (or of all, when asked), in full.
-    let probe: Vec<&str> = group
-        .iter()
-        .filter(|j| {
-            probe_all
-                || j.request
-                    .streams
-                    .iter()
-                    .flat_map(|s| s.events.first())
-                    .next()
-                    .is_some_and(|e| found.contains(&e.event_id))
-        })
-        .flat_map(|j| j.request.streams.iter().flat_map(|s| &s.events))
-        .map(|e| e.event_id.as_str())
-        .collect();
-    let mut stored = HashMap::new();
-    if !probe.is_empty() {
-        for row in client.query(&stmts.by_ids, &[&probe])? {
-            let event = row_to_event(&row)?;
-            stored.insert(event.event_id.clone(), event);
-        }
-    }
-    let old_size = head.map_or(0, |h| h.position);
-    let mut state = GroupState { head, versions, stored, new_events: Vec::new() };
-    let recorded_at = now_rfc3339();
-    let results: Vec<_> = group.iter().map(|job| decide_one(&mut state, &job.request, &recorded_at)).collect();
-    if !state.new_events.is_empty() {
-        insert_events(client, &stmts.insert, &state.new_events)?;
-    }
-    let new_size = state.head.map_or(0, |h| h.position);
-    extend_tiles(client, stmts, old_size, new_size)?;
-    client.batch_execute(&format!("SELECT pg_notify('{CHANNEL}', '{new_size}'); COMMIT"))?;
-    Ok(results)
-}
-
-/// Decides one request against the group's state; on success the state holds its events.
-fn decide_one(state: &mut GroupState, request: &AppendRequest, recorded_at: &str) -> Result<AppendOutcome, StoreError> {
-    append::validate(request)?;
-    if let Some(outcome) = append::replay_of(request, &state.stored)? {
-        return Ok(outcome);
-    }
-    let mut head = state.head;
-    let mut events = Vec::with_capacity(request.event_count());
-    let mut new_versions = Vec::with_capacity(request.streams.len());
-    for s in &request.streams {
-        let current = state.versions.get(&s.stream_id).copied().flatten();
-        if !s.expected.admits(current) {
-            return Err(StoreError::WrongExpectedVersion {
-                stream_id: s.stream_id.clone(),
-                expected: s.expected,
-                actual: current,
-            });
-        }
-        let mut stream_version = current.unwrap_or(0);
-        for proposed in &s.events {
-            stream_version += 1;
-            let event = append::seal(proposed, &s.stream_id, stream_version, head, recorded_at, &request.metadata)?;
-            head = Some(Head { position: event.position, hash: event.hash });
-            events.push(event);
-        }
-        new_versions.push((s.stream_id.clone(), stream_version));
-    }
-    state.head = head;
-    state.versions.extend(new_versions.into_iter().map(|(s, v)| (s, Some(v))));
-    for e in &events {
-        state.stored.insert(e.event_id.clone(), e.clone());
-    }
-    state.new_events.extend(events.iter().cloned());
-    Ok(AppendOutcome { events, idempotent_replay: false })
-}
-
-fn insert_events(client: &mut Client, insert: &Statement, events: &[RecordedEvent]) -> Result<(), StoreError> {
-    let positions: Vec<i64> = events.iter().map(|e| e.position as i64).collect();
-    let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
-    let streams: Vec<&str> = events.iter().map(|e| e.stream_id.as_str()).collect();
-    let versions: Vec<i64> = events.iter().map(|e| e.stream_version as i64).collect();
-    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-    let schemas: Vec<i32> = events.iter().map(|e| e.schema_version as i32).collect();
-    let times: Vec<&str> = events.iter().map(|e| e.recorded_at.as_str()).collect();
-    let actors: Vec<&str> = events.iter().map(|e| e.metadata.actor.as_str()).collect();
-    let correlations: Vec<Option<&str>> = events.iter().map(|e| e.metadata.correlation_id.as_deref()).collect();
-    let causations: Vec<Option<&str>> = events.iter().map(|e| e.metadata.causation_id.as_deref()).collect();
-    let payloads: Vec<&str> = events.iter().map(|e| e.payload.as_str()).collect();
-    let prevs: Vec<&[u8]> = events.iter().map(|e| &e.prev_hash[..]).collect();
-    let hashes: Vec<&[u8]> = events.iter().map(|e| &e.hash[..]).collect();
-    client.execute(
-        insert,
-        &[
-            &positions,
-            &ids,
-            &streams,
-            &versions,
-            &types,
-            &schemas,
-            &times,
-            &actors,
-            &correlations,
-            &causations,
-            &payloads,
-            &prevs,
-            &hashes,
-        ],
-    )?;
-    Ok(())
-}
-
-/// Writes the tile nodes that growing the tree from `old_size` to `new_size` leaves completes.
-/// Every commit leaves the tiles complete for its size, so the nodes present are exactly those of
-/// `old_size` and nothing needs to be asked.
-fn extend_tiles(client: &mut Client, stmts: &Prepared, old_size: u64, new_size: u64) -> Result<(), StoreError> {
-    for level in 1..=tiles::MAX_TILE_LEVEL {
-        let shift = tiles::TILE_HEIGHT * u32::from(level);
-        let (have, want) = (old_size.checked_shr(shift).unwrap_or(0), new_size.checked_shr(shift).unwrap_or(0));
-        if want == 0 || have == want {
-            break;
-        }
-        for k in have..want {
-            let below = read_tile(client, stmts, level - 1, k, tiles::TILE_WIDTH)?;
-            if below.len() as u64 != tiles::TILE_WIDTH {
-                return Err(StoreError::Corrupt {
-                    position: k * tiles::TILE_WIDTH,
-                    reason: format!("tile level {} has a gap under node {k} of level {level}", level - 1),
-                });
-            }
-            client.execute(&stmts.insert_tile, &[&i32::from(level), &(k as i64), &&merkle::root(&below)[..]])?;
-        }
-    }
-    Ok(())
-}
-
 /// Refuses to start on a log whose stored tiles do not match its size (a node that wrote events
 /// without them): the invariant [`extend_tiles`] relies on.
 fn check_tiles(conn: &mut Conn) -> Result<(), StoreError> {
@@ -449,6 +194,31 @@ fn check_tiles(conn: &mut Conn) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The query bounds of tile `index` of `level`, `width` entries wide: positions for level 0 (the
+/// events' hashes), node indices above.
+pub(super) fn tile_bounds(level: u8, index: u64, width: u64) -> (i64, i64) {
+    let first = index.saturating_mul(tiles::TILE_WIDTH);
+    let last = first.saturating_add(width.min(tiles::TILE_WIDTH)).saturating_sub(1);
+    let (first, last) = (i64::try_from(first).unwrap_or(i64::MAX), i64::try_from(last).unwrap_or(i64::MAX));
+    if level == 0 {
+        (first.saturating_add(1), last.saturating_add(1))
+    } else {
+        (first, last)
+    }
+}
+
+/// A tile's nodes from the rows of [`HASHES_SQL`] (level 0: leaf hashes of the events) or
+/// [`TILES_SQL`] (above).
+pub(super) fn tile_from_rows(level: u8, rows: &[postgres::Row]) -> Result<Vec<Hash32>, StoreError> {
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let at = row.try_get::<_, i64>(0)? as u64;
+        let hash = hash32(at, row.try_get(1)?)?;
+        out.push(if level == 0 { merkle::leaf_hash(&hash) } else { hash });
+    }
+    Ok(out)
+}
+
 fn read_tile(
     client: &mut Client,
     stmts: &Prepared,
@@ -456,22 +226,13 @@ fn read_tile(
     index: u64,
     width: u64,
 ) -> Result<Vec<Hash32>, StoreError> {
-    let first = index.saturating_mul(tiles::TILE_WIDTH);
-    let last = first.saturating_add(width.min(tiles::TILE_WIDTH)).saturating_sub(1);
-    let (first, last) = (i64::try_from(first).unwrap_or(i64::MAX), i64::try_from(last).unwrap_or(i64::MAX));
-    let mut out = Vec::with_capacity(width as usize);
-    if level == 0 {
-        for row in client.query(&stmts.hashes, &[&first.saturating_add(1), &last.saturating_add(1)])? {
-            let position = row.try_get::<_, i64>(0)? as u64;
-            out.push(merkle::leaf_hash(&hash32(position, row.try_get(1)?)?));
-        }
+    let (first, last) = tile_bounds(level, index, width);
+    let rows = if level == 0 {
+        client.query(&stmts.hashes, &[&first, &last])?
     } else {
-        for row in client.query(&stmts.tiles, &[&i32::from(level), &first, &last])? {
-            let idx = row.try_get::<_, i64>(0)? as u64;
-            out.push(hash32(idx, row.try_get(1)?)?);
-        }
-    }
-    Ok(out)
+        client.query(&stmts.tiles, &[&i32::from(level), &first, &last])?
+    };
+    tile_from_rows(level, &rows)
 }
 
 fn hash32(position: u64, bytes: &[u8]) -> Result<Hash32, StoreError> {
@@ -482,12 +243,12 @@ fn head_of(row: &postgres::Row) -> Result<Head, StoreError> {
     head_of_columns(row.try_get(0)?, row.try_get(1)?)
 }
 
-fn head_of_columns(position: i64, hash: &[u8]) -> Result<Head, StoreError> {
+pub(super) fn head_of_columns(position: i64, hash: &[u8]) -> Result<Head, StoreError> {
     let position = position as u64;
     Ok(Head { position, hash: hash32(position, hash)? })
 }
 
-fn row_to_event(row: &postgres::Row) -> Result<RecordedEvent, StoreError> {
+pub(super) fn row_to_event(row: &postgres::Row) -> Result<RecordedEvent, StoreError> {
     let position = row.try_get::<_, i64>(0)? as u64;
     Ok(RecordedEvent {
         position,
@@ -743,5 +504,32 @@ mod tests {
         let out = append(&b, "s", ExpectedVersion::Exact(1), &["2"]).unwrap();
         assert_eq!(out.events[0].prev_hash, a.event_at(1).unwrap().unwrap().hash, "one chain");
         assert!(append(&a, "s", ExpectedVersion::Any, &["2"]).unwrap().idempotent_replay, "ids are global");
+    }
+
+    #[test]
+    fn a_writer_that_remembers_stream_versions_catches_up_on_another_nodes_appends() {
+        let (_server, url) = database("known");
+        let (a, b) = (
+            PostgresStore::open(&url, Durability::Normal).unwrap(),
+            PostgresStore::open(&url, Durability::Normal).unwrap(),
+        );
+        append(&b, "s", ExpectedVersion::NoStream, &["b1"]).unwrap();
+        append(&a, "s", ExpectedVersion::Exact(1), &["a2"]).unwrap();
+        // B remembered s at version 1; the catch-up under the lock tells it A moved s to 2.
+        let e = append(&b, "s", ExpectedVersion::Exact(1), &["b-stale"]).unwrap_err();
+        assert!(matches!(e, StoreError::WrongExpectedVersion { actual: Some(2), .. }), "{e}");
+        assert_eq!(append(&b, "s", ExpectedVersion::Exact(2), &["b3"]).unwrap().events[0].stream_version, 3);
+        // More appends than a catch-up reads: B forgets what it knew and reads the versions afresh.
+        let ids: Vec<String> = (0..10_050).map(|i| format!("bulk{i}")).collect();
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        append(&a, "t", ExpectedVersion::Any, &refs).unwrap();
+        append(&a, "s", ExpectedVersion::Exact(3), &["a4"]).unwrap();
+        let e = append(&b, "s", ExpectedVersion::Exact(3), &["b-stale-2"]).unwrap_err();
+        assert!(matches!(e, StoreError::WrongExpectedVersion { actual: Some(4), .. }), "{e}");
+        let out = append(&b, "s", ExpectedVersion::Exact(4), &["b5"]).unwrap();
+        assert_eq!((out.events[0].stream_version, out.events[0].position), (5, 10_055));
+        // A retry refused by its expected version is answered with what it stored.
+        let again = append(&b, "s", ExpectedVersion::Exact(4), &["b5"]).unwrap();
+        assert!(again.idempotent_replay && again.events[0].position == 10_055);
     }
 }

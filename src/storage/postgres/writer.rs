@@ -1,0 +1,497 @@
+//! The log's writer connection: a group's statements go out **pipelined** (sent together, answered
+//! in order), so a group commit costs two round trips to the server whatever its size — `BEGIN`,
+//! the lock, the head and the catch-up together; then the INSERT, the notice and `COMMIT` together.
+//! Pipelining needs `tokio-postgres` itself (the synchronous `postgres` client waits for each
+//! answer), driven by a current-thread runtime that belongs to the writer thread alone; readers keep
+//! the synchronous client (`log`).
+//!
+//! Requests sent in one pipeline are executed in the order sent: a future of `tokio-postgres`
+//! sends its request when first polled, and `futures_util::future::join*` polls in argument order.
+//! The catch-up runs after the lock is granted, as its own statement with its own snapshot (READ
+//! COMMITTED), so it sees every append that held the lock before.
+//!
+//! **What is read per group.** The writer remembers every stream's version as of the head it last
+//! committed ([`KnownVersions`]); a group reads only the `(stream, version)` of the events other
+//! nodes appended since, plus the versions of streams it has never seen — never a look-up per event
+//! id, whose custom plan cost more to make than to run. An event id is idempotent all the same: the
+//! INSERT's unique index refuses a stored id, and the group is then decided again with every id
+//! looked up ([`Again::ProbeIds`]), so a retry is answered as a replay. A request refused for its
+//! expected version has its ids looked up before the commit, because a retry of a committed append
+//! is a replay, not a conflict. A memory that disagrees with the log (a unique stream version
+//! refused, a catch-up too long, a log that is not the one remembered) is forgotten and read afresh.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use futures_util::future::{join, join3};
+use tokio_postgres::{Client, Statement};
+
+use super::log::{head_of_columns, row_to_event, tile_bounds, tile_from_rows, APPEND_LOCK, CHANNEL, COLUMNS};
+use super::log::{HASHES_SQL, TILES_SQL};
+use crate::events::append;
+use crate::events::envelope::RecordedEvent;
+use crate::events::merkle;
+use crate::events::store::{AppendOutcome, AppendRequest, Head, StoreError};
+use crate::events::tiles;
+use crate::storage::group_commit::{fail_all, WriteJob};
+use crate::storage::sqlite::log::{now_rfc3339, Durability};
+
+/// The statements the writer prepares once per connection.
+struct Statements {
+    begin: Statement,
+    lock: Statement,
+    head: Statement,
+    catch_up: Statement,
+    versions: Statement,
+    by_ids: Statement,
+    insert: Statement,
+    hashes: Statement,
+    tiles: Statement,
+    insert_tile: Statement,
+    notify: Statement,
+    commit: Statement,
+    rollback: Statement,
+}
+
+struct Session {
+    client: Client,
+    stmts: Statements,
+}
+
+impl Session {
+    async fn open(url: &str, durability: Durability) -> Result<Self, StoreError> {
+        let config = tokio_postgres::Config::from_str(url)?;
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+        // The connection's messages are read and written by this task, which runs whenever the
+        // writer waits on the runtime (it only ever does, between groups it sleeps on its queue).
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(error = %crate::report::ErrorChain(&e), "the log writer's database connection ended");
+            }
+        });
+        if durability == Durability::Normal {
+            // Survives a killed node or client; the last commits may be lost if the server crashes.
+            client.batch_execute("SET synchronous_commit = off").await?;
+        }
+        let stmts = Statements {
+            begin: client.prepare("BEGIN").await?,
+            lock: client.prepare("SELECT pg_advisory_xact_lock($1)").await?,
+            head: client.prepare("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1").await?,
+            // Ordered by position with a limit: an index range scan whatever the table's statistics
+            // were when the plan was cached.
+            catch_up: client
+                .prepare("SELECT stream_id, stream_version FROM events WHERE position > $1 ORDER BY position LIMIT $2")
+                .await?,
+            // One index probe per stream (LATERAL), whatever a young table's statistics say.
+            versions: client
+                .prepare(
+                    "SELECT s.id, (SELECT e.stream_version FROM events e WHERE e.stream_id = s.id \
+                     ORDER BY e.stream_version DESC LIMIT 1) FROM unnest($1::text[]) AS s(id)",
+                )
+                .await?,
+            by_ids: client
+                .prepare(&format!(
+                    "SELECT e.* FROM unnest($1::text[]) AS i(id) CROSS JOIN LATERAL \
+                     (SELECT {COLUMNS} FROM events WHERE event_id = i.id) AS e"
+                ))
+                .await?,
+            insert: client
+                .prepare(&format!(
+                    "INSERT INTO events ({COLUMNS}) SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], \
+                     $4::bigint[], $5::text[], $6::integer[], $7::text[], $8::text[], $9::text[], $10::text[], \
+                     $11::text[], $12::bytea[], $13::bytea[])"
+                ))
+                .await?,
+            hashes: client.prepare(HASHES_SQL).await?,
+            tiles: client.prepare(TILES_SQL).await?,
+            insert_tile: client.prepare("INSERT INTO merkle_tiles (level, idx, hash) VALUES ($1, $2, $3)").await?,
+            notify: client.prepare("SELECT pg_notify($1, $2)").await?,
+            commit: client.prepare("COMMIT").await?,
+            rollback: client.prepare("ROLLBACK").await?,
+        };
+        Ok(Self { client, stmts })
+    }
+}
+
+/// The writer's connection, reopened when the server has closed it.
+pub(super) struct WriterConn {
+    runtime: tokio::runtime::Runtime,
+    url: String,
+    durability: Durability,
+    session: Option<Session>,
+    known: KnownVersions,
+}
+
+/// Stream versions as of log position `at`, kept between groups so that a group reads only what
+/// changed since: the events after `at` (other nodes' appends, usually none) and the streams it has
+/// never seen. Exact, because every append holds the lock: nothing lands between `at` and the head
+/// read under the lock but the rows the catch-up returns.
+#[derive(Default)]
+struct KnownVersions {
+    at: Option<u64>,
+    versions: HashMap<String, Option<u64>>,
+}
+
+/// The most events another node may have appended since the last group before the writer forgets
+/// what it knows rather than catching up; and the most streams it remembers.
+const CATCH_UP_LIMIT: i64 = 10_000;
+const KNOWN_STREAMS: usize = 100_000;
+
+impl WriterConn {
+    pub fn open(url: &str, durability: Durability) -> Result<Self, StoreError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        let session = runtime.block_on(Session::open(url, durability))?;
+        Ok(Self { runtime, url: url.to_owned(), durability, session: Some(session), known: KnownVersions::default() })
+    }
+
+    /// Commits `group`, answering each request at its index.
+    pub fn commit(&mut self, group: &[WriteJob]) -> Vec<Result<AppendOutcome, StoreError>> {
+        let Self { runtime, url, durability, session, known } = self;
+        runtime.block_on(async {
+            let session = match session {
+                Some(s) if !s.client.is_closed() => s,
+                _ => match Session::open(url, *durability).await {
+                    Ok(s) => session.insert(s),
+                    Err(e) => {
+                        *session = None;
+                        return fail_all(group.len(), e);
+                    }
+                },
+            };
+            commit_group(session, known, group).await
+        })
+    }
+}
+
+/// Why a group is decided again, inside [`commit_group`].
+enum Again {
+    /// An event id is already stored (a retry, or a reused id): look every id up this time.
+    ProbeIds,
+    /// What the writer knew of the streams cannot be used: read every version.
+    Forget,
+}
+
+/// Commits `group`. Event ids are not looked up beforehand: a request that reuses a stored id
+/// makes the INSERT fail on the unique index, and the group is then decided again with every id
+/// looked up, which answers a retry with what it stored and refuses just a request that mixes
+/// stored and new ids. (A retry refused by its expected version is recognised without that: the
+/// ids of refused requests are looked up before committing.)
+async fn commit_group(
+    session: &Session,
+    known: &mut KnownVersions,
+    group: &[WriteJob],
+) -> Vec<Result<AppendOutcome, StoreError>> {
+    let mut probe_all = false;
+    let mut outcome = Err(StoreError::WriterStopped);
+    for _ in 0..3 {
+        outcome = try_group(session, known, group, probe_all).await;
+        let again = match &outcome {
+            Ok(Ok(_)) => return outcome.ok().and_then(Result::ok).unwrap_or_default(),
+            Ok(Err(again)) => again,
+            Err(e) if is_violation(e, "events_event_id_key") => &Again::ProbeIds,
+            Err(e) if is_violation(e, "events_stream_id_stream_version_key") => &Again::Forget,
+            Err(_) => break,
+        };
+        match again {
+            Again::ProbeIds => probe_all = true,
+            Again::Forget => {}
+        }
+        *known = KnownVersions::default();
+        rollback(session).await;
+    }
+    *known = KnownVersions::default();
+    rollback(session).await;
+    match outcome {
+        Err(e) => fail_all(group.len(), e),
+        Ok(_) => fail_all(group.len(), StoreError::Backend("the group could not be decided in three tries".into())),
+    }
+}
+
+/// Ends whatever transaction a failure left open (none, when the pipelined COMMIT already turned
+/// an aborted transaction into a rollback).
+async fn rollback(session: &Session) {
+    if !session.client.is_closed() {
+        let _ = session.client.execute(&session.stmts.rollback, &[]).await;
+    }
+}
+
+fn is_violation(e: &StoreError, constraint: &str) -> bool {
+    let StoreError::Backend(source) = e else { return false };
+    source.downcast_ref::<tokio_postgres::Error>().and_then(|e| e.as_db_error()).is_some_and(|db| {
+        db.code() == &tokio_postgres::error::SqlState::UNIQUE_VIOLATION && db.constraint() == Some(constraint)
+    })
+}
+
+/// The group's running state: what the requests decided so far see.
+struct GroupState {
+    head: Option<Head>,
+    versions: HashMap<String, Option<u64>>,
+    stored: HashMap<String, RecordedEvent>,
+    new_events: Vec<RecordedEvent>,
+}
+
+type Answers = Vec<Result<AppendOutcome, StoreError>>;
+
+async fn stored_events(session: &Session, ids: &[&str]) -> Result<HashMap<String, RecordedEvent>, StoreError> {
+    let mut stored = HashMap::new();
+    if !ids.is_empty() {
+        for row in session.client.query(&session.stmts.by_ids, &[&ids]).await? {
+            let event = row_to_event(&row)?;
+            stored.insert(event.event_id.clone(), event);
+        }
+    }
+    Ok(stored)
+}
+
+async fn try_group(
+    session: &Session,
+    known: &mut KnownVersions,
+    group: &[WriteJob],
+    probe_all: bool,
+) -> Result<Result<Answers, Again>, StoreError> {
+    let Session { client, stmts } = session;
+    let mut streams: Vec<&str> =
+        group.iter().flat_map(|j| j.request.streams.iter().map(|s| s.stream_id.as_str())).collect();
+    streams.sort_unstable();
+    streams.dedup();
+    let unknown: Vec<&str> = streams.iter().copied().filter(|s| !known.versions.contains_key(*s)).collect();
+    let since = known.at.map(|at| at as i64);
+    // One round trip: BEGIN and the lock, then what changed since the last group and the streams
+    // never seen, read after the lock is granted.
+    let ((begun, locked, head_row), (caught_up, looked_up)) = join(
+        join3(
+            client.execute(&stmts.begin, &[]),
+            client.execute(&stmts.lock, &[&APPEND_LOCK]),
+            client.query_opt(&stmts.head, &[]),
+        ),
+        join(
+            async {
+                match since {
+                    Some(at) => client.query(&stmts.catch_up, &[&at, &(CATCH_UP_LIMIT + 1)]).await.map(Some),
+                    None => Ok(None),
+                }
+            },
+            async {
+                if unknown.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    client.query(&stmts.versions, &[&unknown]).await
+                }
+            },
+        ),
+    )
+    .await;
+    begun?;
+    locked?;
+    let head = head_row?.map(|r| head_of_columns(r.try_get(0)?, r.try_get(1)?)).transpose()?;
+    let old_size = head.map_or(0, |h| h.position);
+    if let Some(rows) = caught_up? {
+        let behind = since.map_or(0, |at| old_size as i64 - at);
+        if !(0..=CATCH_UP_LIMIT).contains(&behind) {
+            // The log is not the one remembered, or moved too far: read every version afresh.
+            return Ok(Err(Again::Forget));
+        }
+        for row in rows {
+            let version = row.try_get::<_, i64>(1)? as u64;
+            let entry = known.versions.entry(row.try_get::<_, String>(0)?).or_insert(None);
+            *entry = Some(entry.map_or(version, |v| v.max(version)));
+        }
+    }
+    for row in looked_up? {
+        let version: Option<i64> = row.try_get(1)?;
+        known.versions.insert(row.try_get::<_, String>(0)?, version.map(|v| v as u64));
+    }
+    known.at = Some(old_size);
+    let ids: Vec<&str> = if probe_all {
+        group
+            .iter()
+            .flat_map(|j| j.request.streams.iter().flat_map(|s| &s.events))
+            .map(|e| e.event_id.as_str())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let stored = stored_events(session, &ids).await?;
+    let versions = streams.iter().map(|s| ((*s).to_owned(), known.versions.get(*s).copied().flatten())).collect();
+    let mut state = GroupState { head, versions, stored, new_events: Vec::new() };
+    let recorded_at = now_rfc3339();
+    let mut results: Answers = group.iter().map(|job| decide_one(&mut state, &job.request, &recorded_at)).collect();
+    if !probe_all {
+        // A request refused by its expected version may be the retry of an append that was
+        // stored: its ids tell, and it is then answered with what was stored.
+        let refused: Vec<usize> =
+            (0..group.len()).filter(|i| matches!(results[*i], Err(StoreError::WrongExpectedVersion { .. }))).collect();
+        let ids: Vec<&str> = refused
+            .iter()
+            .flat_map(|i| group[*i].request.streams.iter().flat_map(|s| &s.events))
+            .map(|e| e.event_id.as_str())
+            .collect();
+        let stored = stored_events(session, &ids).await?;
+        for i in refused {
+            match append::replay_of(&group[i].request, &stored) {
+                Ok(None) => {}
+                Ok(Some(outcome)) => results[i] = Ok(outcome),
+                Err(e) => results[i] = Err(e),
+            }
+        }
+    }
+    let new_size = state.head.map_or(0, |h| h.position);
+    let notice = new_size.to_string();
+    let notice_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&CHANNEL, &notice];
+    let (notify, commit) = (client.execute(&stmts.notify, &notice_params), client.execute(&stmts.commit, &[]));
+    if state.new_events.is_empty() {
+        let (notified, committed) = join(notify, commit).await;
+        notified?;
+        committed?;
+    } else if tiles_complete(old_size, new_size) {
+        // The tile nodes read the rows just inserted: the INSERT is answered first.
+        insert_events(client, &stmts.insert, &state.new_events).await?;
+        extend_tiles(session, old_size, new_size).await?;
+        let (notified, committed) = join(notify, commit).await;
+        notified?;
+        committed?;
+    } else {
+        // One round trip. Should the INSERT fail, the COMMIT behind it finds the transaction
+        // aborted and rolls it back: the INSERT's error is the one reported.
+        let (inserted, notified, committed) =
+            join3(insert_events(client, &stmts.insert, &state.new_events), notify, commit).await;
+        inserted?;
+        notified?;
+        committed?;
+    }
+    // Committed: the versions are now exact as of the new head.
+    if known.versions.len() > KNOWN_STREAMS {
+        known.versions.clear();
+    }
+    known.versions.extend(state.versions);
+    known.at = Some(new_size);
+    Ok(Ok(results))
+}
+
+/// Decides one request against the group's state; on success the state holds its events.
+fn decide_one(state: &mut GroupState, request: &AppendRequest, recorded_at: &str) -> Result<AppendOutcome, StoreError> {
+    append::validate(request)?;
+    if let Some(outcome) = append::replay_of(request, &state.stored)? {
+        return Ok(outcome);
+    }
+    let mut head = state.head;
+    let mut events = Vec::with_capacity(request.event_count());
+    let mut new_versions = Vec::with_capacity(request.streams.len());
+    for s in &request.streams {
+        let current = state.versions.get(&s.stream_id).copied().flatten();
+        if !s.expected.admits(current) {
+            return Err(StoreError::WrongExpectedVersion {
+                stream_id: s.stream_id.clone(),
+                expected: s.expected,
+                actual: current,
+            });
+        }
+        let mut stream_version = current.unwrap_or(0);
+        for proposed in &s.events {
+            stream_version += 1;
+            let event = append::seal(proposed, &s.stream_id, stream_version, head, recorded_at, &request.metadata)?;
+            head = Some(Head { position: event.position, hash: event.hash });
+            events.push(event);
+        }
+        new_versions.push((s.stream_id.clone(), stream_version));
+    }
+    state.head = head;
+    state.versions.extend(new_versions.into_iter().map(|(s, v)| (s, Some(v))));
+    for e in &events {
+        state.stored.insert(e.event_id.clone(), e.clone());
+    }
+    state.new_events.extend(events.iter().cloned());
+    Ok(AppendOutcome { events, idempotent_replay: false })
+}
+
+async fn insert_events(client: &Client, insert: &Statement, events: &[RecordedEvent]) -> Result<(), StoreError> {
+    let positions: Vec<i64> = events.iter().map(|e| e.position as i64).collect();
+    let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+    let streams: Vec<&str> = events.iter().map(|e| e.stream_id.as_str()).collect();
+    let versions: Vec<i64> = events.iter().map(|e| e.stream_version as i64).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    let schemas: Vec<i32> = events.iter().map(|e| e.schema_version as i32).collect();
+    let times: Vec<&str> = events.iter().map(|e| e.recorded_at.as_str()).collect();
+    let actors: Vec<&str> = events.iter().map(|e| e.metadata.actor.as_str()).collect();
+    let correlations: Vec<Option<&str>> = events.iter().map(|e| e.metadata.correlation_id.as_deref()).collect();
+    let causations: Vec<Option<&str>> = events.iter().map(|e| e.metadata.causation_id.as_deref()).collect();
+    let payloads: Vec<&str> = events.iter().map(|e| e.payload.as_str()).collect();
+    let prevs: Vec<&[u8]> = events.iter().map(|e| &e.prev_hash[..]).collect();
+    let hashes: Vec<&[u8]> = events.iter().map(|e| &e.hash[..]).collect();
+    client
+        .execute(
+            insert,
+            &[
+                &positions,
+                &ids,
+                &streams,
+                &versions,
+                &types,
+                &schemas,
+                &times,
+                &actors,
+                &correlations,
+                &causations,
+                &payloads,
+                &prevs,
+                &hashes,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Whether growing the tree from `old_size` to `new_size` completes a level-1 tile node (and so
+/// maybe higher ones).
+fn tiles_complete(old_size: u64, new_size: u64) -> bool {
+    old_size >> tiles::TILE_HEIGHT != new_size >> tiles::TILE_HEIGHT
+}
+
+/// Writes the tile nodes that growing the tree from `old_size` to `new_size` leaves completes.
+/// Every commit leaves the tiles complete for its size, so the nodes present are exactly those of
+/// `old_size` and nothing needs to be asked.
+async fn extend_tiles(session: &Session, old_size: u64, new_size: u64) -> Result<(), StoreError> {
+    let Session { client, stmts } = session;
+    for level in 1..=tiles::MAX_TILE_LEVEL {
+        let shift = tiles::TILE_HEIGHT * u32::from(level);
+        let (have, want) = (old_size.checked_shr(shift).unwrap_or(0), new_size.checked_shr(shift).unwrap_or(0));
+        if want == 0 || have == want {
+            break;
+        }
+        for k in have..want {
+            let below = level - 1;
+            let (first, last) = tile_bounds(below, k, tiles::TILE_WIDTH);
+            let rows = if below == 0 {
+                client.query(&stmts.hashes, &[&first, &last]).await?
+            } else {
+                client.query(&stmts.tiles, &[&i32::from(below), &first, &last]).await?
+            };
+            let nodes = tile_from_rows(below, &rows)?;
+            if nodes.len() as u64 != tiles::TILE_WIDTH {
+                return Err(StoreError::Corrupt {
+                    position: k * tiles::TILE_WIDTH,
+                    reason: format!("tile level {below} has a gap under node {k} of level {level}"),
+                });
+            }
+            client.execute(&stmts.insert_tile, &[&i32::from(level), &(k as i64), &&merkle::root(&nodes)[..]]).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The writer's commit function for [`crate::storage::group_commit::Writer`]: commits each group
+/// and tells this node's readers that the log may have moved.
+pub(super) fn group_committer(
+    mut conn: WriterConn,
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
+) -> impl FnMut(&[WriteJob]) -> Vec<Result<AppendOutcome, StoreError>> {
+    move |group| {
+        let results = conn.commit(group);
+        changes.send_modify(|v| *v = v.wrapping_add(1));
+        results
+    }
+}
