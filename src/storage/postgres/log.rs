@@ -532,4 +532,40 @@ mod tests {
         let again = append(&b, "s", ExpectedVersion::Exact(4), &["b5"]).unwrap();
         assert!(again.idempotent_replay && again.events[0].position == 10_055);
     }
+
+    #[test]
+    fn tile_nodes_written_by_two_interleaved_writers_are_the_roots_of_what_they_cover() {
+        let (_server, url) = database("interleaved");
+        let (a, b) = (
+            PostgresStore::open(&url, Durability::Normal).unwrap(),
+            PostgresStore::open(&url, Durability::Normal).unwrap(),
+        );
+        // A writes long runs (its nodes computed from the leaves it remembers), B short ones in
+        // between (A then reads what B appended), past the first level-2 node.
+        let mut n = 0usize;
+        let mut round = 0;
+        while n <= 66_000 {
+            let long = 1_000 + round * 37 % 250;
+            let ids: Vec<String> = (0..long).map(|i| format!("a{round}-{i}")).collect();
+            append(&a, "a", ExpectedVersion::Any, &ids.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+            for k in 0..3 {
+                // Several in a row from A too, so that A goes the one-round-trip way between.
+                append(&a, "a", ExpectedVersion::Any, &[&format!("a{round}-x{k}")]).unwrap();
+            }
+            let short: Vec<String> = (0..1 + round % 3).map(|i| format!("b{round}-{i}")).collect();
+            append(&b, "b", ExpectedVersion::Any, &short.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+            n += long + 3 + short.len();
+            round += 1;
+        }
+        let size = a.head_position().unwrap();
+        assert_eq!(size, n as u64);
+        let level1 = a.tile(1, 0, size >> tiles::TILE_HEIGHT).unwrap();
+        assert_eq!(level1.len() as u64, (size >> tiles::TILE_HEIGHT).min(tiles::TILE_WIDTH));
+        for (k, node) in level1.iter().enumerate() {
+            let leaves = a.tile(0, k as u64, tiles::TILE_WIDTH).unwrap();
+            assert_eq!(*node, merkle::root(&leaves), "level-1 node {k}");
+        }
+        let level2 = a.tile(2, 0, 1).unwrap();
+        assert_eq!(level2, vec![merkle::root(&level1)]);
+    }
 }

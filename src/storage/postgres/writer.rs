@@ -1,6 +1,8 @@
 //! The log's writer connection: a group's statements go out **pipelined** (sent together, answered
 //! in order), so a group commit costs two round trips to the server whatever its size — `BEGIN`,
-//! the lock, the head and the catch-up together; then the INSERT, the notice and `COMMIT` together.
+//! the lock, the head and the catch-up together; then the INSERT, the notice and `COMMIT` together —
+//! and **one** when this node wrote the last group too ([`try_speculative`]): the group is decided
+//! on what the writer remembers, and its INSERT only lands on the head it was decided on.
 //! Pipelining needs `tokio-postgres` itself (the synchronous `postgres` client waits for each
 //! answer), driven by a current-thread runtime that belongs to the writer thread alone; readers keep
 //! the synchronous client (`log`).
@@ -24,14 +26,14 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use futures_util::future::{join, join3};
+use futures_util::future::{join, join3, join_all};
 use tokio_postgres::{Client, Statement};
 
 use super::log::{head_of_columns, row_to_event, tile_bounds, tile_from_rows, APPEND_LOCK, CHANNEL, COLUMNS};
 use super::log::{HASHES_SQL, TILES_SQL};
 use crate::events::append;
 use crate::events::envelope::RecordedEvent;
-use crate::events::merkle;
+use crate::events::merkle::{self, Hash32};
 use crate::events::store::{AppendOutcome, AppendRequest, Head, StoreError};
 use crate::events::tiles;
 use crate::storage::group_commit::{fail_all, WriteJob};
@@ -46,9 +48,11 @@ struct Statements {
     versions: Statement,
     by_ids: Statement,
     insert: Statement,
+    insert_after: Statement,
     hashes: Statement,
     tiles: Statement,
     insert_tile: Statement,
+    insert_tile_after: Statement,
     notify: Statement,
     commit: Statement,
     rollback: Statement,
@@ -81,7 +85,10 @@ impl Session {
             // Ordered by position with a limit: an index range scan whatever the table's statistics
             // were when the plan was cached.
             catch_up: client
-                .prepare("SELECT stream_id, stream_version FROM events WHERE position > $1 ORDER BY position LIMIT $2")
+                .prepare(
+                    "SELECT stream_id, stream_version, hash FROM events WHERE position > $1 \
+                     ORDER BY position LIMIT $2",
+                )
                 .await?,
             // One index probe per stream (LATERAL), whatever a young table's statistics say.
             versions: client
@@ -96,16 +103,24 @@ impl Session {
                      (SELECT {COLUMNS} FROM events WHERE event_id = i.id) AS e"
                 ))
                 .await?,
-            insert: client
+            insert: client.prepare(&format!("INSERT INTO events ({COLUMNS}) {EVENT_ROWS}")).await?,
+            // The speculative INSERT: nothing, unless the head is the one the group was decided on.
+            insert_after: client
                 .prepare(&format!(
-                    "INSERT INTO events ({COLUMNS}) SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], \
-                     $4::bigint[], $5::text[], $6::integer[], $7::text[], $8::text[], $9::text[], $10::text[], \
-                     $11::text[], $12::bytea[], $13::bytea[])"
+                    "INSERT INTO events ({COLUMNS}) {EVENT_ROWS} \
+                     WHERE EXISTS (SELECT 1 FROM events WHERE position = $14::bigint AND hash = $15::bytea)"
                 ))
                 .await?,
             hashes: client.prepare(HASHES_SQL).await?,
             tiles: client.prepare(TILES_SQL).await?,
             insert_tile: client.prepare("INSERT INTO merkle_tiles (level, idx, hash) VALUES ($1, $2, $3)").await?,
+            // A tile node written behind a speculative INSERT: nothing, unless that INSERT wrote.
+            insert_tile_after: client
+                .prepare(
+                    "INSERT INTO merkle_tiles (level, idx, hash) SELECT $1::integer, $2::bigint, $3::bytea \
+                     WHERE EXISTS (SELECT 1 FROM events WHERE position = $4::bigint AND hash = $5::bytea)",
+                )
+                .await?,
             notify: client.prepare("SELECT pg_notify($1, $2)").await?,
             commit: client.prepare("COMMIT").await?,
             rollback: client.prepare("ROLLBACK").await?,
@@ -113,6 +128,10 @@ impl Session {
         Ok(Self { client, stmts })
     }
 }
+
+/// The rows of one multi-row INSERT into `events`, one array per column.
+const EVENT_ROWS: &str = "SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[], \
+     $6::integer[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bytea[], $13::bytea[])";
 
 /// The writer's connection, reopened when the server has closed it.
 pub(super) struct WriterConn {
@@ -130,7 +149,32 @@ pub(super) struct WriterConn {
 #[derive(Default)]
 struct KnownVersions {
     at: Option<u64>,
+    /// The head at `at` (none for an empty log).
+    head: Option<Head>,
     versions: HashMap<String, Option<u64>>,
+    /// The leaf nodes of the positions after the last complete level-1 tile node up to `at`, when
+    /// known: a group that completes a node computes it from these, without reading the log.
+    leaves: Option<Vec<Hash32>>,
+    /// The last group found another node's appends: the next one reads before it writes.
+    contended: bool,
+}
+
+impl KnownVersions {
+    /// Moves `leaves` from `old_size` to `new_size` by the leaf nodes of the positions between,
+    /// dropping every node of a completed tile; learns them when the new ones cover the tile begun.
+    fn advance_leaves(&mut self, old_size: u64, new_size: u64, new: impl Iterator<Item = Hash32>) {
+        let keep = (new_size % tiles::TILE_WIDTH) as usize;
+        let mut leaves = match self.leaves.take() {
+            Some(leaves) => leaves,
+            None if new_size - old_size >= keep as u64 => Vec::new(),
+            None => return,
+        };
+        leaves.extend(new);
+        if leaves.len() >= keep {
+            leaves.drain(..leaves.len() - keep);
+            self.leaves = Some(leaves);
+        }
+    }
 }
 
 /// The most events another node may have appended since the last group before the writer forgets
@@ -173,6 +217,8 @@ enum Again {
     ProbeIds,
     /// What the writer knew of the streams cannot be used: read every version.
     Forget,
+    /// Another node appended since: read what it appended.
+    CatchUp,
 }
 
 /// Commits `group`. Event ids are not looked up beforehand: a request that reuses a stored id
@@ -186,6 +232,18 @@ async fn commit_group(
     group: &[WriteJob],
 ) -> Vec<Result<AppendOutcome, StoreError>> {
     let mut probe_all = false;
+    match try_speculative(session, known, group).await {
+        Speculation::Committed(answers) => return answers,
+        Speculation::NotTried => {}
+        Speculation::Lost(again) => {
+            rollback(session).await;
+            match again {
+                Again::ProbeIds => probe_all = true,
+                Again::Forget => *known = KnownVersions::default(),
+                Again::CatchUp => known.contended = true,
+            }
+        }
+    }
     let mut outcome = Err(StoreError::WriterStopped);
     for _ in 0..3 {
         outcome = try_group(session, known, group, probe_all).await;
@@ -198,7 +256,7 @@ async fn commit_group(
         };
         match again {
             Again::ProbeIds => probe_all = true,
-            Again::Forget => {}
+            Again::Forget | Again::CatchUp => {}
         }
         *known = KnownVersions::default();
         rollback(session).await;
@@ -295,17 +353,31 @@ async fn try_group(
             // The log is not the one remembered, or moved too far: read every version afresh.
             return Ok(Err(Again::Forget));
         }
+        known.contended = !rows.is_empty();
+        let mut foreign = Vec::with_capacity(rows.len());
         for row in rows {
             let version = row.try_get::<_, i64>(1)? as u64;
             let entry = known.versions.entry(row.try_get::<_, String>(0)?).or_insert(None);
             *entry = Some(entry.map_or(version, |v| v.max(version)));
+            let hash: &[u8] = row.try_get(2)?;
+            let hash: Hash32 = hash.try_into().map_err(|_| StoreError::Corrupt {
+                position: old_size,
+                reason: "an event's hash is not 32 bytes".into(),
+            })?;
+            foreign.push(merkle::leaf_hash(&hash));
         }
+        if let Some(at) = since {
+            known.advance_leaves(at as u64, old_size, foreign.into_iter());
+        }
+    } else if old_size % tiles::TILE_WIDTH == 0 {
+        known.leaves = Some(Vec::new());
     }
     for row in looked_up? {
         let version: Option<i64> = row.try_get(1)?;
         known.versions.insert(row.try_get::<_, String>(0)?, version.map(|v| v as u64));
     }
     known.at = Some(old_size);
+    known.head = head;
     let ids: Vec<&str> = if probe_all {
         group
             .iter()
@@ -349,7 +421,7 @@ async fn try_group(
         committed?;
     } else if tiles_complete(old_size, new_size) {
         // The tile nodes read the rows just inserted: the INSERT is answered first.
-        insert_events(client, &stmts.insert, &state.new_events).await?;
+        insert_events(client, &stmts.insert, &state.new_events, None).await?;
         extend_tiles(session, old_size, new_size).await?;
         let (notified, committed) = join(notify, commit).await;
         notified?;
@@ -358,18 +430,129 @@ async fn try_group(
         // One round trip. Should the INSERT fail, the COMMIT behind it finds the transaction
         // aborted and rolls it back: the INSERT's error is the one reported.
         let (inserted, notified, committed) =
-            join3(insert_events(client, &stmts.insert, &state.new_events), notify, commit).await;
+            join3(insert_events(client, &stmts.insert, &state.new_events, None), notify, commit).await;
         inserted?;
         notified?;
         committed?;
     }
-    // Committed: the versions are now exact as of the new head.
-    if known.versions.len() > KNOWN_STREAMS {
-        known.versions.clear();
-    }
-    known.versions.extend(state.versions);
-    known.at = Some(new_size);
+    known.committed(old_size, state);
     Ok(Ok(results))
+}
+
+impl KnownVersions {
+    /// What the writer knows once `state`'s events are committed on a log of `old_size` events:
+    /// the versions are exact as of the new head.
+    fn committed(&mut self, old_size: u64, state: GroupState) {
+        if self.versions.len() > KNOWN_STREAMS {
+            self.versions.clear();
+        }
+        let new_size = state.head.map_or(0, |h| h.position);
+        self.versions.extend(state.versions);
+        self.advance_leaves(old_size, new_size, state.new_events.iter().map(|e| merkle::leaf_hash(&e.hash)));
+        self.at = Some(new_size);
+        self.head = state.head;
+    }
+}
+
+/// How a speculative group ended ([`try_speculative`]).
+enum Speculation {
+    /// Not tried: what the writer knows does not cover the group, or the group needs a read.
+    NotTried,
+    Committed(Answers),
+    /// Nothing was written; the group is decided again, reading first.
+    Lost(Again),
+}
+
+/// Commits `group` in **one** round trip when nothing suggests another node appended since this
+/// node's last group: the group is decided on what the writer remembers, and `BEGIN`, the lock,
+/// the INSERT, any tile node, the notice and `COMMIT` go out together. The INSERT is correct
+/// exactly when the head is still the one remembered, and it makes sure of it: the first new
+/// position is the remembered head's successor, so another node's append since makes it fail on
+/// the primary key, and a log that is not the one remembered (no event at the remembered head with
+/// its hash) makes it insert nothing. Either way nothing is written and the group goes the long way.
+async fn try_speculative(session: &Session, known: &mut KnownVersions, group: &[WriteJob]) -> Speculation {
+    let (Some(old_head), Some(at)) = (known.head, known.at) else { return Speculation::NotTried };
+    if known.contended || old_head.position != at {
+        return Speculation::NotTried;
+    }
+    let covered = group.iter().flat_map(|j| &j.request.streams).all(|s| known.versions.contains_key(&s.stream_id));
+    if !covered {
+        return Speculation::NotTried;
+    }
+    let versions = group
+        .iter()
+        .flat_map(|j| &j.request.streams)
+        .map(|s| (s.stream_id.clone(), known.versions.get(&s.stream_id).copied().flatten()))
+        .collect();
+    let mut state = GroupState { head: Some(old_head), versions, stored: HashMap::new(), new_events: Vec::new() };
+    let recorded_at = now_rfc3339();
+    let results: Answers = group.iter().map(|job| decide_one(&mut state, &job.request, &recorded_at)).collect();
+    // A refusal by expected version may be a retry of a stored append, which only a read tells.
+    if state.new_events.is_empty() || results.iter().any(|r| matches!(r, Err(StoreError::WrongExpectedVersion { .. })))
+    {
+        return Speculation::NotTried;
+    }
+    let new_head = state.head.unwrap_or(old_head);
+    let new_size = new_head.position;
+    // Level-1 tile nodes are computed from the leaves remembered; a higher node reads the log.
+    let shift = 2 * tiles::TILE_HEIGHT;
+    if at >> shift != new_size >> shift {
+        return Speculation::NotTried;
+    }
+    let mut nodes = Vec::new();
+    if tiles_complete(at, new_size) {
+        let Some(leaves) = &known.leaves else { return Speculation::NotTried };
+        let all: Vec<Hash32> =
+            leaves.iter().copied().chain(state.new_events.iter().map(|e| merkle::leaf_hash(&e.hash))).collect();
+        let first = at >> tiles::TILE_HEIGHT;
+        for (i, tile) in all.chunks_exact(tiles::TILE_WIDTH as usize).enumerate() {
+            nodes.push(((first + i as u64) as i64, merkle::root(tile)));
+        }
+    }
+    let Session { client, stmts } = session;
+    let notice = new_size.to_string();
+    let notice_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&CHANNEL, &notice];
+    let (new_position, old_position) = (new_size as i64, at as i64);
+    let new_hash = &new_head.hash[..];
+    let node_hashes: Vec<(i64, &[u8])> = nodes.iter().map(|(idx, hash)| (*idx, &hash[..])).collect();
+    let tile_params: Vec<[&(dyn tokio_postgres::types::ToSql + Sync); 5]> = node_hashes
+        .iter()
+        .map(|(idx, hash)| -> [&(dyn tokio_postgres::types::ToSql + Sync); 5] {
+            [&1i32, idx, hash, &new_position, &new_hash]
+        })
+        .collect();
+    let tiles_written = join_all(tile_params.iter().map(|p| client.execute(&stmts.insert_tile_after, &p[..])));
+    let ((begun, locked, inserted), (tiles_written, notified, committed)) = join(
+        join3(
+            client.execute(&stmts.begin, &[]),
+            client.execute(&stmts.lock, &[&APPEND_LOCK]),
+            insert_events(client, &stmts.insert_after, &state.new_events, Some((old_position, &old_head.hash))),
+        ),
+        join3(tiles_written, client.execute(&stmts.notify, &notice_params), client.execute(&stmts.commit, &[])),
+    )
+    .await;
+    let written = (|| -> Result<bool, StoreError> {
+        begun?;
+        locked?;
+        let inserted = inserted?;
+        for t in tiles_written {
+            t?;
+        }
+        notified?;
+        committed?;
+        Ok(inserted == state.new_events.len() as u64)
+    })();
+    match written {
+        Ok(true) => {
+            known.committed(at, state);
+            Speculation::Committed(results)
+        }
+        // The remembered head is not in the log: an empty transaction was committed.
+        Ok(false) => Speculation::Lost(Again::Forget),
+        Err(e) if is_violation(&e, "events_pkey") => Speculation::Lost(Again::CatchUp),
+        Err(e) if is_violation(&e, "events_event_id_key") => Speculation::Lost(Again::ProbeIds),
+        Err(_) => Speculation::Lost(Again::Forget),
+    }
 }
 
 /// Decides one request against the group's state; on success the state holds its events.
@@ -408,7 +591,14 @@ fn decide_one(state: &mut GroupState, request: &AppendRequest, recorded_at: &str
     Ok(AppendOutcome { events, idempotent_replay: false })
 }
 
-async fn insert_events(client: &Client, insert: &Statement, events: &[RecordedEvent]) -> Result<(), StoreError> {
+/// Inserts `events` with `insert`, or with `insert_after` given the head (`after`) it must follow;
+/// the rows inserted.
+async fn insert_events(
+    client: &Client,
+    insert: &Statement,
+    events: &[RecordedEvent],
+    after: Option<(i64, &Hash32)>,
+) -> Result<u64, StoreError> {
     let positions: Vec<i64> = events.iter().map(|e| e.position as i64).collect();
     let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
     let streams: Vec<&str> = events.iter().map(|e| e.stream_id.as_str()).collect();
@@ -422,27 +612,27 @@ async fn insert_events(client: &Client, insert: &Statement, events: &[RecordedEv
     let payloads: Vec<&str> = events.iter().map(|e| e.payload.as_str()).collect();
     let prevs: Vec<&[u8]> = events.iter().map(|e| &e.prev_hash[..]).collect();
     let hashes: Vec<&[u8]> = events.iter().map(|e| &e.hash[..]).collect();
-    client
-        .execute(
-            insert,
-            &[
-                &positions,
-                &ids,
-                &streams,
-                &versions,
-                &types,
-                &schemas,
-                &times,
-                &actors,
-                &correlations,
-                &causations,
-                &payloads,
-                &prevs,
-                &hashes,
-            ],
-        )
-        .await?;
-    Ok(())
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+        &positions,
+        &ids,
+        &streams,
+        &versions,
+        &types,
+        &schemas,
+        &times,
+        &actors,
+        &correlations,
+        &causations,
+        &payloads,
+        &prevs,
+        &hashes,
+    ];
+    let after_hash = after.map(|(_, hash)| &hash[..]);
+    if let (Some((position, _)), Some(hash)) = (&after, &after_hash) {
+        params.push(position);
+        params.push(hash);
+    }
+    Ok(client.execute(insert, &params).await?)
 }
 
 /// Whether growing the tree from `old_size` to `new_size` completes a level-1 tile node (and so
