@@ -159,7 +159,7 @@ impl Registry {
     /// Runs `f` on the current projections, after folding anything another process appended.
     pub fn read<R>(&self, f: impl FnOnce(&Projections) -> R) -> R {
         if let Err(e) = self.catch_up_if_changed() {
-            tracing::error!(error = %e, "cannot catch up with the log; answering from the state as it is");
+            tracing::error!(error = %crate::report::ErrorChain(&e), "cannot catch up with the log; answering from the state as it is");
         }
         match self.live.read() {
             Ok(live) => f(&live.projections),
@@ -304,7 +304,7 @@ impl Registry {
             Ok(Some(bytes)) => bytes,
             Ok(None) => return,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read the projection snapshot; rebuilding from the log");
+                tracing::warn!(error = %crate::report::ErrorChain(&e), "cannot read the projection snapshot; rebuilding from the log");
                 return;
             }
         };
