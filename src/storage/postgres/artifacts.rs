@@ -11,7 +11,7 @@ pub struct PostgresArtifacts {
     db: Shared,
 }
 
-fn failed(what: &'static str) -> impl FnOnce(postgres::Error) -> ArtifactStoreError {
+fn failed<E: std::error::Error + Send + Sync + 'static>(what: &'static str) -> impl FnOnce(E) -> ArtifactStoreError {
     move |e| ArtifactStoreError::Io { what: what.to_owned(), source: Box::new(e) }
 }
 

@@ -275,7 +275,7 @@ fn listen_loop(url: &str, changes: &tokio::sync::watch::Sender<u64>, stop: &Atom
     let mut last_head: Option<i64> = None;
     while !stop.load(Ordering::Acquire) {
         let mut client = match super::connect(url)
-            .and_then(|mut c| c.batch_execute(&format!("LISTEN {CHANNEL}")).map(|_| c))
+            .and_then(|mut c| Ok(c.batch_execute(&format!("LISTEN {CHANNEL}")).map(|_| c)?))
         {
             Ok(c) => c,
             Err(e) => {
@@ -406,6 +406,15 @@ impl EventStore for PostgresStore {
 impl From<postgres::Error> for StoreError {
     fn from(e: postgres::Error) -> Self {
         Self::Backend(Box::new(e))
+    }
+}
+
+impl From<super::ConnectError> for StoreError {
+    fn from(e: super::ConnectError) -> Self {
+        match e {
+            super::ConnectError::Postgres(e) => Self::Backend(Box::new(e)),
+            other => Self::Backend(Box::new(other)),
+        }
     }
 }
 

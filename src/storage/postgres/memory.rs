@@ -175,7 +175,7 @@ fn stored_u64(column: &str, value: i64) -> Result<u64, MemoryError> {
 impl PostgresMemory {
     /// On a database the log has migrated.
     pub fn open(url: &str, clock: Arc<dyn Clock>, limits: MemoryLimits) -> Result<Self, MemoryError> {
-        let db = Shared::open(url).map_err(|e| sql_error(&e))?;
+        let db = Shared::open(url).map_err(|e| MemoryError::Unavailable(crate::report::ErrorChain(&e).to_string()))?;
         Ok(Self { db, clock, limits })
     }
 

@@ -2,6 +2,7 @@
 //!
 //! - `schema` — the versioned migrations the binary applies (and refuses when the database is newer);
 //! - `server` — a throwaway PostgreSQL server (initdb + pg_ctl), for the tests of this backend;
+//! - `tls` — TLS to the server as libpq's `sslmode`, `sslrootcert`, `sslcert` and `sslkey` say;
 //! - `log` — the event log ([`log::PostgresStore`], the `EventStore` port);
 //! - `tokens`, `artifacts`, `secrets`, `memory`, `invocations` — token hashes, artifacts by content
 //!   hash, the sealed secret rows, host memory and the invocation records' table: the same ports
@@ -22,21 +23,42 @@ pub mod memory;
 pub mod schema;
 pub mod secrets;
 pub mod server;
+pub mod tls;
 pub mod tokens;
 mod writer;
+
+pub use tls::ConnectError;
 
 /// Whether `location` names a PostgreSQL database rather than a data directory.
 pub fn is_database_url(location: &str) -> bool {
     location.starts_with("postgres://") || location.starts_with("postgresql://")
 }
 
-/// Opens one connection to `url` (a libpq-style URL or key-value string).
-///
-/// `sslmode=disable` and `prefer` (libpq's default) connect without TLS here; `require` is refused
-/// with a message that says so rather than silently connecting in the clear.
-pub fn connect(url: &str) -> Result<postgres::Client, postgres::Error> {
-    let config = postgres::Config::from_str(url)?;
-    config.connect(postgres::NoTls)
+/// Opens one connection to `url` (a libpq-style URL or key-value string), with TLS as its
+/// `sslmode` and `sslrootcert` say (`tls`).
+pub fn connect(url: &str) -> Result<postgres::Client, ConnectError> {
+    Ok(Connector::new(url)?.connect()?)
+}
+
+/// Where and how to connect, read from a URL once: reconnecting reads no file again.
+#[derive(Clone)]
+pub struct Connector {
+    config: postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+}
+
+impl Connector {
+    pub fn new(url: &str) -> Result<Self, ConnectError> {
+        let tls::Target { config, tls } = tls::target(url)?;
+        Ok(Self { config: postgres::Config::from(config), tls })
+    }
+
+    pub fn connect(&self) -> Result<postgres::Client, postgres::Error> {
+        match &self.tls {
+            Some(tls) => self.config.connect(tls.clone()),
+            None => self.config.connect(postgres::NoTls),
+        }
+    }
 }
 
 /// Runs `f` where the synchronous client may block. `postgres` drives each connection with a small
@@ -57,7 +79,7 @@ pub fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 /// A few connections to one database, handed to one caller at a time and reopened when the server
 /// has closed them: what the side stores (tokens, artifacts, secrets, memory) share.
 pub struct Shared {
-    url: String,
+    connector: Connector,
     idle: std::sync::Mutex<Vec<postgres::Client>>,
 }
 
@@ -65,9 +87,10 @@ pub struct Shared {
 const IDLE: usize = 8;
 
 impl Shared {
-    pub fn open(url: &str) -> Result<Self, postgres::Error> {
-        let client = off_runtime(|| connect(url))?;
-        Ok(Self { url: url.to_owned(), idle: std::sync::Mutex::new(vec![client]) })
+    pub fn open(url: &str) -> Result<Self, ConnectError> {
+        let connector = Connector::new(url)?;
+        let client = off_runtime(|| connector.connect())?;
+        Ok(Self { connector, idle: std::sync::Mutex::new(vec![client]) })
     }
 
     /// `f` on a connection of the pool, off any async runtime (see [`off_runtime`]).
@@ -79,7 +102,7 @@ impl Shared {
             let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
             let mut client = match pooled {
                 Some(c) if !c.is_closed() => c,
-                _ => connect(&self.url)?,
+                _ => self.connector.connect()?,
             };
             let out = f(&mut client);
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());

@@ -25,7 +25,7 @@ impl fmt::Debug for PostgresSecretRows {
     }
 }
 
-fn storage(action: &'static str) -> impl Fn(postgres::Error) -> SecretError {
+fn storage<E: std::error::Error + Send + Sync + 'static>(action: &'static str) -> impl Fn(E) -> SecretError {
     move |source| SecretError::Storage { action, source: Box::new(source) }
 }
 

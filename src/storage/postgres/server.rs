@@ -25,7 +25,7 @@ pub enum PgServerError {
     Database {
         name: String,
         #[source]
-        source: postgres::Error,
+        source: super::ConnectError,
     },
 }
 
@@ -57,6 +57,16 @@ fn io(what: &str) -> impl FnOnce(std::io::Error) -> PgServerError + '_ {
 impl PgServer {
     /// Starts a fresh server whose superuser is `vadyl`, trusted on loopback.
     pub fn start() -> Result<Self, PgServerError> {
+        Self::start_with(None)
+    }
+
+    /// Starts a fresh server that takes TLS connections only on loopback, with this certificate
+    /// (PEM) and key.
+    pub fn start_with_tls(cert_pem: &str, key_pem: &str) -> Result<Self, PgServerError> {
+        Self::start_with(Some((cert_pem, key_pem)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> Result<Self, PgServerError> {
         let bin = find_bin()?;
         let dir = std::env::temp_dir().join(format!("vadyl-pg-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).map_err(io("create the server's directory"))?;
@@ -75,12 +85,37 @@ impl PgServer {
         let log = server.dir.join("log").display().to_string();
         server.run("initdb", &["-D", &data, "-A", "trust", "-U", "vadyl", "--no-sync", "-E", "UTF8", "--locale=C"])?;
         // Tests kill registry nodes, never the database server: fsync off keeps them fast.
-        let options = format!(
+        let mut options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300",
             server.dir.display()
         );
+        if let Some((cert, key)) = tls {
+            options.push_str(&server.enable_tls(cert, key)?);
+        }
         server.run("pg_ctl", &["-D", &data, "-l", &log, "-w", "-o", &options, "start"])?;
         Ok(server)
+    }
+
+    /// Writes the certificate and key into the data directory and a `pg_hba.conf` that refuses
+    /// loopback connections without TLS; returns the server options that turn TLS on.
+    fn enable_tls(&self, cert: &str, key: &str) -> Result<String, PgServerError> {
+        use std::os::unix::fs::PermissionsExt;
+        let data = self.dir.join("data");
+        let hba = "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n";
+        for (name, text, mode) in [("server.crt", cert, 0o644), ("server.key", key, 0o600), ("pg_hba.conf", hba, 0o600)]
+        {
+            let path = data.join(name);
+            std::fs::write(&path, text).map_err(io("write the server's TLS files"))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                .map_err(io("set the server's TLS files' modes"))?;
+            if self.as_postgres {
+                check(
+                    "chown a TLS file to postgres",
+                    Command::new("chown").arg("postgres:postgres").arg(&path).output(),
+                )?;
+            }
+        }
+        Ok(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key".into())
     }
 
     fn command(&self, tool: &str) -> Command {
@@ -107,7 +142,7 @@ impl PgServer {
     pub fn database(&self, name: &str) -> Result<String, PgServerError> {
         let failed = |source| PgServerError::Database { name: name.to_owned(), source };
         let mut admin = crate::storage::postgres::connect(&self.url("postgres")).map_err(failed)?;
-        admin.batch_execute(&format!("CREATE DATABASE \"{name}\"")).map_err(failed)?;
+        admin.batch_execute(&format!("CREATE DATABASE \"{name}\"")).map_err(|e| failed(e.into()))?;
         Ok(self.url(name))
     }
 

@@ -9,7 +9,7 @@ pub struct PostgresTokenHashes {
     db: Shared,
 }
 
-fn store(action: &'static str) -> impl FnOnce(postgres::Error) -> AccessError {
+fn store<E: std::error::Error + Send + Sync + 'static>(action: &'static str) -> impl FnOnce(E) -> AccessError {
     move |e| AccessError::Store { action, source: Box::new(e) }
 }
 

@@ -23,7 +23,6 @@
 //! refused, a catch-up too long, a log that is not the one remembered) is forgotten and read afresh.
 
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use futures_util::future::{join, join3, join_all};
@@ -65,15 +64,11 @@ struct Session {
 
 impl Session {
     async fn open(url: &str, durability: Durability) -> Result<Self, StoreError> {
-        let config = tokio_postgres::Config::from_str(url)?;
-        let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
-        // The connection's messages are read and written by this task, which runs whenever the
-        // writer waits on the runtime (it only ever does, between groups it sleeps on its queue).
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!(error = %crate::report::ErrorChain(&e), "the log writer's database connection ended");
-            }
-        });
+        let super::tls::Target { config, tls } = super::tls::target(url)?;
+        let client = match tls {
+            Some(tls) => drive(config.connect(tls).await?),
+            None => drive(config.connect(tokio_postgres::NoTls).await?),
+        };
         if durability == Durability::Normal {
             // Survives a killed node or client; the last commits may be lost if the server crashes.
             client.batch_execute("SET synchronous_commit = off").await?;
@@ -132,6 +127,21 @@ impl Session {
 /// The rows of one multi-row INSERT into `events`, one array per column.
 const EVENT_ROWS: &str = "SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[], \
      $6::integer[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bytea[], $13::bytea[])";
+
+/// Spawns the task that reads and writes the connection's messages, which runs whenever the
+/// writer waits on the runtime (it only ever does: between groups it sleeps on its queue).
+fn drive<S, T>((client, connection): (Client, tokio_postgres::Connection<S, T>)) -> Client
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %crate::report::ErrorChain(&e), "the log writer's database connection ended");
+        }
+    });
+    client
+}
 
 /// The writer's connection, reopened when the server has closed it.
 pub(super) struct WriterConn {
