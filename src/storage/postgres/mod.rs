@@ -14,8 +14,6 @@
 //! The log's writer alone speaks `tokio-postgres` directly, on a runtime of its own thread, because
 //! pipelining a group's statements halves its round trips (`writer`).
 
-use std::str::FromStr;
-
 pub mod artifacts;
 pub mod invocations;
 pub mod log;
@@ -124,8 +122,8 @@ impl Drop for Shared {
 
 /// A short, password-free description of `url` for messages and logs.
 pub fn describe(url: &str) -> String {
-    match postgres::Config::from_str(url) {
-        Ok(c) => {
+    match tls::target(url) {
+        Ok(tls::Target { config: c, .. }) => {
             let host = c
                 .get_hosts()
                 .first()
@@ -137,6 +135,7 @@ pub fn describe(url: &str) -> String {
             let port = c.get_ports().first().copied().unwrap_or(5432);
             format!("postgres://{}@{host}:{port}/{}", c.get_user().unwrap_or(""), c.get_dbname().unwrap_or(""))
         }
-        Err(_) => "an unparsable PostgreSQL URL".to_owned(),
+        // What is wrong with it is said by the error this describes the location of.
+        Err(_) => "a PostgreSQL URL whose options cannot be used".to_owned(),
     }
 }
