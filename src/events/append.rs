@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::envelope::{canonical_json, EventMetadata, RecordedEvent, GENESIS_PREV_HASH};
-use super::store::{AppendOutcome, AppendRequest, Head, ProposedEvent, StoreError};
+use super::store::{AppendOutcome, AppendRequest, Head, ProposedEvent, StoreError, StreamAppend};
 
 /// Refuses a request no backend could store: no events, an id or a stream twice, schema version 0.
 pub fn validate(request: &AppendRequest) -> Result<(), StoreError> {
@@ -29,6 +29,20 @@ pub fn validate(request: &AppendRequest) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+/// Whether `stream`'s expected version admits its `current` one; the version its events start
+/// after when it does.
+pub fn admit(stream: &StreamAppend, current: Option<u64>) -> Result<u64, StoreError> {
+    if stream.expected.admits(current) {
+        Ok(current.unwrap_or(0))
+    } else {
+        Err(StoreError::WrongExpectedVersion {
+            stream_id: stream.stream_id.clone(),
+            expected: stream.expected,
+            actual: current,
+        })
+    }
 }
 
 /// The next event of the chain after `head`: position, `prevHash`, canonical payload and `hash`.

@@ -575,15 +575,7 @@ fn decide_one(state: &mut GroupState, request: &AppendRequest, recorded_at: &str
     let mut events = Vec::with_capacity(request.event_count());
     let mut new_versions = Vec::with_capacity(request.streams.len());
     for s in &request.streams {
-        let current = state.versions.get(&s.stream_id).copied().flatten();
-        if !s.expected.admits(current) {
-            return Err(StoreError::WrongExpectedVersion {
-                stream_id: s.stream_id.clone(),
-                expected: s.expected,
-                actual: current,
-            });
-        }
-        let mut stream_version = current.unwrap_or(0);
+        let mut stream_version = append::admit(s, state.versions.get(&s.stream_id).copied().flatten())?;
         for proposed in &s.events {
             stream_version += 1;
             let event = append::seal(proposed, &s.stream_id, stream_version, head, recorded_at, &request.metadata)?;

@@ -322,14 +322,7 @@ fn append_one(
     let mut events = Vec::with_capacity(request.event_count());
     for s in &request.streams {
         let current = version_of.query_row([&s.stream_id], |r| r.get::<_, i64>(0)).optional()?.map(|v| v as u64);
-        if !s.expected.admits(current) {
-            return Err(StoreError::WrongExpectedVersion {
-                stream_id: s.stream_id.clone(),
-                expected: s.expected,
-                actual: current,
-            });
-        }
-        let mut stream_version = current.unwrap_or(0);
+        let mut stream_version = append::admit(s, current)?;
         for proposed in &s.events {
             stream_version += 1;
             let event = append::seal(proposed, &s.stream_id, stream_version, *head, recorded_at, &request.metadata)?;
