@@ -102,6 +102,34 @@ fn two_nodes_on_one_database_share_publications_bindings_and_one_chain() {
             b.post("/bindings", &json!({"project": "shop", "alias": alias, "implementation": target}));
         assert_eq!(status, 201, "{bound}");
     }
+    // Read-your-writes through the other node: B's answer says how far B had folded the log, and
+    // A, given that figure, answers from a state that has folded it (reading the log, not waiting
+    // for the notice).
+    let http = reqwest::blocking::Client::new();
+    let bound = http
+        .post(b.url("/bindings"))
+        .bearer_auth(&b.token)
+        .json(&json!({"project": "shop", "alias": "ryw", "implementation": "stripe-charge-adapter:1.0.0"}))
+        .send()
+        .unwrap();
+    assert_eq!(bound.status(), 201);
+    let position: u64 = bound.headers()["vadyl-log-position"].to_str().unwrap().parse().unwrap();
+    let at_least = |value: &str| {
+        http.get(a.url("/bindings/ryw?project=shop"))
+            .bearer_auth(&a.token)
+            .header("vadyl-log-position-at-least", value)
+            .send()
+            .unwrap()
+    };
+    let read = at_least(&position.to_string());
+    assert_eq!(read.status(), 200, "A does not answer with the binding just made on B");
+    assert!(read.headers()["vadyl-log-position"].to_str().unwrap().parse::<u64>().unwrap() >= position);
+    let beyond = at_least(&(position + 1_000_000).to_string());
+    assert_eq!(beyond.status(), 409);
+    let problem: Value = beyond.json().unwrap();
+    assert!(problem["detail"].as_str().unwrap().contains("the log ends at position"), "{problem}");
+    assert_eq!(at_least("soon").status(), 400);
+
     // A sees B's bindings as soon as B's commit notice reaches it (well within a second).
     let bound = Instant::now();
     while a.get("/bindings/pinned?project=shop").0 != 200 {

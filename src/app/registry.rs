@@ -212,6 +212,21 @@ impl Registry {
         }
     }
 
+    /// The newest position folded.
+    pub fn folded_position(&self) -> u64 {
+        *self.head.borrow()
+    }
+
+    /// Folds the log up to `position` at least, when it has that many events, reading the log
+    /// itself rather than waiting for a change notice: what a client that wrote through another
+    /// node asks for to read its own writes. The position folded after.
+    pub fn catch_up_to(&self, position: u64) -> Result<u64, RegistryError> {
+        if self.folded_position() < position {
+            self.catch_up()?;
+        }
+        Ok(self.folded_position())
+    }
+
     /// Changes whenever anyone commits to the log, for logs that push notices (several nodes on one
     /// database); `None` when the log cannot, and only this process's appends move the state.
     pub fn log_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {

@@ -7,6 +7,7 @@
 pub mod bindings;
 pub mod build;
 pub mod conformance;
+pub mod consistency;
 pub mod drain;
 pub mod feed;
 pub mod history;
@@ -399,7 +400,10 @@ pub fn router_with(app: Arc<App>, auth: Auth, rates: Option<Arc<rate::TokenRates
     for (path, handler) in by_path {
         api = api.route(path, handler);
     }
-    let api = api.layer(axum::middleware::from_fn_with_state(state.clone(), authenticate));
+    // Authenticated first (outermost), so that only a caller with a token makes a node read the log.
+    let api = api
+        .layer(axum::middleware::from_fn_with_state(state.clone(), consistency::read_your_writes))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .nest("/api/Connector", api)
         .route("/api/openapi.json", get(openapi::serve))
