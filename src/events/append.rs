@@ -3,7 +3,7 @@
 //! The backends (`storage::sqlite::log`, `storage::postgres::log`) only read and write rows around
 //! these decisions, so that SQLite and PostgreSQL cannot drift apart on what an append means.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use super::envelope::{canonical_json, EventMetadata, RecordedEvent, GENESIS_PREV_HASH};
 use super::store::{AppendOutcome, AppendRequest, Head, ProposedEvent, StoreError, StreamAppend};
@@ -79,16 +79,16 @@ pub fn seal(
 
 /// What the stored events with the request's ids say about it: `None` when none is stored (a new
 /// append); the stored events when every one is, in the same streams with the same types (a retry
-/// of an append that committed); a conflict otherwise. `stored` maps event id to the stored event.
-pub fn replay_of(
+/// of an append that committed); a conflict otherwise. `stored` finds the stored event of an id.
+pub fn replay_of<'a>(
     request: &AppendRequest,
-    stored: &HashMap<String, RecordedEvent>,
+    stored: impl Fn(&str) -> Option<&'a RecordedEvent>,
 ) -> Result<Option<AppendOutcome>, StoreError> {
     let mut found = Vec::new();
     let mut first_missing = None;
     for s in &request.streams {
         for e in &s.events {
-            match stored.get(&e.event_id) {
+            match stored(&e.event_id) {
                 Some(event) => {
                     if event.stream_id != s.stream_id || event.event_type != e.event_type {
                         return Err(StoreError::EventIdConflict { event_id: e.event_id.clone() });
@@ -113,6 +113,7 @@ pub fn replay_of(
 mod tests {
     use super::*;
     use crate::events::store::{ExpectedVersion, StreamAppend};
+    use std::collections::HashMap;
 
     fn proposed(id: &str) -> ProposedEvent {
         ProposedEvent { event_id: id.into(), event_type: "T".into(), schema_version: 1, payload: serde_json::json!({}) }
@@ -151,12 +152,12 @@ mod tests {
         assert_eq!((e2.position, e2.prev_hash), (2, e1.hash));
         assert_eq!(e2.hash, e2.compute_hash());
         let stored: HashMap<_, _> = [("1".to_owned(), e1.clone()), ("2".to_owned(), e2)].into();
-        assert!(replay_of(&request(&[("a", &["3"])]), &stored).unwrap().is_none());
-        let again = replay_of(&request(&[("a", &["2", "1"])]), &stored).unwrap().unwrap();
+        assert!(replay_of(&request(&[("a", &["3"])]), |id| stored.get(id)).unwrap().is_none());
+        let again = replay_of(&request(&[("a", &["2", "1"])]), |id| stored.get(id)).unwrap().unwrap();
         assert!(again.idempotent_replay);
         assert_eq!(again.events.iter().map(|e| e.position).collect::<Vec<_>>(), [1, 2]);
         for conflict in [request(&[("a", &["1", "9"])]), request(&[("a", &["9", "1"])]), request(&[("b", &["1"])])] {
-            assert!(matches!(replay_of(&conflict, &stored), Err(StoreError::EventIdConflict { .. })));
+            assert!(matches!(replay_of(&conflict, |id| stored.get(id)), Err(StoreError::EventIdConflict { .. })));
         }
     }
 }

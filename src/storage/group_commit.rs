@@ -16,7 +16,9 @@ pub(crate) const MAX_GROUP: usize = 256;
 /// One waiting append.
 pub(crate) struct WriteJob {
     pub request: AppendRequest,
-    reply: Sender<Result<AppendOutcome, StoreError>>,
+    /// A oneshot, whose receiver parks at once: with many appenders waiting, a receiver that spins
+    /// before it sleeps (crossbeam's does) takes the cores the writer and the database need.
+    reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
 }
 
 /// The writer thread and the channel to it; dropping it answers every queued job, then joins.
@@ -57,7 +59,7 @@ impl Writer {
 
     /// Queues `request` and waits for the writer's answer.
     pub fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
-        let (reply, answer) = crossbeam_channel::bounded(1);
+        let (reply, answer) = oneshot::channel();
         self.jobs
             .as_ref()
             .ok_or(StoreError::WriterStopped)?

@@ -295,14 +295,51 @@ fn is_violation(e: &StoreError, constraint: &str) -> bool {
 }
 
 /// The group's running state: what the requests decided so far see.
-struct GroupState {
+struct GroupState<'g> {
     head: Option<Head>,
     versions: HashMap<String, Option<u64>>,
+    /// Events stored before this group, by id (looked up only when needed).
     stored: HashMap<String, RecordedEvent>,
+    /// The group's new events in position order, and where each id is among them: the events are
+    /// moved into the answers after the commit, never copied.
     new_events: Vec<RecordedEvent>,
+    new_ids: HashMap<&'g str, usize>,
+}
+
+impl<'g> GroupState<'g> {
+    fn new(head: Option<Head>, versions: HashMap<String, Option<u64>>, stored: HashMap<String, RecordedEvent>) -> Self {
+        Self { head, versions, stored, new_events: Vec::new(), new_ids: HashMap::new() }
+    }
+
+    /// The event stored under `id`, before this group or by an earlier request of it.
+    fn event_of(&self, id: &str) -> Option<&RecordedEvent> {
+        self.stored.get(id).or_else(|| self.new_ids.get(id).map(|&i| &self.new_events[i]))
+    }
+}
+
+/// What one request of a group was decided to be, before the group is committed.
+enum Decided {
+    /// New events: the next `n` of the group's new events.
+    Fresh(usize),
+    /// A retry of a committed append, answered with what it stored.
+    Replay(AppendOutcome),
 }
 
 type Answers = Vec<Result<AppendOutcome, StoreError>>;
+
+/// The answers of a committed group: each fresh request gets its own events, moved.
+fn answers(decided: Vec<Result<Decided, StoreError>>, new_events: Vec<RecordedEvent>) -> Answers {
+    let mut events = new_events.into_iter();
+    decided
+        .into_iter()
+        .map(|d| match d? {
+            Decided::Fresh(n) => {
+                Ok(AppendOutcome { events: events.by_ref().take(n).collect(), idempotent_replay: false })
+            }
+            Decided::Replay(outcome) => Ok(outcome),
+        })
+        .collect()
+}
 
 async fn stored_events(session: &Session, ids: &[&str]) -> Result<HashMap<String, RecordedEvent>, StoreError> {
     let mut stored = HashMap::new();
@@ -399,9 +436,10 @@ async fn try_group(
     };
     let stored = stored_events(session, &ids).await?;
     let versions = streams.iter().map(|s| ((*s).to_owned(), known.versions.get(*s).copied().flatten())).collect();
-    let mut state = GroupState { head, versions, stored, new_events: Vec::new() };
+    let mut state = GroupState::new(head, versions, stored);
     let recorded_at = now_rfc3339();
-    let mut results: Answers = group.iter().map(|job| decide_one(&mut state, &job.request, &recorded_at)).collect();
+    let mut results: Vec<Result<Decided, StoreError>> =
+        group.iter().map(|job| decide_one(&mut state, &job.request, &recorded_at)).collect();
     if !probe_all {
         // A request refused by its expected version may be the retry of an append that was
         // stored: its ids tell, and it is then answered with what was stored.
@@ -414,9 +452,9 @@ async fn try_group(
             .collect();
         let stored = stored_events(session, &ids).await?;
         for i in refused {
-            match append::replay_of(&group[i].request, &stored) {
+            match append::replay_of(&group[i].request, |id| stored.get(id)) {
                 Ok(None) => {}
-                Ok(Some(outcome)) => results[i] = Ok(outcome),
+                Ok(Some(outcome)) => results[i] = Ok(Decided::Replay(outcome)),
                 Err(e) => results[i] = Err(e),
             }
         }
@@ -445,19 +483,19 @@ async fn try_group(
         notified?;
         committed?;
     }
-    known.committed(old_size, state);
-    Ok(Ok(results))
+    known.committed(old_size, &mut state);
+    Ok(Ok(answers(results, state.new_events)))
 }
 
 impl KnownVersions {
     /// What the writer knows once `state`'s events are committed on a log of `old_size` events:
     /// the versions are exact as of the new head.
-    fn committed(&mut self, old_size: u64, state: GroupState) {
+    fn committed(&mut self, old_size: u64, state: &mut GroupState) {
         if self.versions.len() > KNOWN_STREAMS {
             self.versions.clear();
         }
         let new_size = state.head.map_or(0, |h| h.position);
-        self.versions.extend(state.versions);
+        self.versions.extend(std::mem::take(&mut state.versions));
         self.advance_leaves(old_size, new_size, state.new_events.iter().map(|e| merkle::leaf_hash(&e.hash)));
         self.at = Some(new_size);
         self.head = state.head;
@@ -494,9 +532,10 @@ async fn try_speculative(session: &Session, known: &mut KnownVersions, group: &[
         .flat_map(|j| &j.request.streams)
         .map(|s| (s.stream_id.clone(), known.versions.get(&s.stream_id).copied().flatten()))
         .collect();
-    let mut state = GroupState { head: Some(old_head), versions, stored: HashMap::new(), new_events: Vec::new() };
+    let mut state = GroupState::new(Some(old_head), versions, HashMap::new());
     let recorded_at = now_rfc3339();
-    let results: Answers = group.iter().map(|job| decide_one(&mut state, &job.request, &recorded_at)).collect();
+    let results: Vec<Result<Decided, StoreError>> =
+        group.iter().map(|job| decide_one(&mut state, &job.request, &recorded_at)).collect();
     // A refusal by expected version may be a retry of a stored append, which only a read tells.
     if state.new_events.is_empty() || results.iter().any(|r| matches!(r, Err(StoreError::WrongExpectedVersion { .. })))
     {
@@ -554,8 +593,8 @@ async fn try_speculative(session: &Session, known: &mut KnownVersions, group: &[
     })();
     match written {
         Ok(true) => {
-            known.committed(at, state);
-            Speculation::Committed(results)
+            known.committed(at, &mut state);
+            Speculation::Committed(answers(results, state.new_events))
         }
         // The remembered head is not in the log: an empty transaction was committed.
         Ok(false) => Speculation::Lost(Again::Forget),
@@ -566,10 +605,14 @@ async fn try_speculative(session: &Session, known: &mut KnownVersions, group: &[
 }
 
 /// Decides one request against the group's state; on success the state holds its events.
-fn decide_one(state: &mut GroupState, request: &AppendRequest, recorded_at: &str) -> Result<AppendOutcome, StoreError> {
+fn decide_one<'g>(
+    state: &mut GroupState<'g>,
+    request: &'g AppendRequest,
+    recorded_at: &str,
+) -> Result<Decided, StoreError> {
     append::validate(request)?;
-    if let Some(outcome) = append::replay_of(request, &state.stored)? {
-        return Ok(outcome);
+    if let Some(outcome) = append::replay_of(request, |id| state.event_of(id))? {
+        return Ok(Decided::Replay(outcome));
     }
     let mut head = state.head;
     let mut events = Vec::with_capacity(request.event_count());
@@ -586,11 +629,12 @@ fn decide_one(state: &mut GroupState, request: &AppendRequest, recorded_at: &str
     }
     state.head = head;
     state.versions.extend(new_versions.into_iter().map(|(s, v)| (s, Some(v))));
-    for e in &events {
-        state.stored.insert(e.event_id.clone(), e.clone());
-    }
-    state.new_events.extend(events.iter().cloned());
-    Ok(AppendOutcome { events, idempotent_replay: false })
+    let first = state.new_events.len();
+    let ids = request.streams.iter().flat_map(|s| &s.events).map(|e| e.event_id.as_str());
+    state.new_ids.extend(ids.zip(first..));
+    let n = events.len();
+    state.new_events.extend(events);
+    Ok(Decided::Fresh(n))
 }
 
 /// Inserts `events` with `insert`, or with `insert_after` given the head (`after`) it must follow;

@@ -305,7 +305,7 @@ fn append_one(
                     stored.insert(e.event_id.clone(), event);
                 }
             }
-            if let Some(outcome) = append::replay_of(request, &stored)? {
+            if let Some(outcome) = append::replay_of(request, |id| stored.get(id))? {
                 return Ok(outcome);
             }
         }

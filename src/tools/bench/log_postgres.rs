@@ -8,7 +8,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::log::{bench_event, measurement, meta, rate, sample_payload, LogBenchOptions, LogBenchReport};
+use super::log::{
+    batched_requests, bench_event, measurement, meta, rate, sample_payload, LogBenchOptions, LogBenchReport,
+};
 use super::BenchResult;
 use crate::events::store::{AppendRequest, EventStore, ExpectedVersion, ProposedEvent};
 use crate::storage::postgres::log::PostgresStore;
@@ -94,10 +96,10 @@ pub fn run(url: &str, opts: &LogBenchOptions) -> BenchResult<LogBenchReport> {
     for _ in 0..reps {
         let db = Scratch::create(url, "batched")?;
         let store = PostgresStore::open(&db.url, Durability::Normal)?;
-        let events: Vec<ProposedEvent> = (0..opts.batched_events).map(bench_event).collect();
+        let requests = batched_requests(opts.batched_events);
         let started = Instant::now();
-        for chunk in events.chunks(100) {
-            store.append(AppendRequest::single("bench", ExpectedVersion::Any, chunk.to_vec(), meta()))?;
+        for request in requests {
+            store.append(request)?;
         }
         ours.push(rate(opts.batched_events, started));
         drop(store);
