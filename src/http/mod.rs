@@ -8,6 +8,7 @@ pub mod bindings;
 pub mod build;
 pub mod conformance;
 pub mod consistency;
+pub mod console;
 pub mod drain;
 pub mod feed;
 pub mod history;
@@ -407,6 +408,7 @@ pub fn router_with(app: Arc<App>, auth: Auth, rates: Option<Arc<rate::TokenRates
     Router::new()
         .nest("/api/Connector", api)
         .route("/api/openapi.json", get(openapi::serve))
+        .merge(console::routes())
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "this route does not take that method")

@@ -1,0 +1,408 @@
+//! The auditor's console in a real browser: headless Chromium driven over WebDriver
+//! (`chromedriver`, Debian's `chromium-driver`), against `vadyl serve` on loopback. Every step
+//! asserts on what the page shows (text and state of rendered elements), never on its source.
+//! Screenshots of the main pages are written to `docs/console/` for the README.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{bind, publish, vadyl_ok, Server};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// A chromedriver on a free loopback port and one headless Chromium session; both end on drop.
+struct Browser {
+    driver: Child,
+    client: Client,
+    downloads: tempfile::TempDir,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+async fn browser() -> Browser {
+    let port = free_port();
+    let chromedriver = std::env::var("VADYL_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
+    let driver = Command::new(&chromedriver)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{chromedriver} starts ({e}): install Debian's chromium and chromium-driver"));
+    let url = format!("http://127.0.0.1:{port}");
+    let ready = Instant::now();
+    while reqwest::get(format!("{url}/status")).await.is_err() {
+        assert!(ready.elapsed() < Duration::from_secs(20), "chromedriver answers on {url}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let downloads = tempfile::tempdir().unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    // The flags keep Chromium off the network (this machine refuses outside connections).
+    let caps = json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": std::env::var("VADYL_CHROMIUM").unwrap_or_else(|_| CHROMIUM.into()),
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--window-size=1360,900",
+                format!("--user-data-dir={}", profile.path().display()),
+            ],
+            "prefs": {
+                "download.default_directory": downloads.path().display().to_string(),
+                "download.prompt_for_download": false,
+            },
+        },
+    });
+    let caps = caps.as_object().cloned().unwrap();
+    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&url)
+        .await
+        .expect("a Chromium session starts");
+    Browser { driver, client, downloads, _profile: profile }
+}
+
+/// Polls `what` until it returns `Some`, or fails the test after `limit` saying what it waited for.
+async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(started.elapsed() < limit, "waited {limit:?} for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn text(c: &Client, css: &str) -> Option<String> {
+    c.find(Locator::Css(css)).await.ok()?.text().await.ok()
+}
+
+async fn wait_text(c: &Client, css: &str, want: &str) -> String {
+    eventually(Duration::from_secs(10), &format!("{css} to show {want:?}"), || async {
+        text(c, css).await.filter(|t| t.contains(want))
+    })
+    .await
+}
+
+/// The states of the verification badges of the table `css`, row by row, once none is checking.
+async fn badges(c: &Client, table: &str) -> Vec<(String, String, String)> {
+    eventually(Duration::from_secs(20), "every badge to be decided", || async {
+        let rows = c.find_all(Locator::Css(&format!("{table} tbody tr"))).await.ok()?;
+        let mut out = Vec::new();
+        for row in rows {
+            let badge = row.find(Locator::Css(".verification .badge")).await.ok()?;
+            let state = badge.attr("data-state").await.ok()??;
+            if state == "checking" {
+                return None;
+            }
+            let kind = row.attr("data-type").await.ok()?.unwrap_or_default();
+            out.push((kind, state, badge.text().await.ok()?));
+        }
+        (!out.is_empty()).then_some(out)
+    })
+    .await
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    let png = c.screenshot().await.expect("a screenshot");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/console");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+}
+
+/// Signs in with `token`, pinning `key`, and waits for the timeline.
+async fn sign_in(c: &Client, base: &str, token: &str, key: &str) {
+    c.goto(&format!("{base}/console")).await.unwrap();
+    let field =
+        eventually(Duration::from_secs(10), "the sign-in form", || async { c.find(Locator::Id("token")).await.ok() })
+            .await;
+    field.clear().await.unwrap();
+    field.send_keys(token).await.unwrap();
+    let pubkey = c.find(Locator::Id("pubkey")).await.unwrap();
+    pubkey.clear().await.unwrap();
+    pubkey.send_keys(key).await.unwrap();
+    c.find(Locator::Id("signin-submit")).await.unwrap().click().await.unwrap();
+    wait_text(c, "h2", "Timeline").await;
+}
+
+/// A registry with three publication versions (v3 invalidated over HTTP, so `latest` fell back to
+/// v2), bindings in `shop`, an auditor token, and the verifier key to pin.
+struct Seeded {
+    _dir: tempfile::TempDir,
+    server: Server,
+    auditor: String,
+    key: String,
+    /// The position of the invalidation event.
+    invalidated_at: u64,
+}
+
+fn seeded() -> Seeded {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let reg = common::open(dir.path());
+        publish(&reg, "stripe-charge-adapter:1.0.0", "payment.charge@1");
+        publish(&reg, "stripe-charge-adapter:1.1.0", "payment.charge@1");
+        publish(&reg, "webhook-signer:1.0.0", "webhook.deliver@1");
+        bind(&reg, "shop", "pay", "stripe-charge-adapter@^1");
+        bind(&reg, "shop", "hooks", "webhook-signer@^1");
+    }
+    let key: Value = serde_json::from_str(&vadyl_ok(dir.path(), &["--json", "key", "show"])).unwrap();
+    let key = key["verifierKey"].as_str().unwrap().to_owned();
+    let server = Server::start_with(dir.path(), &["--checkpoint-interval-secs", "1"]);
+    let (status, body) =
+        server.post("/publication/invalidate", &json!({"publicationVersion": 3, "reason": "webhook signer leaks"}));
+    assert_eq!(status, 200, "{body}");
+    let (_, page) = server.get("/events?type=PublicationInvalidated");
+    let invalidated_at = page["events"][0]["position"].as_u64().unwrap();
+    let (status, token) = server.post("/tokens", &json!({"role": "auditor", "label": "console test"}));
+    assert_eq!(status, 201, "{token}");
+    let auditor = token["token"].as_str().unwrap().to_owned();
+    // Wait for a checkpoint over the invalidation, so that its proof exists.
+    let started = Instant::now();
+    while server.get(&format!("/audit/proof/inclusion?position={invalidated_at}")).0 != 200 {
+        assert!(started.elapsed() < Duration::from_secs(10), "a checkpoint covers the invalidation");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Seeded { _dir: dir, server, auditor, key, invalidated_at }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
+}
+
+#[test]
+fn an_auditor_walks_the_history_verifies_it_travels_in_time_diffs_and_downloads() {
+    let s = seeded();
+    let base = s.server.base.clone();
+    let admin = s.server.token.clone();
+    runtime().block_on(async {
+        let b = browser().await;
+        let c = &b.client;
+
+        // Sign in with the auditor token, pinning the registry's key: the timeline opens.
+        sign_in(c, &base, &s.auditor, &s.key).await;
+        wait_text(c, "#trust-badge", "checkpoint verified").await;
+        let rows = badges(c, "#events").await;
+        assert!(rows.len() >= 10, "{rows:?}");
+        // Every event the page shows is verified in the page; only checkpoint events newer than
+        // the newest checkpoint wait for the next one (a checkpoint never covers its own event).
+        for (kind, state, detail) in &rows {
+            let fine = state == "verified" || (kind == "CheckpointSigned" && state == "pending");
+            assert!(fine, "{kind}: {state} {detail}");
+        }
+        assert!(rows.iter().any(|(k, _, _)| k == "PublicationInvalidated"));
+        screenshot(c, "timeline").await;
+
+        // A new event appears in the open timeline within a second of its append.
+        let before = c.find_all(Locator::Css("#events tbody tr")).await.unwrap().len();
+        let appended = reqwest::Client::new()
+            .post(format!("{base}/api/Connector/bindings"))
+            .bearer_auth(&admin)
+            .json(&json!({"project": "shop", "alias": "live", "implementation": "stripe-charge-adapter@^1"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(appended.status().is_success(), "{}", appended.text().await.unwrap_or_default());
+        let answered = Instant::now();
+        eventually(Duration::from_secs(1), "the new binding in the open timeline", || async {
+            let n = c.find_all(Locator::Css("#events tbody tr")).await.ok()?.len();
+            (n > before).then_some(())
+        })
+        .await;
+        let shown = text(c, "#events tbody tr:last-child").await.unwrap_or_default();
+        assert!(shown.contains("BindingCreated") && shown.contains("live"), "{shown}");
+        eprintln!("a new event showed in the timeline {:?} after its append was answered", answered.elapsed());
+
+        // Filter by type: only the invalidation remains.
+        c.find(Locator::Id("filter-type")).await.unwrap().send_keys("PublicationInvalidated").await.unwrap();
+        c.find(Locator::Id("apply-filters")).await.unwrap().click().await.unwrap();
+        let filtered = eventually(Duration::from_secs(10), "the filtered timeline", || async {
+            let rows = badges(c, "#events").await;
+            (rows.len() == 1).then_some(rows)
+        })
+        .await;
+        assert_eq!(filtered[0].0, "PublicationInvalidated");
+        assert_eq!(filtered[0].1, "verified", "{filtered:?}");
+        let row = text(c, "#events tbody tr").await.unwrap();
+        assert!(row.contains("webhook signer leaks") && row.contains("latest → 2"), "{row}");
+
+        // Open the publication: its invalidation, and the version latest fell back to.
+        c.find(Locator::Css("#events tbody tr a[href='#/publication/3']")).await.unwrap().click().await.unwrap();
+        wait_text(c, "h2", "Publication v3").await;
+        wait_text(c, "#publication-status", "invalidated").await;
+        wait_text(c, "#invalidation", "webhook signer leaks").await;
+        wait_text(c, "#fell-back-to", "v2").await;
+        wait_text(c, "#latest", "v2").await;
+        assert!(text(c, "#entries").await.unwrap().contains("webhook-signer:1.0.0"));
+        screenshot(c, "publication").await;
+
+        // Back to before the invalidation: v3 is valid and latest again.
+        let position = c.find(Locator::Id("at-position")).await.unwrap();
+        position.send_keys(&format!("{}\n", s.invalidated_at - 1)).await.unwrap();
+        wait_text(c, "#at-state", &format!("after event {}", s.invalidated_at - 1)).await;
+        wait_text(c, "#publication-status", "valid").await;
+        wait_text(c, "#latest", "v3").await;
+        wait_text(c, "#digests", "projection digests at").await;
+        screenshot(c, "time-travel").await;
+        c.find(Locator::Id("at-now")).await.unwrap().click().await.unwrap();
+        wait_text(c, "#latest", "v2").await;
+
+        // Diff v2 and v3: the added entry and the status differ.
+        c.find(Locator::LinkText("diff with v2")).await.unwrap().click().await.unwrap();
+        wait_text(c, "#diff-summary", "fields differ between v2 and v3").await;
+        let changed = c.find_all(Locator::Css("#diff tr.changed")).await.unwrap();
+        let mut fields = Vec::new();
+        for row in changed {
+            fields.push(row.attr("data-field").await.unwrap().unwrap_or_default());
+        }
+        assert!(fields.contains(&"status".to_owned()), "{fields:?}");
+        assert!(fields.contains(&"webhook-signer.implementationId".to_owned()), "{fields:?}");
+        assert!(!fields.iter().any(|f| f.starts_with("stripe-charge-adapter.")), "{fields:?}");
+        screenshot(c, "diff").await;
+
+        // Download the export: a file with every event and the signed checkpoint.
+        c.find(Locator::LinkText("Downloads")).await.unwrap().click().await.unwrap();
+        c.find(Locator::Id("download-export")).await.unwrap().click().await.unwrap();
+        let file = b.downloads.path().join("vadyl-export.ndjson");
+        let export = eventually(Duration::from_secs(10), "the downloaded export", || async {
+            std::fs::read_to_string(&file).ok().filter(|t| t.ends_with('\n'))
+        })
+        .await;
+        let last: Value = serde_json::from_str(export.lines().last().unwrap()).unwrap();
+        assert!(last["checkpoint"].as_str().unwrap().contains("\n\n\u{2014} "), "{last}");
+        assert!(export.lines().count() as u64 > s.invalidated_at);
+
+        // The console only reads, even for an admin token, and says so.
+        sign_out(c).await;
+        sign_in(c, &base, &admin, &s.key).await;
+        assert!(text(c, "header").await.unwrap().contains("read-only"));
+    });
+}
+
+async fn sign_out(c: &Client) {
+    c.find(Locator::Id("signout")).await.unwrap().click().await.unwrap();
+    wait_text(c, "h2", "Sign in").await;
+}
+
+#[test]
+fn a_wrong_key_or_token_is_refused_at_sign_in_with_the_reason() {
+    let s = seeded();
+    let base = s.server.base.clone();
+    runtime().block_on(async {
+        let b = browser().await;
+        let c = &b.client;
+        c.goto(&format!("{base}/console")).await.unwrap();
+        let token = eventually(Duration::from_secs(10), "the sign-in form", || async {
+            c.find(Locator::Id("token")).await.ok()
+        })
+        .await;
+        token.send_keys("vadyl_not_a_token").await.unwrap();
+        c.find(Locator::Id("pubkey")).await.unwrap().send_keys(&s.key).await.unwrap();
+        c.find(Locator::Id("signin-submit")).await.unwrap().click().await.unwrap();
+        wait_text(c, "#signin-error", "the server refused the token").await;
+
+        // A key that is not the registry's: signing in works, but the checkpoint fails, named.
+        let other = "vadyl+00000000+AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        c.find(Locator::Id("token")).await.unwrap().clear().await.unwrap();
+        c.find(Locator::Id("token")).await.unwrap().send_keys(&s.auditor).await.unwrap();
+        c.find(Locator::Id("pubkey")).await.unwrap().clear().await.unwrap();
+        c.find(Locator::Id("pubkey")).await.unwrap().send_keys(other).await.unwrap();
+        c.find(Locator::Id("signin-submit")).await.unwrap().click().await.unwrap();
+        wait_text(c, "#signin-error", "key id does not match").await;
+    });
+}
+
+/// A test-only proxy in front of the server that rewrites one event in every page of `/events`
+/// it forwards: the invalidation's reason. The live feed is not proxied.
+async fn tampering_proxy(upstream: String) -> String {
+    use axum::body::Body;
+    use axum::http::{Request, Response, StatusCode};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let http = reqwest::Client::new();
+    let app = axum::Router::new().fallback(move |req: Request<Body>| {
+        let (http, upstream) = (http.clone(), upstream.clone());
+        async move {
+            let path = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+            if path.starts_with("/api/Connector/events/stream") {
+                return Response::builder().status(StatusCode::SERVICE_UNAVAILABLE).body(Body::empty()).unwrap();
+            }
+            let mut forward = http.get(format!("{upstream}{path}"));
+            for (name, value) in req.headers() {
+                if name == "authorization" || name == "accept" {
+                    forward = forward.header(name.as_str(), value.as_bytes());
+                }
+            }
+            let answer = forward.send().await.unwrap();
+            let status = answer.status().as_u16();
+            let content_type = answer.headers().get("content-type").cloned();
+            let csp = answer.headers().get("content-security-policy").cloned();
+            let mut body = answer.bytes().await.unwrap().to_vec();
+            if path.starts_with("/api/Connector/events?") {
+                let mut page: Value = serde_json::from_slice(&body).unwrap();
+                for e in page["events"].as_array_mut().into_iter().flatten() {
+                    if e["type"] == "PublicationInvalidated" {
+                        e["payload"]["reason"] = json!("routine maintenance");
+                    }
+                }
+                body = serde_json::to_vec(&page).unwrap();
+            }
+            let mut response = Response::builder().status(status);
+            if let Some(ct) = content_type {
+                response = response.header("content-type", ct);
+            }
+            if let Some(csp) = csp {
+                response = response.header("content-security-policy", csp);
+            }
+            response.body(Body::from(body)).unwrap()
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+#[test]
+fn an_event_tampered_with_on_the_way_shows_as_failing_and_the_rest_as_verified() {
+    let s = seeded();
+    let upstream = s.server.base.clone();
+    runtime().block_on(async {
+        let proxy = tampering_proxy(upstream).await;
+        let b = browser().await;
+        let c = &b.client;
+        sign_in(c, &proxy, &s.auditor, &s.key).await;
+        let rows = badges(c, "#events").await;
+        let failed: Vec<_> = rows.iter().filter(|(_, state, _)| state == "failed").collect();
+        assert_eq!(failed.len(), 1, "{rows:?}");
+        assert_eq!(failed[0].0, "PublicationInvalidated");
+        assert!(failed[0].2.contains("content does not match its hash"), "{failed:?}");
+        // What the page shows is the tampered text, flagged: the server's word is never the proof.
+        let row = text(c, "#events tbody tr[data-type='PublicationInvalidated']").await.unwrap();
+        assert!(row.contains("routine maintenance"), "{row}");
+        for (kind, state, detail) in &rows {
+            if kind != "PublicationInvalidated" {
+                assert!(state == "verified" || kind == "CheckpointSigned", "{kind}: {state} {detail}");
+            }
+        }
+        screenshot(c, "tampered").await;
+    });
+}
