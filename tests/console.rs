@@ -406,3 +406,110 @@ fn an_event_tampered_with_on_the_way_shows_as_failing_and_the_rest_as_verified()
         screenshot(c, "tampered").await;
     });
 }
+
+/// Appends `count` binding events straight to the log (1000 bindings in project `load`, each
+/// created then changed), in appends of 1000: a big history without a million HTTP calls.
+fn load_history(reg: &vadyl::app::App, count: u64) {
+    use vadyl::events::domain::{BindingChanged, BindingCreated, DomainEvent};
+    use vadyl::events::store::{AppendRequest, ExpectedVersion, ProposedEvent};
+    let proposed = |event: DomainEvent| ProposedEvent {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        event_type: event.event_type().to_owned(),
+        schema_version: event.schema_version(),
+        payload: event.payload(),
+    };
+    let per_alias = count / 1000;
+    for a in 0..1000 {
+        let alias: vadyl::ids::BindingAlias = format!("alias-{a}").parse().unwrap();
+        let project: vadyl::ids::ProjectId = "load".parse().unwrap();
+        let mut events = vec![proposed(DomainEvent::BindingCreated(BindingCreated {
+            project: project.clone(),
+            alias: alias.clone(),
+            target: "stripe-charge-adapter@^1".into(),
+        }))];
+        for i in 1..per_alias {
+            events.push(proposed(DomainEvent::BindingChanged(BindingChanged {
+                project: project.clone(),
+                alias: alias.clone(),
+                target: format!("stripe-charge-adapter:1.{}.0", i % 2),
+                previous_target: format!("stripe-charge-adapter:1.{}.0", (i + 1) % 2),
+            })));
+        }
+        let stream = vadyl::events::domain::streams::binding(&project, &alias);
+        let request = AppendRequest::single(stream, ExpectedVersion::NoStream, events, common::actor("test:load"));
+        reg.registry().store().append(request).unwrap();
+    }
+}
+
+#[test]
+fn the_timeline_opens_on_a_million_events_within_a_second_and_stays_live() {
+    let count: u64 = std::env::var("VADYL_CONSOLE_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let reg = common::open(dir.path());
+        publish(&reg, "stripe-charge-adapter:1.0.0", "payment.charge@1");
+        publish(&reg, "stripe-charge-adapter:1.1.0", "payment.charge@1");
+        let started = Instant::now();
+        load_history(&reg, count);
+        eprintln!("appended {count} events in {:?}", started.elapsed());
+    }
+    let key: Value = serde_json::from_str(&vadyl_ok(dir.path(), &["--json", "key", "show"])).unwrap();
+    let key = key["verifierKey"].as_str().unwrap().to_owned();
+    let server = Server::start_with(dir.path(), &["--checkpoint-interval-secs", "1"]);
+    let (status, token) = server.post("/tokens", &json!({"role": "auditor"}));
+    assert_eq!(status, 201, "{token}");
+    let auditor = token["token"].as_str().unwrap().to_owned();
+    let (base, admin) = (server.base.clone(), server.token.clone());
+    runtime().block_on(async {
+        let b = browser().await;
+        let c = &b.client;
+        sign_in(c, &base, &auditor, &key).await;
+        // Open the timeline afresh and time its first page: the newest events, one page of them.
+        c.goto(&format!("{base}/console#/publications")).await.unwrap();
+        wait_text(c, "h2", "Publications").await;
+        let opened = Instant::now();
+        c.find(Locator::LinkText("Timeline")).await.unwrap().click().await.unwrap();
+        eventually(Duration::from_secs(5), "the first page of the timeline", || async {
+            let n = c.find_all(Locator::Css("#events tbody tr")).await.ok()?.len();
+            (n > 0).then_some(())
+        })
+        .await;
+        let first_page = opened.elapsed();
+        eprintln!("the timeline's first page of a {count}-event log showed in {first_page:?}");
+        assert!(first_page < Duration::from_secs(1), "first page in {first_page:?}");
+        let state = text(c, "#page-state").await.unwrap();
+        assert!(state.starts_with("50 events shown"), "{state}");
+        let rows = badges(c, "#events").await;
+        assert!(rows.iter().all(|(kind, state, _)| state == "verified" || kind == "CheckpointSigned"), "{rows:?}");
+        // Paging back goes to the 50 events just before, without loading the rest.
+        let first_position = || async {
+            let first = c.find(Locator::Css("#events tbody tr")).await.ok()?;
+            first.attr("data-position").await.ok()??.parse::<u64>().ok()
+        };
+        let newest_first = first_position().await.unwrap();
+        assert!(newest_first > count - 100, "the newest page starts at {newest_first}");
+        c.find(Locator::Id("page-earlier")).await.unwrap().click().await.unwrap();
+        eventually(Duration::from_secs(5), "the earlier page", || async {
+            (first_position().await? == newest_first - 50).then_some(())
+        })
+        .await;
+
+        // Live on a big log too: back on the newest page, an append shows within a second.
+        c.find(Locator::LinkText("Timeline")).await.unwrap().click().await.unwrap();
+        wait_text(c, "#live-state", "live").await;
+        let before = c.find_all(Locator::Css("#events tbody tr")).await.unwrap().len();
+        let appended = reqwest::Client::new()
+            .post(format!("{base}/api/Connector/bindings"))
+            .bearer_auth(&admin)
+            .json(&json!({"project": "shop", "alias": "late", "implementation": "stripe-charge-adapter@^1"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(appended.status().is_success());
+        eventually(Duration::from_secs(1), "the new event in the open timeline", || async {
+            let n = c.find_all(Locator::Css("#events tbody tr")).await.ok()?.len();
+            (n > before).then_some(())
+        })
+        .await;
+    });
+}
