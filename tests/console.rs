@@ -160,9 +160,10 @@ fn seeded() -> Seeded {
     let dir = tempfile::tempdir().unwrap();
     {
         let reg = common::open(dir.path());
-        publish(&reg, "stripe-charge-adapter:1.0.0", "payment.charge@1");
-        publish(&reg, "stripe-charge-adapter:1.1.0", "payment.charge@1");
-        publish(&reg, "webhook-signer:1.0.0", "webhook.deliver@1");
+        // Real manifests, built by the build engine: 1.1.0 talks to one more host than 1.0.0.
+        publish_example(&reg, "stripe.connector.json", "1.0.0", None);
+        publish_example(&reg, "stripe.connector.json", "1.1.0", Some("eu.api.stripe.com"));
+        publish_example(&reg, "webhook.connector.json", "1.0.0", None);
         bind(&reg, "shop", "pay", "stripe-charge-adapter@^1");
         bind(&reg, "shop", "hooks", "webhook-signer@^1");
     }
@@ -184,6 +185,20 @@ fn seeded() -> Seeded {
         std::thread::sleep(Duration::from_millis(100));
     }
     Seeded { _dir: dir, server, auditor, key, invalidated_at }
+}
+
+/// Builds the example manifest `file` as `version` (allowing `extra_host` too) with the build
+/// engine, and records a passing conformance run for it: the next publication version.
+fn publish_example(reg: &vadyl::app::App, file: &str, version: &str, extra_host: Option<&str>) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(file);
+    let mut manifest: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    manifest["version"] = json!(version);
+    if let Some(host) = extra_host {
+        manifest["egress"]["allow"].as_array_mut().unwrap().push(json!({"scheme": "https", "host": host}));
+    }
+    let built = reg.build_declarative(&common::actor("test:builder"), &manifest).unwrap();
+    let id = built.implementation_id;
+    common::conformance(reg, &id, &format!("conf_{}", id.to_string().replace([':', '.'], "_")), true);
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -267,18 +282,35 @@ fn an_auditor_walks_the_history_verifies_it_travels_in_time_diffs_and_downloads(
         c.find(Locator::Id("at-now")).await.unwrap().click().await.unwrap();
         wait_text(c, "#latest", "v2").await;
 
-        // Diff v2 and v3: the added entry and the status differ.
+        // Diff v2 and v3: the status differs and one entry is added, with its manifest.
         c.find(Locator::LinkText("diff with v2")).await.unwrap().click().await.unwrap();
-        wait_text(c, "#diff-summary", "fields differ between v2 and v3").await;
-        let changed = c.find_all(Locator::Css("#diff tr.changed")).await.unwrap();
-        let mut fields = Vec::new();
-        for row in changed {
-            fields.push(row.attr("data-field").await.unwrap().unwrap_or_default());
-        }
+        wait_text(c, "#diff-summary", "between v2 and v3").await;
+        let fields = changed_fields(c).await;
         assert!(fields.contains(&"status".to_owned()), "{fields:?}");
-        assert!(fields.contains(&"webhook-signer.implementationId".to_owned()), "{fields:?}");
-        assert!(!fields.iter().any(|f| f.starts_with("stripe-charge-adapter.")), "{fields:?}");
+        assert!(fields.contains(&"entry webhook-signer:1.0.0".to_owned()), "{fields:?}");
+        assert!(fields.contains(&"webhook-signer /egress/allow/0/host".to_owned()), "{fields:?}");
+        assert!(!fields.iter().any(|f| f.starts_with("stripe-charge-adapter")), "{fields:?}");
+
+        // Diff v1 and v2: the stripe adapter moved to 1.1.0, whose manifest allows one more host.
+        let a = c.find(Locator::Id("diff-a")).await.unwrap();
+        a.select_by_value("1").await.unwrap();
+        let b2 = c.find(Locator::Id("diff-b")).await.unwrap();
+        b2.select_by_value("2").await.unwrap();
+        c.find(Locator::Id("diff-go")).await.unwrap().click().await.unwrap();
+        wait_text(c, "#diff-summary", "between v1 and v2").await;
+        let fields = changed_fields(c).await;
+        assert!(fields.contains(&"entry stripe-charge-adapter:1.1.0".to_owned()), "{fields:?}");
+        assert!(fields.contains(&"stripe-charge-adapter /version".to_owned()), "{fields:?}");
+        assert!(fields.contains(&"stripe-charge-adapter /egress/allow/2/host".to_owned()), "{fields:?}");
+        let row = text(c, "#diff tr[data-field='stripe-charge-adapter /egress/allow/2/host']").await.unwrap();
+        assert!(row.contains("eu.api.stripe.com"), "{row}");
         screenshot(c, "diff").await;
+
+        // The implementation page shows the manifest from its verified artifact.
+        c.goto(&format!("{base}/console#/implementation/stripe-charge-adapter:1.1.0")).await.unwrap();
+        wait_text(c, "#configuration-what", "manifest").await;
+        wait_text(c, "#configuration", "eu.api.stripe.com").await;
+        wait_text(c, "#runs", "passed").await;
 
         // Download the export: a file with every event and the signed checkpoint.
         c.find(Locator::LinkText("Downloads")).await.unwrap().click().await.unwrap();
@@ -297,6 +329,15 @@ fn an_auditor_walks_the_history_verifies_it_travels_in_time_diffs_and_downloads(
         sign_in(c, &base, &admin, &s.key).await;
         assert!(text(c, "header").await.unwrap().contains("read-only"));
     });
+}
+
+/// The `data-field` of every changed row of the diff.
+async fn changed_fields(c: &Client) -> Vec<String> {
+    let mut fields = Vec::new();
+    for row in c.find_all(Locator::Css("#diff tr.changed")).await.unwrap() {
+        fields.push(row.attr("data-field").await.unwrap().unwrap_or_default());
+    }
+    fields
 }
 
 async fn sign_out(c: &Client) {

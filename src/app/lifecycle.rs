@@ -15,6 +15,7 @@ use crate::events::domain::ImplementationBuilt;
 use crate::events::envelope::EventMetadata;
 use crate::ids::{ContentHash, ContractRef, ImplementationId, ImplementationSource, SignatureBytes};
 use crate::keys::{RegistryKey, Signer};
+use crate::projections::ImplementationView;
 use crate::runtime::adapter::Adapter;
 use crate::runtime::artifact::{self, ArtifactStore, ArtifactStoreError};
 use crate::runtime::component::{descriptor, ComponentError, ComponentRuntime, Descriptor};
@@ -418,10 +419,12 @@ pub fn binary_build() -> String {
     format!("vadyl {}", env!("CARGO_PKG_VERSION"))
 }
 
-/// Loads a built implementation's artifact (verifying hash and signature before anything is parsed
-/// or compiled) as a runnable adapter with its policy.
-/// Uncached: [`Loader::load`] is what runs use.
-pub fn load(registry: &Registry, loader: &Loader, id: &ImplementationId) -> Result<Loaded, LifecycleError> {
+/// An implementation's view and its artifact's bytes, verified against hash and signature.
+fn verified_artifact(
+    registry: &Registry,
+    loader: &Loader,
+    id: &ImplementationId,
+) -> Result<(ImplementationView, Vec<u8>), LifecycleError> {
     let view = registry
         .read(|s| s.implementation(id).cloned())
         .ok_or_else(|| CommandError::NotFound(format!("implementation {id} does not exist")))?;
@@ -436,6 +439,43 @@ pub fn load(registry: &Registry, loader: &Loader, id: &ImplementationId) -> Resu
         action: "loaded",
         source: Box::new(source),
     })?;
+    Ok((view, bytes))
+}
+
+/// What an implementation declares, read from its verified artifact: a declarative bundle's
+/// manifest, a component's embedded descriptor, a native adapter's artifact (adapter, build and
+/// descriptor). Allow-lists, secret names and limits are in it; secret values never are.
+pub fn configuration(registry: &Registry, loader: &Loader, id: &ImplementationId) -> Result<Value, LifecycleError> {
+    let (view, bytes) = verified_artifact(registry, loader, id)?;
+    let unreadable =
+        |what, source| LifecycleError::StoredArtifactUnreadable { implementation: id.clone(), what, source };
+    let (what, document) = match view.source {
+        ImplementationSource::DeclarativeBundle => {
+            ("manifest", serde_json::from_slice(&bytes).map_err(|e| unreadable("manifest", e))?)
+        }
+        ImplementationSource::AuthoredComponent => {
+            let embedded = descriptor::find(&bytes).map_err(ComponentError::from)?;
+            let document = match embedded {
+                Some(d) => serde_json::from_slice(d).map_err(|e| unreadable("descriptor", e))?,
+                None => Value::Null,
+            };
+            ("descriptor", document)
+        }
+        ImplementationSource::BuiltInNative => {
+            ("native artifact", serde_json::from_slice(&bytes).map_err(|e| unreadable("native artifact", e))?)
+        }
+    };
+    Ok(serde_json::json!({
+        "implementationId": id, "source": view.source, "contentHash": view.content_hash,
+        "what": what, "document": document,
+    }))
+}
+
+/// Loads a built implementation's artifact (verifying hash and signature before anything is parsed
+/// or compiled) as a runnable adapter with its policy.
+/// Uncached: [`Loader::load`] is what runs use.
+pub fn load(registry: &Registry, loader: &Loader, id: &ImplementationId) -> Result<Loaded, LifecycleError> {
+    let (view, bytes) = verified_artifact(registry, loader, id)?;
     match view.source {
         ImplementationSource::DeclarativeBundle => {
             let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|source| {

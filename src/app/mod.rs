@@ -143,6 +143,11 @@ impl App {
     }
 
     /// The loaded (verified, parsed or compiled) implementation, cached by content hash.
+    /// What `id` declares (manifest, descriptor or native artifact), from its verified artifact.
+    pub fn configuration(&self, id: &ImplementationId) -> Result<serde_json::Value, LifecycleError> {
+        lifecycle::configuration(&self.registry, &self.loader, id)
+    }
+
     pub fn load(&self, id: &ImplementationId) -> Result<Arc<lifecycle::Loaded>, LifecycleError> {
         self.loader.load(&self.registry, id)
     }

@@ -168,6 +168,13 @@ pub fn api_routes() -> Vec<ApiRoute> {
         r(Method::GET, "/contracts/{kind}/{major_version}", "One contract with its schemas", all, get(get_contract)),
         r(Method::GET, "/implementations", "Built implementations", all, get(list_implementations)),
         r(Method::GET, "/implementations/{implementation_id}", "One implementation", all, get(get_implementation)),
+        r(
+            Method::GET,
+            "/implementations/{implementation_id}/configuration",
+            "What an implementation declares (manifest, descriptor or native artifact), from its verified artifact",
+            all,
+            get(implementation_configuration),
+        ),
         r(Method::GET, "/publication/latest", "The newest valid publication", all, get(latest_publication)),
         r(Method::GET, "/publication/version/{version}", "One publication version", all, get(publication_version)),
         r(
@@ -526,6 +533,14 @@ async fn get_implementation(State(st): State<AppState>, Path(id): Path<String>) 
         .registry()
         .read(|p| implementation_json(p, &id))
         .map_or_else(|| Err(Problem::not_found(format!("implementation {id} does not exist"))), ok)
+}
+
+async fn implementation_configuration(State(st): State<AppState>, Path(id): Path<String>) -> ApiResult {
+    let id: ImplementationId = id.parse()?;
+    let app = st.app.clone();
+    // Reading and verifying an artifact is disk work: off the async threads.
+    let document = tokio::task::spawn_blocking(move || app.configuration(&id)).await.map_err(Problem::internal)??;
+    ok(document)
 }
 
 pub fn publication_json(p: &Projections, view: &PublicationView) -> serde_json::Value {

@@ -473,6 +473,7 @@ async function pageImplementation(id) {
   await showTravel();
   const imp = await getJson('/implementations/' + encodeURIComponent(id));
   const runs = await getJson('/conformance/runs?implementation=' + encodeURIComponent(id) + '&limit=1000');
+  const config = await configuration(id).catch((e) => ({ what: 'unavailable: ' + e.message, document: null }));
   const list = runs.runs.filter((r) => S.at === null || r.recorded.position <= S.at);
   $('#view').replaceChildren(
     el('h2', {}, 'Implementation ' + id),
@@ -484,6 +485,8 @@ async function pageImplementation(id) {
       ['built', imp.built.at + ' by ' + imp.built.actor + ' (event ' + imp.built.position + ')'],
       ['published in', (imp.publishedIn || []).map((v) => [link('#/publication/' + v, 'v' + v), ' '])],
     ])),
+    el('h3', {}, 'Declared: ', el('span', { id: 'configuration-what' }, config.what), ' (read from the verified artifact)'),
+    el('pre', { id: 'configuration' }, JSON.stringify(config.document, null, 2)),
     el('h3', {}, 'Conformance runs'),
     el('table', { id: 'runs' }, el('thead', {}, el('tr', {}, ['run', 'result', 'checks', 'finished', 'published as'].map((h) => el('th', {}, h)))),
       el('tbody', {}, list.map((r) => el('tr', {},
@@ -520,33 +523,64 @@ async function pageProject(project) {
     el('pre', { id: 'invocations' }, JSON.stringify(records.records, null, 2).slice(0, 20000)));
 }
 
-// What differs between two versions: entries added, removed, or with another artifact.
+// Every leaf of a JSON document by its JSON Pointer (RFC 6901).
+function flatten(v, pointer = '', out = new Map()) {
+  if (v !== null && typeof v === 'object' && Object.keys(v).length) {
+    for (const [k, x] of Object.entries(v)) flatten(x, pointer + '/' + String(k).replace(/~/g, '~0').replace(/\//g, '~1'), out);
+  } else {
+    out.set(pointer || '/', canonical(v));
+  }
+  return out;
+}
+
+const configurations = new Map();
+function configuration(id) {
+  if (!configurations.has(id)) configurations.set(id, getJson('/implementations/' + encodeURIComponent(id) + '/configuration'));
+  return configurations.get(id);
+}
+
+// What differs between two versions: their status, the entries added or removed, and for each
+// connector whose newest entry changed, every field of its manifest or descriptor that differs
+// (allow-list, secrets named, limits, operations…).
 async function pageDiff(a, b) {
   const events = await publicationEvents();
   const { versions } = foldPublications(events);
   const choices = [...versions.keys()];
   const select = (id, value) => el('select', { id }, choices.map((v) => el('option', { value: v, selected: v === value }, 'v' + v)));
-  const sa = select('diff-a', a ?? choices[choices.length - 2]);
-  const sb = select('diff-b', b ?? choices[choices.length - 1]);
+  const sa = select('diff-a', a || choices[choices.length - 2]);
+  const sb = select('diff-b', b || choices[choices.length - 1]);
   const go = el('button', { type: 'button', class: 'primary', id: 'diff-go', onclick: () => { location.hash = '#/diff/' + sa.value + '/' + sb.value; } }, 'Compare');
   const out = [el('h2', {}, 'Diff of two publication versions'), el('div', { class: 'toolbar' }, sa, ' → ', sb, go)];
   const va = versions.get(Number(sa.value)), vb = versions.get(Number(sb.value));
   if (va && vb) {
-    const byName = (v) => new Map(v.entries.map((en) => [en.implementationId.split(':')[0], en]));
-    const ma = byName(va), mb = byName(vb);
-    const names = [...new Set([...ma.keys(), ...mb.keys()])].sort();
-    const fields = ['implementationId', 'source', 'contract', 'contentHash', 'conformanceRunId'];
+    const row = (field, what, l, r) => el('tr', { class: l === r ? 'same' : 'changed', 'data-field': field }, el('td', {}, what[0]), el('td', { class: 'mono' }, what[1]), el('td', { class: 'mono' }, l), el('td', { class: 'mono' }, r));
     const rows = [];
-    for (const n of names) {
-      const x = ma.get(n), y = mb.get(n);
-      for (const f of fields) {
-        const l = x ? x[f] : '—', r = y ? y[f] : '—';
-        rows.push(el('tr', { class: l === r ? 'same' : 'changed', 'data-field': n + '.' + f }, el('td', {}, n), el('td', {}, f), el('td', { class: 'mono' }, l), el('td', { class: 'mono' }, r)));
+    const status = (v) => (v.invalidated ? 'invalidated: ' + v.invalidated.payload.reason : 'valid');
+    rows.push(row('status', ['(version)', 'status'], status(va), status(vb)));
+    // Entries, by implementation id.
+    const ids = (v) => new Map(v.entries.map((en) => [en.implementationId, en]));
+    const ia = ids(va), ib = ids(vb);
+    for (const id of [...new Set([...ia.keys(), ...ib.keys()])].sort()) {
+      const l = ia.has(id) ? ia.get(id).contentHash : '—', r = ib.has(id) ? ib.get(id).contentHash : '—';
+      rows.push(row('entry ' + id, [id, 'entry'], l, r));
+    }
+    // Each connector's newest entry on either side, and what its configuration says.
+    const newest = (v) => {
+      const m = new Map();
+      for (const en of v.entries) m.set(en.implementationId.split(':')[0], en.implementationId);
+      return m;
+    };
+    const na = newest(va), nb = newest(vb);
+    for (const name of [...new Set([...na.keys(), ...nb.keys()])].sort()) {
+      if (na.get(name) === nb.get(name)) continue;
+      const [ca, cb] = await Promise.all([na.get(name), nb.get(name)].map((id) => (id ? configuration(id).then((c) => flatten(c.document)) : new Map())));
+      for (const pointer of [...new Set([...ca.keys(), ...cb.keys()])].sort()) {
+        const l = ca.has(pointer) ? ca.get(pointer) : '—', r = cb.has(pointer) ? cb.get(pointer) : '—';
+        if (l !== r) rows.push(row(name + ' ' + pointer, [name, pointer], l, r));
       }
     }
-    const status = (v) => (v.invalidated ? 'invalidated: ' + v.invalidated.payload.reason : 'valid');
-    rows.unshift(el('tr', { class: status(va) === status(vb) ? 'same' : 'changed', 'data-field': 'status' }, el('td', {}, '(version)'), el('td', {}, 'status'), el('td', {}, status(va)), el('td', {}, status(vb))));
-    out.push(el('p', { id: 'diff-summary' }, rows.filter((r) => r.classList.contains('changed')).length + ' fields differ between v' + va.version + ' and v' + vb.version),
+    const changed = rows.filter((r) => r.classList.contains('changed')).length;
+    out.push(el('p', { id: 'diff-summary' }, changed + ' differences between v' + va.version + ' and v' + vb.version),
       el('table', { id: 'diff' }, el('thead', {}, el('tr', {}, ['entry', 'field', 'v' + va.version, 'v' + vb.version].map((h) => el('th', {}, h)))), el('tbody', {}, rows)));
   }
   $('#view').replaceChildren(...out);
