@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,8 +26,18 @@ struct Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // chromedriver leads its own process group, and the Chromium it starts is in it: end the
+        // whole group, or a failed test would leave browsers running behind it.
+        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", self.driver.id())]).status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+    }
+}
+
+impl Browser {
+    /// Ends the session (Chromium quits), then the driver.
+    async fn close(self) {
+        let _ = self.client.clone().close().await;
     }
 }
 
@@ -39,6 +50,7 @@ async fn browser() -> Browser {
     let chromedriver = std::env::var("VADYL_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
     let driver = Command::new(&chromedriver)
         .arg(format!("--port={port}"))
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -230,14 +242,7 @@ fn an_auditor_walks_the_history_verifies_it_travels_in_time_diffs_and_downloads(
 
         // A new event appears in the open timeline within a second of its append.
         let before = c.find_all(Locator::Css("#events tbody tr")).await.unwrap().len();
-        let appended = reqwest::Client::new()
-            .post(format!("{base}/api/Connector/bindings"))
-            .bearer_auth(&admin)
-            .json(&json!({"project": "shop", "alias": "live", "implementation": "stripe-charge-adapter@^1"}))
-            .send()
-            .await
-            .unwrap();
-        assert!(appended.status().is_success(), "{}", appended.text().await.unwrap_or_default());
+        bind_over_http(&base, &admin, "live").await;
         let answered = Instant::now();
         eventually(Duration::from_secs(1), "the new binding in the open timeline", || async {
             let n = c.find_all(Locator::Css("#events tbody tr")).await.ok()?.len();
@@ -279,6 +284,15 @@ fn an_auditor_walks_the_history_verifies_it_travels_in_time_diffs_and_downloads(
         wait_text(c, "#latest", "v3").await;
         wait_text(c, "#digests", "projection digests at").await;
         screenshot(c, "time-travel").await;
+
+        // The project then and now: `hooks` follows webhook-signer@^1, which v3 alone listed.
+        c.goto(&format!("{base}/console#/project/shop")).await.unwrap();
+        wait_text(c, "#bindings tr[data-alias='hooks'] .resolved-then", "webhook-signer:1.0.0 (in v3)").await;
+        wait_text(c, "#bindings tr[data-alias='hooks'] .resolves", "no-match").await;
+        wait_text(c, "#bindings tr[data-alias='pay'] .resolves", "stripe-charge-adapter:1.1.0 (in v2)").await;
+        screenshot(c, "project").await;
+        c.goto(&format!("{base}/console#/publication/3")).await.unwrap();
+        wait_text(c, "#latest", "v3").await;
         c.find(Locator::Id("at-now")).await.unwrap().click().await.unwrap();
         wait_text(c, "#latest", "v2").await;
 
@@ -328,7 +342,20 @@ fn an_auditor_walks_the_history_verifies_it_travels_in_time_diffs_and_downloads(
         sign_out(c).await;
         sign_in(c, &base, &admin, &s.key).await;
         assert!(text(c, "header").await.unwrap().contains("read-only"));
+        b.close().await;
     });
+}
+
+/// Binds `alias` in project `shop` over HTTP as the admin: one new event in the log.
+async fn bind_over_http(base: &str, admin: &str, alias: &str) {
+    let answer = reqwest::Client::new()
+        .post(format!("{base}/api/Connector/bindings"))
+        .bearer_auth(admin)
+        .json(&json!({"project": "shop", "alias": alias, "implementation": "stripe-charge-adapter@^1"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success(), "{}", answer.text().await.unwrap_or_default());
 }
 
 /// The `data-field` of every changed row of the diff.
@@ -370,6 +397,7 @@ fn a_wrong_key_or_token_is_refused_at_sign_in_with_the_reason() {
         c.find(Locator::Id("pubkey")).await.unwrap().send_keys(other).await.unwrap();
         c.find(Locator::Id("signin-submit")).await.unwrap().click().await.unwrap();
         wait_text(c, "#signin-error", "key id does not match").await;
+        b.close().await;
     });
 }
 
@@ -445,6 +473,7 @@ fn an_event_tampered_with_on_the_way_shows_as_failing_and_the_rest_as_verified()
             }
         }
         screenshot(c, "tampered").await;
+        b.close().await;
     });
 }
 
@@ -539,18 +568,12 @@ fn the_timeline_opens_on_a_million_events_within_a_second_and_stays_live() {
         c.find(Locator::LinkText("Timeline")).await.unwrap().click().await.unwrap();
         wait_text(c, "#live-state", "live").await;
         let before = c.find_all(Locator::Css("#events tbody tr")).await.unwrap().len();
-        let appended = reqwest::Client::new()
-            .post(format!("{base}/api/Connector/bindings"))
-            .bearer_auth(&admin)
-            .json(&json!({"project": "shop", "alias": "late", "implementation": "stripe-charge-adapter@^1"}))
-            .send()
-            .await
-            .unwrap();
-        assert!(appended.status().is_success());
+        bind_over_http(&base, &admin, "late").await;
         eventually(Duration::from_secs(1), "the new event in the open timeline", || async {
             let n = c.find_all(Locator::Css("#events tbody tr")).await.ok()?.len();
             (n > before).then_some(())
         })
         .await;
+        b.close().await;
     });
 }

@@ -25,6 +25,7 @@ use crate::events::store::{EventStore, StoreError};
 use crate::events::tiles::TileRef;
 use crate::ids::{ContractRef, ImplementationId, ProjectId, Role};
 use crate::keys::RegistryKey;
+use crate::projections::Projections;
 use crate::runtime::artifact::ArtifactStore;
 use crate::runtime::host::clock::Clock;
 use crate::runtime::host::egress::{EgressError, Executor, ExecutorConfig, TokioSleeper};
@@ -289,6 +290,16 @@ impl App {
     pub fn prove_consistency(&self, old_size: u64) -> Result<ConsistencyProof, AuditError> {
         let (note, tree_size) = self.signed_head()?;
         history::prove_consistency(self.registry.store(), old_size, &note, tree_size)
+    }
+
+    /// Every projection as it stood at position `to` (the head if `None`), rebuilt from the log
+    /// with every hash and link verified on the way.
+    pub fn state_at(&self, to: Option<u64>) -> Result<Projections, AuditError> {
+        let head = self.registry.store().head_position()?;
+        if let Some(to) = to.filter(|to| *to > head) {
+            return Err(AuditError::NoEvent(to));
+        }
+        audit::replay(self.registry.store(), to)
     }
 
     /// The projections' summary and digests as they stood at position `to` (the head if `None`).

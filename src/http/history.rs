@@ -181,11 +181,13 @@ pub async fn consistency_proof(
     ok(serde_json::to_value(proof).map_err(Problem::internal)?)
 }
 
-/// `?to=N`: replay up to position N (default: the head).
+/// `?to=N`: replay up to position N (default: the head); `&project=P` adds P's bindings and what
+/// each resolved to then.
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayQuery {
     to: Option<u64>,
+    project: Option<String>,
 }
 
 pub async fn replay(
@@ -194,8 +196,23 @@ pub async fn replay(
     ApiQuery(q): ApiQuery<ReplayQuery>,
 ) -> ApiResult {
     may_read_history(&who)?;
-    let report = blocking(&st, move |app| Ok(app.replay_to(q.to)?)).await?;
-    ok(serde_json::to_value(report).map_err(Problem::internal)?)
+    let Some(project) = q.project else {
+        let report = blocking(&st, move |app| Ok(app.replay_to(q.to)?)).await?;
+        return ok(serde_json::to_value(report).map_err(Problem::internal)?);
+    };
+    let project: crate::ids::ProjectId = project.parse()?;
+    let answer = blocking(&st, move |app| {
+        let state = app.state_at(q.to)?;
+        let report =
+            crate::app::audit::ReplayReport { digests: state.digests(), summary: crate::app::audit::summarize(&state) };
+        let mut v = serde_json::to_value(report).map_err(Problem::internal)?;
+        let bindings: Vec<_> = state.bindings_of(&project).map(|b| super::bindings::binding_json(&state, b)).collect();
+        v["project"] = serde_json::json!(project);
+        v["bindings"] = serde_json::Value::Array(bindings);
+        Ok(v)
+    })
+    .await?;
+    ok(answer)
 }
 
 /// The export (canonical NDJSON ending in its signed checkpoint), streamed as it is read: a

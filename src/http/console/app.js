@@ -500,25 +500,25 @@ async function pageImplementation(id) {
 async function pageProject(project) {
   await showTravel();
   const bindings = await getJson('/bindings?project=' + encodeURIComponent(project));
-  // What each alias pointed at the chosen position: the last binding event at or before it.
-  const then = await Promise.all(bindings.bindings.map(async (b) => {
-    if (S.at === null) return null;
-    const page = await getJson('/events?limit=1000&stream=' + encodeURIComponent('binding-' + project + '/' + b.alias));
-    const before = page.events.filter((e) => e.position <= S.at);
-    return before.length ? before[before.length - 1] : undefined;
-  }));
+  // At a chosen position: the registry replayed that far, and what each binding resolved to then.
+  const then = S.at === null ? null : await getJson('/audit/replay?to=' + S.at + '&project=' + encodeURIComponent(project));
+  const thenOf = new Map(then ? then.bindings.map((b) => [b.alias, b]) : []);
   const resolution = (r) => (r.status === 'resolved' ? r.implementationId + ' (in v' + r.publicationVersion + ')' : r.status + (r.implementationId ? ' ' + r.implementationId : ''));
   const records = await getJson('/invocations?project=' + encodeURIComponent(project) + '&limit=20').catch(() => ({ records: [] }));
-  const headers = ['alias', 'target now', 'resolves to now', 'changed'].concat(S.at === null ? [] : ['target at ' + S.at]);
+  const headers = ['alias', 'target now', 'resolves to now', 'changed'].concat(S.at === null ? [] : ['target at ' + S.at, 'resolved to at ' + S.at]);
   $('#view').replaceChildren(
     el('h2', {}, 'Project ' + project),
     el('h3', {}, 'Bindings'),
     el('table', { id: 'bindings' }, el('thead', {}, el('tr', {}, headers.map((h) => el('th', {}, h)))),
-      el('tbody', {}, bindings.bindings.map((b, i) => el('tr', { 'data-alias': b.alias },
-        el('td', {}, b.alias), el('td', { class: 'mono' }, b.target),
-        el('td', { class: 'mono resolves' }, resolution(b.resolvesTo)),
-        el('td', { class: 'mono' }, b.updated.at + ' (rev ' + b.revision + ')'),
-        S.at === null ? null : el('td', { class: 'mono' }, then[i] ? then[i].payload.target : 'not bound yet'))))),
+      el('tbody', {}, bindings.bindings.map((b) => {
+        const old = thenOf.get(b.alias);
+        return el('tr', { 'data-alias': b.alias },
+          el('td', {}, b.alias), el('td', { class: 'mono' }, b.target),
+          el('td', { class: 'mono resolves' }, resolution(b.resolvesTo)),
+          el('td', { class: 'mono' }, b.updated.at + ' (rev ' + b.revision + ')'),
+          S.at === null ? null : el('td', { class: 'mono' }, old ? old.target : 'not bound yet'),
+          S.at === null ? null : el('td', { class: 'mono resolved-then' }, old ? resolution(old.resolvesTo) : '—'));
+      }))),
     el('h3', {}, 'Recent invocations (redacted records)'),
     el('pre', { id: 'invocations' }, JSON.stringify(records.records, null, 2).slice(0, 20000)));
 }
