@@ -77,6 +77,7 @@ fn every_route_by_every_role_allows_exactly_its_table_and_refusals_write_nothing
         ("GET", "/contracts/payment.charge/1".into(), None, all.to_vec()),
         ("GET", "/implementations".into(), None, all.to_vec()),
         ("GET", "/implementations/hooks:1.0.0".into(), None, all.to_vec()),
+        ("GET", "/implementations/hooks:1.0.0/configuration".into(), None, all.to_vec()),
         ("GET", "/publication/latest".into(), None, all.to_vec()),
         ("GET", "/publication/version/1".into(), None, all.to_vec()),
         ("GET", "/publication/version/1/hooks:1.0.0".into(), None, all.to_vec()),
