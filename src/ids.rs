@@ -239,6 +239,10 @@ impl ContentHash {
     pub fn of(bytes: &[u8]) -> Self {
         Self(Sha256::digest(bytes).into())
     }
+    /// The hash a running sha256 has reached (bytes hashed as they arrived).
+    pub fn from_hasher(hasher: Sha256) -> Self {
+        Self(hasher.finalize().into())
+    }
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }

@@ -454,3 +454,309 @@ fn hostile_components_are_stopped_with_clear_errors_while_the_server_keeps_servi
         }
     }
 }
+
+/// `wasm` with a custom section of padding appended, `total` bytes in all: a component as large as
+/// a Python or JavaScript guest, whose code is still the small Rust guest's (custom sections are
+/// carried, never compiled).
+fn padded(wasm: &[u8], total: usize) -> Vec<u8> {
+    let name = b"vadyl-test-padding";
+    // Section: id 0, size (LEB128, 4 bytes for 2 MiB to 256 MiB), name length, name, padding.
+    let padding = total - wasm.len() - 1 - 4 - 1 - name.len();
+    let size = 1 + name.len() + padding;
+    assert!((1 << 21..1 << 28).contains(&size), "the size takes 4 LEB128 bytes");
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(wasm);
+    out.push(0);
+    out.extend_from_slice(&[
+        (size & 0x7f) as u8 | 0x80,
+        ((size >> 7) & 0x7f) as u8 | 0x80,
+        ((size >> 14) & 0x7f) as u8 | 0x80,
+        (size >> 21) as u8,
+    ]);
+    out.push(name.len() as u8);
+    out.extend_from_slice(name);
+    out.resize(total, 0x5a);
+    out
+}
+
+fn multipart_build(server: &Server, id: &str, descriptor: &Value, wasm: Vec<u8>) -> (u16, Value) {
+    use reqwest::blocking::multipart::{Form, Part};
+    let form = Form::new()
+        .text("implementationId", id.to_owned())
+        .text("contract", "payment.charge@1")
+        .text("descriptor", descriptor.to_string())
+        .part("component", Part::bytes(wasm).file_name("c.wasm").mime_str("application/wasm").unwrap());
+    let r = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .unwrap()
+        .post(server.url("/build/component"))
+        .bearer_auth(&server.token)
+        .multipart(form)
+        .send()
+        .expect("the upload reaches the server");
+    let status = r.status().as_u16();
+    let text = r.text().unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// Files under `dir` (relative paths), for "nothing was written" checks.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_forty_megabyte_component_uploads_over_http_and_the_cli_and_one_over_the_limit_is_refused_with_nothing_written() {
+    const { assert!(vadyl::http::build::DEFAULT_COMPONENT_LIMIT >= 64 << 20, "the default fits a Python component") };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let wasm = rust_guest("stripe-charge-rust", &[], &[]);
+    let big = padded(&wasm, 40 << 20);
+    assert_eq!(big.len(), 40 << 20);
+    let big_path = write(dir.path(), "big.wasm", &big);
+    let d = descriptor("stripe-charge-rust", 9);
+    let d_path = write(dir.path(), "descriptor.json", d.to_string().as_bytes());
+    // No checkpoint on a timer during the test: "no event was appended" must mean the upload's.
+    let server = Server::start_with(
+        &data,
+        &["--max-component-mib", "48", "--checkpoint-interval-secs", "3600", "--checkpoint-events", "1000000"],
+    );
+
+    // The CLI streams the file as multipart: no base64, no 24 MiB JSON cap.
+    let out = ok(
+        &data,
+        &[
+            "--server",
+            &server.base,
+            "--json",
+            "connector",
+            "build",
+            "component",
+            "--wasm",
+            &big_path,
+            "--implementation",
+            "big-cli:1.0.0",
+            "--contract",
+            "payment.charge@1",
+            "--descriptor",
+            &d_path,
+        ],
+    );
+    let built: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(built["created"], true, "{built}");
+    assert!(built["artifactSize"].as_u64().unwrap() > 40 << 20, "{built}");
+    // The content hash covers the component and the embedded descriptor, hashed as they arrived.
+    let (status, via_http) = multipart_build(&server, "big-http:1.0.0", &d, big.clone());
+    assert_eq!(status, 201, "{via_http}");
+    assert_eq!(via_http["contentHash"], built["contentHash"], "the same bytes and descriptor, the same artifact");
+    let stored = everything_stored(&data);
+    let artifact = stored.iter().find(|(p, _)| p.contains("artifacts")).expect("an artifact is stored");
+    assert_eq!(
+        format!("sha256:{}", vadyl::ids::ContentHash::of(&artifact.1).to_hex()),
+        built["contentHash"].as_str().unwrap()
+    );
+
+    // Over the limit: 413, a problem naming the limit, and nothing written.
+    let (_, before) = server.get("/events?limit=1000");
+    let files_before = files_under(&data);
+    let (status, problem) = multipart_build(&server, "too-big:1.0.0", &d, padded(&wasm, 60 << 20));
+    assert_eq!(status, 413, "{problem}");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("48 MiB") && detail.contains("--max-component-mib"), "{detail}");
+    let too_big_path = write(dir.path(), "too-big.wasm", &padded(&wasm, 50 << 20));
+    let o = vadyl(
+        &data,
+        &[
+            "--server",
+            &server.base,
+            "connector",
+            "build",
+            "component",
+            "--wasm",
+            &too_big_path,
+            "--implementation",
+            "too-big:1.0.0",
+            "--contract",
+            "payment.charge@1",
+            "--descriptor",
+            &d_path,
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("48 MiB"), "{}", stderr(&o));
+    let (_, after) = server.get("/events?limit=1000");
+    assert_eq!(before["events"], after["events"], "no event was appended");
+    assert_eq!(files_before, files_under(&data), "no file was added under the data directory");
+    let (status, _) = server.get("/implementations/too-big:1.0.0");
+    assert_eq!(status, 404);
+    server.stop();
+}
+
+fn js_guest(name: &str, world: &str, out: &Path) -> Vec<u8> {
+    let wit = Path::new(env!("CARGO_MANIFEST_DIR")).join("wit/worlds/connector");
+    let source =
+        guests::guests_dir().join(name).join(if world.starts_with("webhook") { "webhook.js" } else { "app.js" });
+    guests::js::build_js_component(&source, &wit, world, &guests::repository_toolchains_dir(), out)
+        .unwrap_or_else(|e| panic!("building the JavaScript guest {name}: {e}"))
+}
+
+#[test]
+fn the_javascript_component_is_built_from_source_conforms_and_delivers_signed_webhooks() {
+    let (url, seen) = common::receiver(Duration::ZERO);
+    let port = port_of(&url);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    set_secret(&data, "webhook-signing-secret", SIGNING_SECRET);
+    let wasm = js_guest("webhook-js", "webhook-deliver-v1", &dir.path().join("js-build").join("webhook.wasm"));
+    let imports = guests::component_imports(&wasm).unwrap();
+    assert!(imports.iter().all(|i| i.starts_with("vadyl:connector/")), "only Vadyl interfaces: {imports:?}");
+    let wasm_path = write(dir.path(), "webhook-js.wasm", &wasm);
+    let d_path = write(dir.path(), "js.json", descriptor("webhook-js", port).to_string().as_bytes());
+    let built = ok(
+        &data,
+        &[
+            "connector",
+            "build",
+            "component",
+            "--wasm",
+            &wasm_path,
+            "--implementation",
+            "webhook-js:1.0.0",
+            "--contract",
+            "webhook.deliver@1",
+            "--descriptor",
+            &d_path,
+        ],
+    );
+    assert!(built.contains("built webhook-js:1.0.0 (AuthoredComponent"), "{built}");
+    let report = ok(&data, &["connector", "conformance", "run", "--implementation", "webhook-js:1.0.0"]);
+    assert!(report.contains("passed: true"), "{report}");
+    ok(&data, &["connector", "binding", "create", "js", "--implementation", "webhook-js@^1"]);
+    let payload = r#"{"order":"o-js","card":"4242-very-sensitive"}"#;
+    let input = json!({"endpointUrl": url, "eventType": "order.paid", "eventId": "evt_js", "payload": payload,
+                       "occurredAt": "2026-11-25T12:00:00Z", "headers": [["x-tenant", "shop"]]});
+    let out =
+        ok(&data, &["--json", "connector", "invoke", "js", "--operation", "deliver", "--input", &input.to_string()]);
+    let result: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(result["output"]["delivered"], true, "{result}");
+    assert_eq!(result["output"]["statusCode"], 200, "{result}");
+    let deliveries = seen.lock().unwrap().clone();
+    let (headers, body) =
+        deliveries.iter().rfind(|(h, _)| h.iter().any(|(k, v)| k == "webhook-id" && v == "evt_js")).unwrap();
+    assert_eq!(body, payload);
+    verify_signature(headers, body, "evt_js");
+    assert!(headers.iter().any(|(k, v)| k == "x-tenant" && v == "shop"), "{headers:?}");
+
+    let invocation = result["invocationId"].as_str().unwrap().to_owned();
+    let replay = ok(&data, &["audit", "replay-invocation", &invocation]);
+    assert!(replay.contains("the same output"), "{replay}");
+    let export = dir.path().join("history.ndjson");
+    ok(&data, &["audit", "export", "--out", export.to_str().unwrap()]);
+    let mut places = everything_stored(&data);
+    places.push(("export".into(), std::fs::read(&export).unwrap()));
+    places.push(("invoke response".into(), out.into_bytes()));
+    places.push(("conformance report".into(), report.into_bytes()));
+    let scan = vadyl::runtime::redaction::Redactor::new([SIGNING_SECRET.as_bytes().to_vec()]).unwrap();
+    for (place, bytes) in &places {
+        assert!(scan.find(bytes).is_none(), "{place} holds the signing secret");
+    }
+}
+
+fn python_guest(name: &str, world: &str, constants: &[(&str, &str)], out: &Path) -> Vec<u8> {
+    let wit = Path::new(env!("CARGO_MANIFEST_DIR")).join("wit/worlds/connector");
+    let app = guests::guests_dir().join(name);
+    guests::python::build_python_component(
+        &app,
+        "app",
+        &wit,
+        world,
+        constants,
+        &guests::repository_toolchains_dir(),
+        out,
+    )
+    .unwrap_or_else(|e| panic!("building the Python guest {name}: {e}"))
+}
+
+#[test]
+fn the_python_component_is_built_from_source_conforms_and_charges_with_the_secret_host_side_only() {
+    let fake = FakeStripe::start_blocking(SECRET).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    set_secret(&data, "stripe-secret-key", SECRET);
+    let wasm = python_guest(
+        "stripe-charge-python",
+        "payment-charge-v1",
+        &[("STRIPE_BASE_URL", &fake.base_url())],
+        &dir.path().join("py-build").join("charge.wasm"),
+    );
+    let imports = guests::component_imports(&wasm).unwrap();
+    assert!(imports.iter().all(|i| i.starts_with("vadyl:connector/")), "only Vadyl interfaces: {imports:?}");
+    let wasm_path = write(dir.path(), "charge-python.wasm", &wasm);
+    let d = descriptor("stripe-charge-python", port_of(&fake.base_url()));
+    let d_path = write(dir.path(), "descriptor.json", d.to_string().as_bytes());
+    let built = ok(
+        &data,
+        &[
+            "connector",
+            "build",
+            "component",
+            "--wasm",
+            &wasm_path,
+            "--implementation",
+            "stripe-python:1.0.0",
+            "--contract",
+            "payment.charge@1",
+            "--descriptor",
+            &d_path,
+        ],
+    );
+    assert!(built.contains("built stripe-python:1.0.0 (AuthoredComponent"), "{built}");
+    let report = ok(&data, &["connector", "conformance", "run", "--implementation", "stripe-python:1.0.0"]);
+    assert!(report.contains("passed: true"), "{report}");
+    ok(&data, &["connector", "binding", "create", "pay", "--implementation", "stripe-python@^1"]);
+    let input = r#"{"amount": 2000, "currency": "usd", "source": "tok_visa", "idempotencyKey": "order-py1", "metadata": [["order", "py1"]]}"#;
+    let out = ok(&data, &["--json", "connector", "invoke", "pay", "--operation", "charge", "--input", input]);
+    let result: Value = serde_json::from_str(&out).unwrap();
+    assert!(result["output"]["chargeId"].as_str().unwrap().starts_with("ch_"), "{result}");
+    assert_eq!(result["output"]["amount"], 2000, "{result}");
+    let charge = fake.requests().into_iter().rfind(|r| r.path == "/v1/charges").unwrap();
+    assert_eq!(charge.header("authorization"), Some(format!("Bearer {SECRET}").as_str()), "the host attached it");
+    assert_eq!(charge.header("idempotency-key"), Some("order-py1"));
+    let charge_id = result["output"]["chargeId"].as_str().unwrap();
+    let refund = json!({"chargeId": charge_id, "amount": 500, "idempotencyKey": "refund-py1", "metadata": []});
+    let refunded: Value = serde_json::from_str(&ok(
+        &data,
+        &["--json", "connector", "invoke", "pay", "--operation", "refund", "--input", &refund.to_string()],
+    ))
+    .unwrap();
+    assert_eq!(refunded["output"]["chargeId"], charge_id, "{refunded}");
+    assert_eq!(refunded["output"]["amount"], 500, "{refunded}");
+
+    let invocation = result["invocationId"].as_str().unwrap().to_owned();
+    drop(fake);
+    let replay = ok(&data, &["audit", "replay-invocation", &invocation]);
+    assert!(replay.contains("the same output"), "{replay}");
+    let export = dir.path().join("history.ndjson");
+    ok(&data, &["audit", "export", "--out", export.to_str().unwrap()]);
+    let mut places = everything_stored(&data);
+    places.push(("export".into(), std::fs::read(&export).unwrap()));
+    places.push(("invoke response".into(), out.into_bytes()));
+    places.push(("conformance report".into(), report.into_bytes()));
+    let scan = vadyl::runtime::redaction::Redactor::new([SECRET.as_bytes().to_vec(), b"tok_visa".to_vec()]).unwrap();
+    for (place, bytes) in &places {
+        assert!(scan.find(bytes).is_none(), "{place} holds the secret or the card source");
+    }
+}

@@ -238,9 +238,9 @@ fn record_artifact(
     source: ImplementationSource,
     contract: ContractRef,
     bytes: &[u8],
+    content_hash: ContentHash,
     media_type: &str,
 ) -> Result<BuildResult, LifecycleError> {
-    let content_hash = ContentHash::of(bytes);
     registry.read(|s| commands::check_rebuild(s, &id, &content_hash, &contract))?;
     loader.artifacts.put(bytes).map_err(|source| LifecycleError::ArtifactStore {
         implementation: id.clone(),
@@ -312,6 +312,7 @@ pub fn build_declarative(
         ImplementationSource::DeclarativeBundle,
         contract,
         &bytes,
+        ContentHash::of(&bytes),
         DECLARATIVE_MEDIA_TYPE,
     )
 }
@@ -326,16 +327,18 @@ pub fn build_component(
     id: ImplementationId,
     contract: ContractRef,
     descriptor: &Value,
-    wasm: &[u8],
+    upload: ComponentUpload,
 ) -> Result<BuildResult, LifecycleError> {
     let spec = contract_spec(&contract)?;
     let parsed: Descriptor = serde_json::from_value(descriptor.clone()).map_err(LifecycleError::InvalidDescriptor)?;
     parsed.validate().map_err(ComponentError::from)?;
     validate_fixtures(&parsed, &contract)?;
-    loader.components()?.check(wasm, &spec)?;
+    loader.components()?.check(&upload.bytes, &spec)?;
     let canonical = serde_json_canonicalizer::to_vec(&parsed)
         .map_err(|source| LifecycleError::Canonicalize { what: "descriptor", source })?;
-    let artifact = descriptor::embed(wasm, &canonical).map_err(ComponentError::from)?;
+    let ComponentUpload { mut bytes, mut hasher } = upload;
+    let section = descriptor::embed_in_place(&mut bytes, &canonical).map_err(ComponentError::from)?;
+    sha2::Digest::update(&mut hasher, &bytes[section..]);
     record_artifact(
         registry,
         loader,
@@ -343,9 +346,44 @@ pub fn build_component(
         id,
         ImplementationSource::AuthoredComponent,
         contract,
-        &artifact,
+        &bytes,
+        ContentHash::from_hasher(hasher),
         COMPONENT_MEDIA_TYPE,
     )
+}
+
+/// A component as it arrived: its bytes, and a sha256 over exactly those bytes that the receiver
+/// kept running while they came in, so the artifact's content hash costs only the descriptor
+/// section on top of it and the bytes are never hashed or held twice.
+pub struct ComponentUpload {
+    bytes: Vec<u8>,
+    hasher: sha2::Sha256,
+}
+
+impl ComponentUpload {
+    /// Bytes already in memory, hashed now.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        let hasher = <sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes);
+        Self { bytes, hasher }
+    }
+
+    /// Bytes a receiver hashed as they arrived: `hasher` has seen exactly `bytes`, in order.
+    pub fn received(bytes: Vec<u8>, hasher: sha2::Sha256) -> Self {
+        debug_assert_eq!(
+            ContentHash::from_hasher(hasher.clone()),
+            ContentHash::of(&bytes),
+            "the running hash must cover exactly the received bytes"
+        );
+        Self { bytes, hasher }
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
 }
 
 fn validate_fixtures(d: &Descriptor, contract: &ContractRef) -> Result<(), LifecycleError> {
@@ -410,6 +448,7 @@ pub fn build_native(
         ImplementationSource::BuiltInNative,
         contract,
         &bytes,
+        ContentHash::of(&bytes),
         NATIVE_MEDIA_TYPE,
     )
 }

@@ -123,7 +123,7 @@ impl App {
         id: ImplementationId,
         contract: ContractRef,
         descriptor: &Value,
-        wasm: &[u8],
+        wasm: lifecycle::ComponentUpload,
     ) -> Result<BuildResult, LifecycleError> {
         lifecycle::build_component(&self.registry, &self.loader, metadata, id, contract, descriptor, wasm)
     }

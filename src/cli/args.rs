@@ -66,6 +66,9 @@ pub enum Command {
         /// Seconds between heartbeat comments on an idle feed.
         #[arg(long, default_value_t = 15)]
         feed_heartbeat_secs: u64,
+        /// Largest component upload accepted by `POST /build/component`, in MiB (413 beyond).
+        #[arg(long, default_value_t = vadyl::http::build::DEFAULT_COMPONENT_LIMIT >> 20)]
+        max_component_mib: u64,
     },
     /// The registry's signing key.
     #[command(subcommand)]
@@ -94,6 +97,36 @@ pub enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Connector guests as source: scaffold one per language, build it into a component.
+    #[command(subcommand)]
+    Guest(GuestCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GuestCommand {
+    /// Write a new guest into DIR that builds and passes `vadyl connector test` as it is.
+    New {
+        /// rust, c, python or js.
+        #[arg(long)]
+        lang: String,
+        /// The contract it implements, e.g. `payment.charge@1`.
+        #[arg(long)]
+        contract: String,
+        dir: PathBuf,
+    },
+    /// Build the guest in DIR (made by `guest new`) with its language's toolchain. Python and
+    /// JavaScript toolchains are installed on first use (PyPI, npm) under --toolchains.
+    Build {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Where to write the component; DIR/build/component.wasm by default.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Where the Python and JavaScript toolchains live; $VADYL_TOOLCHAINS, else
+        /// ~/.cache/vadyl/toolchains.
+        #[arg(long)]
+        toolchains: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -176,6 +209,23 @@ pub enum ConnectorCommand {
     /// Run the conformance suite; a passing run publishes the implementation.
     #[command(subcommand)]
     Conformance(ConformanceCommand),
+    /// An author's loop: run the contract's conformance vectors against a component (with its
+    /// descriptor's fixtures) or a declarative manifest, here, without a server, publishing
+    /// nothing and writing to no registry's log. Exit 1 when a check fails.
+    Test {
+        /// The component to test (with --descriptor and --contract).
+        #[arg(long, conflicts_with = "manifest", required_unless_present = "manifest", requires_all = ["descriptor", "contract"])]
+        wasm: Option<PathBuf>,
+        /// The component's descriptor (allow-list, secrets, fixtures, limits).
+        #[arg(long)]
+        descriptor: Option<PathBuf>,
+        /// The contract the component implements, e.g. `payment.charge@1`.
+        #[arg(long)]
+        contract: Option<String>,
+        /// A declarative manifest to test instead of a component.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+    },
     /// Run an operation of a bound implementation.
     Invoke {
         alias: String,

@@ -111,6 +111,31 @@ pub(super) fn call_api(conn: &Conn, method: reqwest::Method, path: &str, body: O
     }
 }
 
+/// A `multipart/form-data` POST on `--server` (a component upload, streamed from its file).
+pub(super) fn call_api_form(
+    conn: &Conn,
+    path: &str,
+    form: reqwest::blocking::multipart::Form,
+) -> anyhow::Result<Value> {
+    let server = conn.server.as_deref().ok_or_else(|| anyhow!("this needs --server"))?;
+    let url = format!("{}/api/Connector{path}", server.trim_end_matches('/'));
+    // A large component takes a while to send and to compile: the server's own timeout applies.
+    let client = reqwest::blocking::Client::builder().timeout(std::time::Duration::from_secs(300)).build()?;
+    let mut req = client.post(&url).multipart(form);
+    if let Some(token) = bearer_token(&conn.data_dir)? {
+        req = req.bearer_auth(token);
+    }
+    let resp = req.send().with_context(|| format!("cannot reach {url}"))?;
+    let status = resp.status().as_u16();
+    let text = resp.text()?;
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    if (200..300).contains(&status) {
+        Ok(value)
+    } else {
+        Err(problem_error(status, &value))
+    }
+}
+
 /// A GET on `--server` whose body the caller reads as it arrives (exports, signed notes); a status
 /// outside 2xx is an error carrying the problem's detail.
 pub(super) fn remote_get(conn: &Conn, path: &str) -> anyhow::Result<reqwest::blocking::Response> {

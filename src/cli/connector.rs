@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use vadyl::ids::{BindingAlias, BindingTarget, ContractRef, ImplementationId};
 
 use super::args::{project_arg, BindingCommand, BuildCommand, ConformanceCommand, ConnectorCommand, SchemaCommand};
-use super::client::{call_api, local_actor, open_registry, read_api, Conn};
+use super::client::{call_api, call_api_form, local_actor, open_registry, read_api, Conn};
 use super::output::{self, Output};
 
 pub(super) fn run(conn: &Conn, out: &Output, command: ConnectorCommand) -> anyhow::Result<()> {
@@ -21,6 +21,16 @@ pub(super) fn run(conn: &Conn, out: &Output, command: ConnectorCommand) -> anyho
         ConnectorCommand::Binding(c) => binding(conn, out, c),
         ConnectorCommand::Conformance(ConformanceCommand::Run { implementation }) => {
             conformance(conn, out, &implementation)
+        }
+        ConnectorCommand::Test { wasm, descriptor, contract, manifest } => {
+            let subject = match (&wasm, &descriptor, &contract, &manifest) {
+                (Some(wasm), Some(descriptor), Some(contract), None) => {
+                    super::dev::Subject::Component { wasm, descriptor, contract }
+                }
+                (None, _, _, Some(manifest)) => super::dev::Subject::Manifest(manifest),
+                _ => bail!("give --wasm with --descriptor and --contract, or --manifest"),
+            };
+            super::dev::connector_test(out, subject)
         }
         ConnectorCommand::Invoke { alias, operation, input, project } => {
             invoke(conn, out, alias, operation, &input, project)
@@ -38,16 +48,41 @@ fn build(conn: &Conn, out: &Output, command: BuildCommand) -> anyhow::Result<()>
             call_api(conn, reqwest::Method::POST, "/build/declarative", Some(document))?
         }
         BuildCommand::Component { wasm, implementation, contract, descriptor } => {
-            use base64::Engine;
-            let bytes = std::fs::read(&wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
-            let descriptor = read_json_file(&descriptor)?;
             let id: ImplementationId = implementation.parse()?;
             let contract: ContractRef = contract.parse()?;
-            let body = json!({
-                "implementationId": id, "contract": contract, "descriptor": descriptor,
-                "component": base64::engine::general_purpose::STANDARD.encode(&bytes),
-            });
-            call_api(conn, reqwest::Method::POST, "/build/component", Some(body))?
+            let descriptor_json = read_json_file(&descriptor)?;
+            match &conn.server {
+                // Streamed from the file as multipart: never base64, never read whole here.
+                Some(_) => {
+                    use reqwest::blocking::multipart::{Form, Part};
+                    let file = std::fs::File::open(&wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
+                    let len = file.metadata().with_context(|| format!("cannot read {}", wasm.display()))?.len();
+                    let form = Form::new()
+                        .text("implementationId", id.to_string())
+                        .text("contract", contract.to_string())
+                        .part("descriptor", Part::text(descriptor_json.to_string()).mime_str("application/json")?)
+                        .part(
+                            "component",
+                            Part::reader_with_length(file, len)
+                                .file_name("component.wasm")
+                                .mime_str("application/wasm")?,
+                        );
+                    call_api_form(conn, "/build/component", form)?
+                }
+                None => {
+                    let bytes = std::fs::read(&wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
+                    let app = open_registry(&conn.location)?;
+                    let result = app.build_component(
+                        &local_actor(),
+                        id,
+                        contract,
+                        &descriptor_json,
+                        vadyl::app::lifecycle::ComponentUpload::new(bytes),
+                    )?;
+                    app.registry().snapshot_if_stale(1000)?;
+                    serde_json::to_value(&result)?
+                }
+            }
         }
         BuildCommand::Native { adapter, implementation, descriptor } => {
             let id: ImplementationId = implementation.parse()?;

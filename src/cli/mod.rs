@@ -23,6 +23,7 @@ mod audit;
 mod bench;
 mod client;
 mod connector;
+mod dev;
 mod local;
 mod output;
 mod publication;
@@ -52,6 +53,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             feed_buffer,
             feed_stall_ms,
             feed_heartbeat_secs,
+            max_component_mib,
         } => serve::serve(
             &conn.location,
             &listen,
@@ -62,6 +64,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     heartbeat: std::time::Duration::from_secs(feed_heartbeat_secs.max(1)),
                     ..Default::default()
                 },
+                max_component_bytes: max_component_mib.max(1).saturating_mul(1 << 20),
                 ..serve::limits(max_concurrent, request_timeout_secs, rate_limit, rate_limit_burst)
             },
             vadyl::http::CheckpointCadence {
@@ -78,5 +81,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Secret(c) => local::secret(&conn, &out, c),
         Command::Audit(c) => audit::run(&conn, &out, c),
         Command::Bench(c) => bench::run(&out, c, conn.location.database.as_deref()),
+        Command::Guest(c) => dev::guest(&out, c),
     }
 }

@@ -23,7 +23,7 @@ pub(super) fn limits(
         max_concurrent,
         request_timeout: std::time::Duration::from_secs(request_timeout_secs.max(1)),
         per_token: vadyl::http::rate::TokenRate::new(rate_limit, rate_limit_burst),
-        feed: Default::default(),
+        ..Limits::default()
     }
 }
 

@@ -104,6 +104,11 @@ macro_rules! wit_file {
     };
 }
 
+/// The WIT package's files (name, text), as embedded in this binary: what a guest builds against.
+pub fn embedded_wit() -> &'static [(&'static str, &'static str)] {
+    EMBEDDED
+}
+
 static EMBEDDED: &[(&str, &str)] = &[
     wit_file!("types.wit"),
     wit_file!("memory.wit"),

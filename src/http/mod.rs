@@ -54,6 +54,8 @@ pub struct AppState {
     pub feed: feed::FeedLimits,
     /// The event feed's shared tail.
     pub hub: feed::FeedHub,
+    /// Most bytes of a component upload (413 beyond).
+    pub max_component_bytes: u64,
 }
 
 /// How requests are authenticated.
@@ -125,9 +127,6 @@ fn unauthorized(detail: &str) -> Response {
     r
 }
 
-/// Components arrive base64-encoded in JSON; 16 MiB of component is plenty for a connector.
-const COMPONENT_BODY_LIMIT: usize = 24 << 20;
-
 /// One API route: the router and the OpenAPI document are both built from [`api_routes`], so the
 /// document cannot describe a route the server does not have, nor miss one.
 pub struct ApiRoute {
@@ -139,6 +138,8 @@ pub struct ApiRoute {
     pub roles: &'static str,
     /// JSON Schema of the request body.
     pub body: Option<fn() -> serde_json::Value>,
+    /// Schema of the `multipart/form-data` form the route also takes.
+    pub multipart: Option<fn() -> serde_json::Value>,
     /// JSON Schema of the query parameters (an object schema).
     pub query: Option<fn() -> serde_json::Value>,
     /// The media type of a successful answer when it is not JSON.
@@ -158,6 +159,7 @@ pub fn api_routes() -> Vec<ApiRoute> {
         summary,
         roles,
         body: None,
+        multipart: None,
         query: None,
         produces: None,
         handler,
@@ -230,12 +232,14 @@ pub fn api_routes() -> Vec<ApiRoute> {
         },
         ApiRoute {
             body: Some(schema::<build::ComponentBuild>),
+            multipart: Some(build::multipart_schema),
             ..r(
                 Method::POST,
                 "/build/component",
-                "Build a WebAssembly component",
+                "Build a WebAssembly component (multipart/form-data, or JSON with the component in base64)",
                 "admin, publisher",
-                post(build::component).layer(axum::extract::DefaultBodyLimit::max(COMPONENT_BODY_LIMIT)),
+                // Bounded in the handler: the JSON form by its own limit, the upload by the server's.
+                post(build::component).layer(axum::extract::DefaultBodyLimit::disable()),
             )
         },
         ApiRoute {
@@ -392,11 +396,17 @@ pub fn api_routes() -> Vec<ApiRoute> {
 
 /// The API for in-process calls by the data directory's owner.
 pub fn router(app: Arc<App>) -> Router {
-    router_with(app, Auth::Local, None, feed::FeedLimits::default())
+    router_with(app, Auth::Local, None, feed::FeedLimits::default(), build::DEFAULT_COMPONENT_LIMIT)
 }
 
-pub fn router_with(app: Arc<App>, auth: Auth, rates: Option<Arc<rate::TokenRates>>, feed: feed::FeedLimits) -> Router {
-    let state = AppState { app, auth, rates, feed, hub: feed::FeedHub::default() };
+pub fn router_with(
+    app: Arc<App>,
+    auth: Auth,
+    rates: Option<Arc<rate::TokenRates>>,
+    feed: feed::FeedLimits,
+    max_component_bytes: u64,
+) -> Router {
+    let state = AppState { app, auth, rates, feed, hub: feed::FeedHub::default(), max_component_bytes };
     let mut api = Router::new();
     let mut by_path: Vec<(&'static str, axum::routing::MethodRouter<AppState>)> = Vec::new();
     for route in api_routes() {
@@ -628,6 +638,8 @@ pub struct Limits {
     pub per_token: Option<rate::TokenRate>,
     /// How the event feed (`/events/stream`) treats its subscribers.
     pub feed: feed::FeedLimits,
+    /// Most bytes of a component upload (`POST /build/component`); 413 beyond.
+    pub max_component_bytes: u64,
 }
 
 impl Default for Limits {
@@ -637,6 +649,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(120),
             per_token: rate::TokenRate::new(DEFAULT_TOKEN_RATE, DEFAULT_TOKEN_BURST),
             feed: feed::FeedLimits::default(),
+            max_component_bytes: build::DEFAULT_COMPONENT_LIMIT,
         }
     }
 }
@@ -656,7 +669,7 @@ pub fn limited(app: Arc<App>, limits: Limits) -> Router {
     use axum::error_handling::HandleErrorLayer;
     use tower::ServiceBuilder;
     let rates = limits.per_token.map(|r| Arc::new(rate::TokenRates::new(r)));
-    let api = router_with(app, Auth::Tokens, rates, limits.feed).layer(
+    let api = router_with(app, Auth::Tokens, rates, limits.feed, limits.max_component_bytes).layer(
         ServiceBuilder::new()
             .layer(HandleErrorLayer::new(|e: axum::BoxError| async move {
                 let (detail, slug) = if e.is::<tower::load_shed::error::Overloaded>() {

@@ -101,6 +101,10 @@ pub fn document() -> Value {
             op["requestBody"] =
                 json!({"required": true, "content": {"application/json": {"schema": inline(body(), &mut components)}}});
         }
+        if let Some(form) = route.multipart {
+            op["requestBody"]["required"] = json!(true);
+            op["requestBody"]["content"]["multipart/form-data"] = json!({"schema": form()});
+        }
         // axum's catch-all `{*tile}` is an ordinary path parameter to OpenAPI.
         let entry = paths.entry(route.path.replace("{*", "{")).or_insert_with(|| json!({}));
         entry[route.method.as_str().to_lowercase()] = op;

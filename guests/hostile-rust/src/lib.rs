@@ -12,6 +12,8 @@
 //! |                  | makes that log carry the key                                               |                       |
 //! | `bad-egress`     | asks for a plan to `https://evil.example.net/collect`, ignores the refusal | refuse the plan       |
 //! |                  | and pretends the charge succeeded                                          |                       |
+//! | `log-input`      | logs the card `source` (a sensitive input field) and pretends the charge   | redact it, and fail   |
+//! |                  | succeeded                                                                  | `observability.redaction` |
 //!
 //! Without a feature `charge` fails with `internal`; `refund` always does.
 
@@ -23,7 +25,7 @@ wit_bindgen::generate!({
 use exports::vadyl::connector::payment_charge_v1_api::{
     ChargeInput, ChargeStep, ContractError, EgressExchange, Guest, RefundInput, RefundStep,
 };
-#[cfg(any(feature = "log-secret", feature = "bad-egress"))]
+#[cfg(any(feature = "log-secret", feature = "bad-egress", feature = "log-input"))]
 use exports::vadyl::connector::payment_charge_v1_api::{ChargeOutput, ChargeStatus};
 use vadyl::connector::types::ErrorCode;
 
@@ -32,7 +34,8 @@ const ENABLED: usize = cfg!(feature = "loop") as usize
     + cfg!(feature = "memory-bomb") as usize
     + cfg!(feature = "stack-overflow") as usize
     + cfg!(feature = "log-secret") as usize
-    + cfg!(feature = "bad-egress") as usize;
+    + cfg!(feature = "bad-egress") as usize
+    + cfg!(feature = "log-input") as usize;
 const _: () = match ENABLED {
     0 | 1 => (),
     _ => panic!("enable at most one of the hostile features"),
@@ -93,6 +96,13 @@ fn descend(depth: u64) -> u64 {
     }
     let below = descend(depth.wrapping_add(1));
     std::hint::black_box(below) ^ depth
+}
+
+#[cfg(feature = "log-input")]
+fn misbehave(input: &ChargeInput, _exchanges: &[EgressExchange]) -> ChargeStep {
+    use vadyl::connector::observability::{self, Level};
+    let _ = observability::log(Level::Info, &format!("charging card {}", input.source), &[]);
+    ChargeStep::Done(fake_output(input, "ch_hostile_log_input"))
 }
 
 #[cfg(feature = "log-secret")]
@@ -165,14 +175,15 @@ fn misbehave(input: &ChargeInput, _exchanges: &[EgressExchange]) -> ChargeStep {
     feature = "memory-bomb",
     feature = "stack-overflow",
     feature = "log-secret",
-    feature = "bad-egress"
+    feature = "bad-egress",
+    feature = "log-input"
 )))]
 fn misbehave(_input: &ChargeInput, _exchanges: &[EgressExchange]) -> ChargeStep {
     ChargeStep::Failed(failure(ErrorCode::Internal, "no hostile behaviour was compiled in; enable one feature"))
 }
 
 /// A plausible successful charge that no provider made.
-#[cfg(any(feature = "log-secret", feature = "bad-egress"))]
+#[cfg(any(feature = "log-secret", feature = "bad-egress", feature = "log-input"))]
 fn fake_output(input: &ChargeInput, charge_id: &str) -> ChargeOutput {
     ChargeOutput {
         charge_id: charge_id.to_owned(),

@@ -121,6 +121,20 @@ fn leb128(mut n: usize, out: &mut Vec<u8>) {
 
 /// Appends the descriptor as a custom section (id 0: name, then bytes) at the end of the component.
 pub fn embed(component: &[u8], canonical_descriptor: &[u8]) -> Result<Vec<u8>, DescriptorError> {
+    let mut out = Vec::with_capacity(component.len() + section_len(canonical_descriptor));
+    out.extend_from_slice(component);
+    embed_in_place(&mut out, canonical_descriptor)?;
+    Ok(out)
+}
+
+/// Bytes [`embed_in_place`] adds for this descriptor, at most (for a `Vec::with_capacity`).
+pub fn section_len(canonical_descriptor: &[u8]) -> usize {
+    canonical_descriptor.len() + SECTION.len() + 16
+}
+
+/// [`embed`] without a copy of the component: the section is appended to `component` itself (a
+/// 40 MB upload is held once, not twice). Returns where the appended section starts.
+pub fn embed_in_place(component: &mut Vec<u8>, canonical_descriptor: &[u8]) -> Result<usize, DescriptorError> {
     if find(component)?.is_some() {
         return Err(DescriptorError::AlreadyEmbedded);
     }
@@ -128,12 +142,12 @@ pub fn embed(component: &[u8], canonical_descriptor: &[u8]) -> Result<Vec<u8>, D
     leb128(SECTION.len(), &mut payload);
     payload.extend_from_slice(SECTION.as_bytes());
     payload.extend_from_slice(canonical_descriptor);
-    let mut out = Vec::with_capacity(component.len() + payload.len() + 6);
-    out.extend_from_slice(component);
-    out.push(0);
-    leb128(payload.len(), &mut out);
-    out.extend_from_slice(&payload);
-    Ok(out)
+    let start = component.len();
+    component.reserve(payload.len() + 6);
+    component.push(0);
+    leb128(payload.len(), component);
+    component.extend_from_slice(&payload);
+    Ok(start)
 }
 
 /// The embedded descriptor's bytes, if the component carries one at its top level.

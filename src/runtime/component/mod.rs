@@ -207,8 +207,11 @@ const POOL_INSTANCES: u32 = 128;
 /// The engine configuration every component (and the benchmark's raw baseline) runs with.
 pub fn engine_config() -> Config {
     let mut pool = wasmtime::PoolingAllocationConfig::default();
+    // A componentize-py guest is 38 core instances (CPython's modules) sharing one memory, a
+    // ComponentizeJS guest 3: the pool fits a full house of Python guests, not only Rust ones.
+    // An unused core-instance slot costs address space, not memory.
     pool.total_component_instances(POOL_INSTANCES)
-        .total_core_instances(POOL_INSTANCES * 8)
+        .total_core_instances(POOL_INSTANCES * 48)
         .total_memories(POOL_INSTANCES * 2)
         .total_tables(POOL_INSTANCES * 4)
         .max_memory_size(descriptor::MAX_MEMORY_BYTES as usize)

@@ -13,6 +13,7 @@ use serde_json::json;
 
 use super::{ensure, BenchResult};
 use crate::app::invoke::{InvokeRequest, InvokeTarget};
+use crate::app::lifecycle::ComponentUpload;
 use crate::app::registry::OpenOptions;
 use crate::app::App;
 use crate::events::envelope::EventMetadata;
@@ -244,7 +245,7 @@ async fn component_bench(
         serde_json::from_str(&std::fs::read_to_string(guest.join("vadyl-descriptor.json"))?)?;
     let id: crate::ids::ImplementationId = "bench-component:1.0.0".parse()?;
     let contract: crate::ids::ContractRef = "payment.charge@1".parse()?;
-    app.build_component(meta, id.clone(), contract, &descriptor, &wasm)?;
+    app.build_component(meta, id.clone(), contract, &descriptor, ComponentUpload::new(wasm))?;
     let report = app.run_conformance(meta, &id).await?;
     let registry = app.registry();
     ensure!(report.passed, "the bench component failed conformance: {:?}", report.checks);

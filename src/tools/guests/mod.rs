@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub mod c;
+pub mod js;
+pub mod python;
 pub mod rust;
+pub mod scaffold;
 
 /// Most lines of a failed tool's stderr kept in [`GuestBuildError::BuildFailed`].
 pub const STDERR_TAIL_LINES: usize = 40;
@@ -80,6 +83,37 @@ pub fn guests_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("guests")
 }
 
+/// Where the Python and JavaScript guest toolchains are installed when the caller names no
+/// directory: `$VADYL_TOOLCHAINS`, else `$XDG_CACHE_HOME/vadyl/toolchains`, else
+/// `~/.cache/vadyl/toolchains`. Each toolchain is installed once per pinned version.
+pub fn default_toolchains_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("VADYL_TOOLCHAINS") {
+        return PathBuf::from(dir);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    cache.join("vadyl").join("toolchains")
+}
+
+/// The toolchains directory of this checkout's tests and benchmarks: under `target/`, so that a
+/// `cargo clean` removes it and nothing is installed outside the build directory.
+pub fn repository_toolchains_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("guest-toolchains")
+}
+
+/// What an installed toolchain was installed from: a marker compares it to the pinned manifests.
+fn stamp(parts: &[&str]) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
 /// Runs `command` to completion, capturing its output.
 ///
 /// `install` says what to install when the program cannot be started. On a non-zero exit,
@@ -113,6 +147,26 @@ pub fn run_tool(
 pub fn componentize(module: &[u8], origin: &Path) -> Result<Vec<u8>, GuestBuildError> {
     let fail = |e| GuestBuildError::Componentize { module: origin.to_path_buf(), reason: format!("{e:#}") };
     wit_component::ComponentEncoder::default().module(module).map_err(fail)?.validate(true).encode().map_err(fail)
+}
+
+/// The names a component imports at its top level (e.g. `vadyl:connector/egress@1.0.0`): what the
+/// host has to provide, read without compiling anything.
+pub fn component_imports(component: &[u8]) -> Result<Vec<String>, String> {
+    let mut names = Vec::new();
+    let mut depth = 0usize;
+    for payload in wasmparser::Parser::new(0).parse_all(component) {
+        match payload.map_err(|e| e.to_string())? {
+            wasmparser::Payload::ModuleSection { .. } | wasmparser::Payload::ComponentSection { .. } => depth += 1,
+            wasmparser::Payload::End(_) => depth = depth.saturating_sub(1),
+            wasmparser::Payload::ComponentImportSection(reader) if depth == 0 => {
+                for import in reader {
+                    names.push(import.map_err(|e| e.to_string())?.name.name.to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(names)
 }
 
 /// The program and its arguments, space-separated, for messages.
