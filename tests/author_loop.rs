@@ -170,3 +170,54 @@ fn connector_test_runs_a_declarative_manifest_too() {
     assert_eq!(report["passed"], true, "{report}");
     assert_eq!(report["contract"], "payment.charge@1");
 }
+
+#[test]
+fn guest_new_then_guest_build_then_connector_test_passes_in_every_language() {
+    let sandbox = Sandbox::new();
+    let toolchains = guests::repository_toolchains_dir();
+    let cases = [
+        ("rust", "payment.charge@1"),
+        ("c", "webhook.deliver@1"),
+        ("python", "payment.charge@1"),
+        ("js", "webhook.deliver@1"),
+        ("js", "payment.charge@1"),
+    ];
+    for (lang, contract) in cases {
+        let dir = sandbox.root.join(format!("guest-{lang}-{}", contract.replace(['.', '@'], "-")));
+        let dir_s = dir.to_str().unwrap();
+        let o = sandbox.vadyl(&["guest", "new", "--lang", lang, "--contract", contract, dir_s]);
+        assert!(o.status.success(), "{lang}: {}", stderr(&o));
+        assert!(dir.join("README.md").exists() && dir.join("wit/types.wit").exists(), "{lang}");
+        let build = Command::new(common::vadyl_bin())
+            .args(["--json", "guest", "build", dir_s, "--toolchains", toolchains.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(build.status.success(), "{lang} {contract}: {}", stderr(&build));
+        let built: Value = serde_json::from_str(&stdout(&build)).unwrap();
+        let wasm = built["component"].as_str().unwrap().to_owned();
+        assert_eq!(wasm, dir.join("build/component.wasm").to_str().unwrap());
+        let descriptor = dir.join("vadyl-descriptor.json");
+        let o = sandbox.vadyl(&[
+            "connector",
+            "test",
+            "--wasm",
+            &wasm,
+            "--descriptor",
+            descriptor.to_str().unwrap(),
+            "--contract",
+            contract,
+        ]);
+        assert!(o.status.success(), "{lang} {contract}: {}{}", stdout(&o), stderr(&o));
+        assert!(stdout(&o).contains("passed"), "{}", stdout(&o));
+    }
+
+    // What cannot be scaffolded says why, and writes nothing.
+    let o = sandbox.vadyl(&["guest", "new", "--lang", "cobol", "--contract", "payment.charge@1", "x"]);
+    assert!(!o.status.success() && stderr(&o).contains("choose rust, c, python or js"), "{}", stderr(&o));
+    let taken = sandbox.root.join("guest-rust-payment-charge-1");
+    let o =
+        sandbox.vadyl(&["guest", "new", "--lang", "rust", "--contract", "payment.charge@1", taken.to_str().unwrap()]);
+    assert!(!o.status.success() && stderr(&o).contains("is not empty"), "{}", stderr(&o));
+    let o = sandbox.vadyl(&["guest", "build", sandbox.root.join("tmp").to_str().unwrap()]);
+    assert!(!o.status.success() && stderr(&o).contains("vadyl-guest.json"), "{}", stderr(&o));
+}

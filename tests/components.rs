@@ -760,3 +760,50 @@ fn the_python_component_is_built_from_source_conforms_and_charges_with_the_secre
         assert!(scan.find(bytes).is_none(), "{place} holds the secret or the card source");
     }
 }
+
+#[test]
+fn a_python_guest_that_calls_a_stubbed_wasi_function_fails_with_a_clear_error_and_the_server_carries_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let wasm = python_guest("hostile-python", "payment-charge-v1", &[], &dir.path().join("py-hostile").join("h.wasm"));
+    let wasm_path = write(dir.path(), "hostile-python.wasm", &wasm);
+    let d = descriptor("stripe-charge-python", 9);
+    let d_path = write(dir.path(), "descriptor.json", d.to_string().as_bytes());
+    ok(
+        &data,
+        &[
+            "connector",
+            "build",
+            "component",
+            "--wasm",
+            &wasm_path,
+            "--implementation",
+            "py-wasi:1.0.0",
+            "--contract",
+            "payment.charge@1",
+            "--descriptor",
+            &d_path,
+        ],
+    );
+    let report = failing_conformance(&data, "py-wasi:1.0.0");
+    let detail = check(&report, "contract.shape")["detail"].as_str().unwrap().to_owned();
+    assert!(detail.contains("it called `wall_clock_now`, a WASI function its toolchain stubbed out"), "{detail}");
+    {
+        // Admitted behind the suite's back, to show what an invocation answers.
+        let reg = common::open(&data);
+        common::conformance(&reg, &"py-wasi:1.0.0".parse().unwrap(), "conf_forced_py", true);
+        common::bind(&reg, "default", "wasi", "py-wasi:1.0.0");
+    }
+    let server = Server::start(&data);
+    let input = json!({"amount": 100, "currency": "usd", "source": "tok_visa", "metadata": []});
+    let started = Instant::now();
+    let (status, problem) = server.post("/invoke", &json!({"alias": "wasi", "operation": "charge", "input": input}));
+    assert_eq!(status, 502, "{problem}");
+    assert!(started.elapsed() < Duration::from_secs(10), "the trap ends the call, it does not hang");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("`wall_clock_now`") && detail.contains("time.now"), "{detail}");
+    assert!(detail.contains("`time_time` (libpython"), "the call chain shows where: {detail}");
+    let (status, _) = server.get("/implementations");
+    assert_eq!(status, 200, "the server carries on");
+    server.stop();
+}

@@ -131,6 +131,14 @@ pub enum AdapterError {
     UnknownOperation(String),
     #[error("the implementation misbehaved: {0}")]
     Misbehaved(String),
+    /// A component called a WASI function that its toolchain replaced by a trapping stub
+    /// (componentize-py `--stub-wasi`): the host provides no WASI.
+    #[error(
+        "the implementation misbehaved: it called `{function}`, a WASI function its toolchain stubbed out \
+         (componentize-py --stub-wasi traps there); this host provides no WASI: read the time with \
+         time.now, reach the network with egress, keep state in memory (called from: {chain})"
+    )]
+    StubbedWasi { function: String, chain: String },
     #[error("host service refused: {0}")]
     Host(String),
     /// EgressBuildPlan refused the plan; `kind` says which rule (the WIT `egress-error` case).

@@ -480,11 +480,52 @@ impl ComponentAdapter {
                 self.descriptor.limits.deadline_ms
             ),
             Some(Trap::StackOverflow) => "the guest overflowed its stack".to_owned(),
-            Some(trap) => format!("the guest trapped: {trap}"),
+            Some(trap) => {
+                let frames = error.downcast_ref::<wasmtime::WasmBacktrace>().map(named_frames).unwrap_or_default();
+                if let Some(stub) = stubbed_wasi(*trap, &frames) {
+                    return stub;
+                }
+                match frames.first() {
+                    Some(_) => format!("the guest trapped: {trap}, in {}", chain(&frames)),
+                    None => format!("the guest trapped: {trap}"),
+                }
+            }
             None => format!("the guest failed: {error:#}"),
         };
         AdapterError::Misbehaved(message)
     }
+}
+
+/// One frame of a trap's backtrace that has a name: (module, function), innermost first. The
+/// bool says whether unnamed frames (a toolchain's stubs, adapters) sat above it.
+type Frame = (String, String, bool);
+
+fn named_frames(backtrace: &wasmtime::WasmBacktrace) -> Vec<Frame> {
+    let mut unnamed_above = false;
+    let mut out = Vec::new();
+    for f in backtrace.frames() {
+        match f.func_name() {
+            Some(name) => {
+                out.push((f.module().name().unwrap_or("?").to_owned(), name.to_owned(), unnamed_above));
+                unnamed_above = false;
+            }
+            None => unnamed_above = true,
+        }
+    }
+    out
+}
+
+/// `f` ← `g` ← `h` (module): the innermost named frames, for a trap message.
+fn chain(frames: &[Frame]) -> String {
+    frames.iter().take(4).map(|(module, name, _)| format!("`{name}` ({module})")).collect::<Vec<_>>().join(" ← ")
+}
+
+/// A trap inside a toolchain's WASI stub: `unreachable` in unnamed code called straight from the C
+/// library (wasi-libc, which componentize-py links as `libc.so`), the only caller of WASI imports.
+fn stubbed_wasi(trap: Trap, frames: &[Frame]) -> Option<AdapterError> {
+    let (module, function, stub_above) = frames.first()?;
+    (trap == Trap::UnreachableCodeReached && *stub_above && module.starts_with("libc"))
+        .then(|| AdapterError::StubbedWasi { function: function.clone(), chain: chain(frames) })
 }
 
 impl Adapter for ComponentAdapter {

@@ -157,6 +157,13 @@ const TEMPLATES: &[Template] = &[
         entry: Some("webhook.js"),
         files: &[guest_file!("webhook-js", "webhook.js"), guest_file!("webhook-js", "vadyl-descriptor.json")],
     },
+    Template {
+        lang: Lang::Js,
+        contract: "payment.charge@1",
+        world: "payment-charge-v1",
+        entry: Some("app.js"),
+        files: &[guest_file!("stripe-charge-js", "app.js"), guest_file!("stripe-charge-js", "vadyl-descriptor.json")],
+    },
 ];
 
 /// The contracts `lang` has a template for.
