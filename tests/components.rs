@@ -50,6 +50,12 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
 
 use common::{everything_stored, set_secret, vadyl_ok as ok};
 
+/// `vadyl connector build component`: the CLI's answer.
+fn build_component(data: &Path, wasm_path: &str, id: &str, contract: &str, descriptor_path: &str) -> String {
+    let args = ["connector", "build", "component", "--wasm", wasm_path, "--implementation", id];
+    ok(data, &[&args[..], &["--contract", contract, "--descriptor", descriptor_path]].concat())
+}
+
 fn port_of(url: &str) -> u16 {
     url.rsplit(':').next().unwrap().split('/').next().unwrap().parse().unwrap()
 }
@@ -151,22 +157,7 @@ fn the_c_component_and_the_native_adapter_deliver_signed_webhooks_beside_a_decla
     let wasm = c_guest(&dir.path().join("c-build"));
     let wasm_path = write(dir.path(), "webhook.wasm", &wasm);
     let d_path = write(dir.path(), "c.json", descriptor("webhook-c", port).to_string().as_bytes());
-    ok(
-        &data,
-        &[
-            "connector",
-            "build",
-            "component",
-            "--wasm",
-            &wasm_path,
-            "--implementation",
-            "webhook-c:1.0.0",
-            "--contract",
-            "webhook.deliver@1",
-            "--descriptor",
-            &d_path,
-        ],
-    );
+    build_component(&data, &wasm_path, "webhook-c:1.0.0", "webhook.deliver@1", &d_path);
     // Native adapter, with the default policy widened to the loopback receiver.
     let native = vadyl::runtime::native::find("vadyl.webhook-hmac").unwrap();
     let mut nd = serde_json::to_value(native.default_descriptor()).unwrap();
@@ -320,22 +311,7 @@ fn build_hostile(data: &Path, dir: &Path, feature: &str, descriptor: &Value) -> 
     let wasm_path = write(dir, &format!("{feature}.wasm"), &wasm);
     let d_path = write(dir, &format!("{feature}.json"), descriptor.to_string().as_bytes());
     let id = format!("hostile-{feature}:1.0.0");
-    ok(
-        data,
-        &[
-            "connector",
-            "build",
-            "component",
-            "--wasm",
-            &wasm_path,
-            "--implementation",
-            &id,
-            "--contract",
-            "payment.charge@1",
-            "--descriptor",
-            &d_path,
-        ],
-    );
+    build_component(data, &wasm_path, &id, "payment.charge@1", &d_path);
     id
 }
 
@@ -391,22 +367,7 @@ fn hostile_components_are_stopped_with_clear_errors_while_the_server_keeps_servi
         "good.json",
         descriptor("stripe-charge-rust", port_of(&fake.base_url())).to_string().as_bytes(),
     );
-    ok(
-        &data,
-        &[
-            "connector",
-            "build",
-            "component",
-            "--wasm",
-            &wasm_path,
-            "--implementation",
-            "good:1.0.0",
-            "--contract",
-            "payment.charge@1",
-            "--descriptor",
-            &d_path,
-        ],
-    );
+    build_component(&data, &wasm_path, "good:1.0.0", "payment.charge@1", &d_path);
     ok(&data, &["connector", "conformance", "run", "--implementation", "good:1.0.0"]);
     {
         let reg = common::open(&data);
@@ -625,22 +586,7 @@ fn the_javascript_component_is_built_from_source_conforms_and_delivers_signed_we
     assert!(imports.iter().all(|i| i.starts_with("vadyl:connector/")), "only Vadyl interfaces: {imports:?}");
     let wasm_path = write(dir.path(), "webhook-js.wasm", &wasm);
     let d_path = write(dir.path(), "js.json", descriptor("webhook-js", port).to_string().as_bytes());
-    let built = ok(
-        &data,
-        &[
-            "connector",
-            "build",
-            "component",
-            "--wasm",
-            &wasm_path,
-            "--implementation",
-            "webhook-js:1.0.0",
-            "--contract",
-            "webhook.deliver@1",
-            "--descriptor",
-            &d_path,
-        ],
-    );
+    let built = build_component(&data, &wasm_path, "webhook-js:1.0.0", "webhook.deliver@1", &d_path);
     assert!(built.contains("built webhook-js:1.0.0 (AuthoredComponent"), "{built}");
     let report = ok(&data, &["connector", "conformance", "run", "--implementation", "webhook-js:1.0.0"]);
     assert!(report.contains("passed: true"), "{report}");
@@ -660,18 +606,29 @@ fn the_javascript_component_is_built_from_source_conforms_and_delivers_signed_we
     verify_signature(headers, body, "evt_js");
     assert!(headers.iter().any(|(k, v)| k == "x-tenant" && v == "shop"), "{headers:?}");
 
-    let invocation = result["invocationId"].as_str().unwrap().to_owned();
-    let replay = ok(&data, &["audit", "replay-invocation", &invocation]);
+    let invocation = result["invocationId"].as_str().unwrap();
+    replayed_and_kept_secret(&data, dir.path(), invocation, [out, report], &[SIGNING_SECRET.as_bytes()]);
+}
+
+/// The invocation replays to the same output without network, and none of `secrets` is anywhere:
+/// not under the data directory, not in the export, not in `answers`.
+fn replayed_and_kept_secret<const N: usize>(
+    data: &Path,
+    dir: &Path,
+    invocation: &str,
+    answers: [String; N],
+    secrets: &[&[u8]],
+) {
+    let replay = ok(data, &["audit", "replay-invocation", invocation]);
     assert!(replay.contains("the same output"), "{replay}");
-    let export = dir.path().join("history.ndjson");
-    ok(&data, &["audit", "export", "--out", export.to_str().unwrap()]);
-    let mut places = everything_stored(&data);
+    let export = dir.join("history.ndjson");
+    ok(data, &["audit", "export", "--out", export.to_str().unwrap()]);
+    let mut places = everything_stored(data);
     places.push(("export".into(), std::fs::read(&export).unwrap()));
-    places.push(("invoke response".into(), out.into_bytes()));
-    places.push(("conformance report".into(), report.into_bytes()));
-    let scan = vadyl::runtime::redaction::Redactor::new([SIGNING_SECRET.as_bytes().to_vec()]).unwrap();
+    places.extend(answers.into_iter().map(|a| ("an answer".to_owned(), a.into_bytes())));
+    let scan = vadyl::runtime::redaction::Redactor::new(secrets.iter().map(|s| s.to_vec())).unwrap();
     for (place, bytes) in &places {
-        assert!(scan.find(bytes).is_none(), "{place} holds the signing secret");
+        assert!(scan.find(bytes).is_none(), "{place} holds a secret or the card source");
     }
 }
 
@@ -707,22 +664,7 @@ fn the_python_component_is_built_from_source_conforms_and_charges_with_the_secre
     let wasm_path = write(dir.path(), "charge-python.wasm", &wasm);
     let d = descriptor("stripe-charge-python", port_of(&fake.base_url()));
     let d_path = write(dir.path(), "descriptor.json", d.to_string().as_bytes());
-    let built = ok(
-        &data,
-        &[
-            "connector",
-            "build",
-            "component",
-            "--wasm",
-            &wasm_path,
-            "--implementation",
-            "stripe-python:1.0.0",
-            "--contract",
-            "payment.charge@1",
-            "--descriptor",
-            &d_path,
-        ],
-    );
+    let built = build_component(&data, &wasm_path, "stripe-python:1.0.0", "payment.charge@1", &d_path);
     assert!(built.contains("built stripe-python:1.0.0 (AuthoredComponent"), "{built}");
     let report = ok(&data, &["connector", "conformance", "run", "--implementation", "stripe-python:1.0.0"]);
     assert!(report.contains("passed: true"), "{report}");
@@ -747,18 +689,7 @@ fn the_python_component_is_built_from_source_conforms_and_charges_with_the_secre
 
     let invocation = result["invocationId"].as_str().unwrap().to_owned();
     drop(fake);
-    let replay = ok(&data, &["audit", "replay-invocation", &invocation]);
-    assert!(replay.contains("the same output"), "{replay}");
-    let export = dir.path().join("history.ndjson");
-    ok(&data, &["audit", "export", "--out", export.to_str().unwrap()]);
-    let mut places = everything_stored(&data);
-    places.push(("export".into(), std::fs::read(&export).unwrap()));
-    places.push(("invoke response".into(), out.into_bytes()));
-    places.push(("conformance report".into(), report.into_bytes()));
-    let scan = vadyl::runtime::redaction::Redactor::new([SECRET.as_bytes().to_vec(), b"tok_visa".to_vec()]).unwrap();
-    for (place, bytes) in &places {
-        assert!(scan.find(bytes).is_none(), "{place} holds the secret or the card source");
-    }
+    replayed_and_kept_secret(&data, dir.path(), &invocation, [out, report], &[SECRET.as_bytes(), b"tok_visa"]);
 }
 
 #[test]
@@ -769,22 +700,7 @@ fn a_python_guest_that_calls_a_stubbed_wasi_function_fails_with_a_clear_error_an
     let wasm_path = write(dir.path(), "hostile-python.wasm", &wasm);
     let d = descriptor("stripe-charge-python", 9);
     let d_path = write(dir.path(), "descriptor.json", d.to_string().as_bytes());
-    ok(
-        &data,
-        &[
-            "connector",
-            "build",
-            "component",
-            "--wasm",
-            &wasm_path,
-            "--implementation",
-            "py-wasi:1.0.0",
-            "--contract",
-            "payment.charge@1",
-            "--descriptor",
-            &d_path,
-        ],
-    );
+    build_component(&data, &wasm_path, "py-wasi:1.0.0", "payment.charge@1", &d_path);
     let report = failing_conformance(&data, "py-wasi:1.0.0");
     let detail = check(&report, "contract.shape")["detail"].as_str().unwrap().to_owned();
     assert!(detail.contains("it called `wall_clock_now`, a WASI function its toolchain stubbed out"), "{detail}");

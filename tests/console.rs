@@ -116,6 +116,14 @@ async fn wait_text(c: &Client, css: &str, want: &str) -> String {
     .await
 }
 
+/// The element with `id`, once the page has rendered it (a route renders after its data arrives).
+async fn by_id(c: &Client, id: &str) -> fantoccini::elements::Element {
+    eventually(Duration::from_secs(10), &format!("#{id} to be on the page"), || async {
+        c.find(Locator::Id(id)).await.ok()
+    })
+    .await
+}
+
 /// The states of the verification badges of the table `css`, row by row, once none is checking.
 async fn badges(c: &Client, table: &str) -> Vec<(String, String, String)> {
     eventually(Duration::from_secs(20), "every badge to be decided", || async {
@@ -150,10 +158,10 @@ async fn sign_in(c: &Client, base: &str, token: &str, key: &str) {
             .await;
     field.clear().await.unwrap();
     field.send_keys(token).await.unwrap();
-    let pubkey = c.find(Locator::Id("pubkey")).await.unwrap();
+    let pubkey = by_id(c, "pubkey").await;
     pubkey.clear().await.unwrap();
     pubkey.send_keys(key).await.unwrap();
-    c.find(Locator::Id("signin-submit")).await.unwrap().click().await.unwrap();
+    by_id(c, "signin-submit").await.click().await.unwrap();
     wait_text(c, "h2", "Timeline").await;
 }
 
@@ -254,8 +262,8 @@ fn an_auditor_walks_the_history_verifies_it_travels_in_time_diffs_and_downloads(
         eprintln!("a new event showed in the timeline {:?} after its append was answered", answered.elapsed());
 
         // Filter by type: only the invalidation remains.
-        c.find(Locator::Id("filter-type")).await.unwrap().send_keys("PublicationInvalidated").await.unwrap();
-        c.find(Locator::Id("apply-filters")).await.unwrap().click().await.unwrap();
+        by_id(c, "filter-type").await.send_keys("PublicationInvalidated").await.unwrap();
+        by_id(c, "apply-filters").await.click().await.unwrap();
         let filtered = eventually(Duration::from_secs(10), "the filtered timeline", || async {
             let rows = badges(c, "#events").await;
             (rows.len() == 1).then_some(rows)
@@ -277,7 +285,7 @@ fn an_auditor_walks_the_history_verifies_it_travels_in_time_diffs_and_downloads(
         screenshot(c, "publication").await;
 
         // Back to before the invalidation: v3 is valid and latest again.
-        let position = c.find(Locator::Id("at-position")).await.unwrap();
+        let position = by_id(c, "at-position").await;
         position.send_keys(&format!("{}\n", s.invalidated_at - 1)).await.unwrap();
         wait_text(c, "#at-state", &format!("after event {}", s.invalidated_at - 1)).await;
         wait_text(c, "#publication-status", "valid").await;
@@ -293,7 +301,7 @@ fn an_auditor_walks_the_history_verifies_it_travels_in_time_diffs_and_downloads(
         screenshot(c, "project").await;
         c.goto(&format!("{base}/console#/publication/3")).await.unwrap();
         wait_text(c, "#latest", "v3").await;
-        c.find(Locator::Id("at-now")).await.unwrap().click().await.unwrap();
+        by_id(c, "at-now").await.click().await.unwrap();
         wait_text(c, "#latest", "v2").await;
 
         // Diff v2 and v3: the status differs and one entry is added, with its manifest.
@@ -306,11 +314,11 @@ fn an_auditor_walks_the_history_verifies_it_travels_in_time_diffs_and_downloads(
         assert!(!fields.iter().any(|f| f.starts_with("stripe-charge-adapter")), "{fields:?}");
 
         // Diff v1 and v2: the stripe adapter moved to 1.1.0, whose manifest allows one more host.
-        let a = c.find(Locator::Id("diff-a")).await.unwrap();
+        let a = by_id(c, "diff-a").await;
         a.select_by_value("1").await.unwrap();
-        let b2 = c.find(Locator::Id("diff-b")).await.unwrap();
+        let b2 = by_id(c, "diff-b").await;
         b2.select_by_value("2").await.unwrap();
-        c.find(Locator::Id("diff-go")).await.unwrap().click().await.unwrap();
+        by_id(c, "diff-go").await.click().await.unwrap();
         wait_text(c, "#diff-summary", "between v1 and v2").await;
         let fields = changed_fields(c).await;
         assert!(fields.contains(&"entry stripe-charge-adapter:1.1.0".to_owned()), "{fields:?}");
@@ -328,7 +336,7 @@ fn an_auditor_walks_the_history_verifies_it_travels_in_time_diffs_and_downloads(
 
         // Download the export: a file with every event and the signed checkpoint.
         c.find(Locator::LinkText("Downloads")).await.unwrap().click().await.unwrap();
-        c.find(Locator::Id("download-export")).await.unwrap().click().await.unwrap();
+        by_id(c, "download-export").await.click().await.unwrap();
         let file = b.downloads.path().join("vadyl-export.ndjson");
         let export = eventually(Duration::from_secs(10), "the downloaded export", || async {
             std::fs::read_to_string(&file).ok().filter(|t| t.ends_with('\n'))
@@ -368,7 +376,7 @@ async fn changed_fields(c: &Client) -> Vec<String> {
 }
 
 async fn sign_out(c: &Client) {
-    c.find(Locator::Id("signout")).await.unwrap().click().await.unwrap();
+    by_id(c, "signout").await.click().await.unwrap();
     wait_text(c, "h2", "Sign in").await;
 }
 
@@ -385,17 +393,17 @@ fn a_wrong_key_or_token_is_refused_at_sign_in_with_the_reason() {
         })
         .await;
         token.send_keys("vadyl_not_a_token").await.unwrap();
-        c.find(Locator::Id("pubkey")).await.unwrap().send_keys(&s.key).await.unwrap();
-        c.find(Locator::Id("signin-submit")).await.unwrap().click().await.unwrap();
+        by_id(c, "pubkey").await.send_keys(&s.key).await.unwrap();
+        by_id(c, "signin-submit").await.click().await.unwrap();
         wait_text(c, "#signin-error", "the server refused the token").await;
 
         // A key that is not the registry's: signing in works, but the checkpoint fails, named.
         let other = "vadyl+00000000+AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
-        c.find(Locator::Id("token")).await.unwrap().clear().await.unwrap();
-        c.find(Locator::Id("token")).await.unwrap().send_keys(&s.auditor).await.unwrap();
-        c.find(Locator::Id("pubkey")).await.unwrap().clear().await.unwrap();
-        c.find(Locator::Id("pubkey")).await.unwrap().send_keys(other).await.unwrap();
-        c.find(Locator::Id("signin-submit")).await.unwrap().click().await.unwrap();
+        by_id(c, "token").await.clear().await.unwrap();
+        by_id(c, "token").await.send_keys(&s.auditor).await.unwrap();
+        by_id(c, "pubkey").await.clear().await.unwrap();
+        by_id(c, "pubkey").await.send_keys(other).await.unwrap();
+        by_id(c, "signin-submit").await.click().await.unwrap();
         wait_text(c, "#signin-error", "key id does not match").await;
         b.close().await;
     });
@@ -558,7 +566,7 @@ fn the_timeline_opens_on_a_million_events_within_a_second_and_stays_live() {
         };
         let newest_first = first_position().await.unwrap();
         assert!(newest_first > count - 100, "the newest page starts at {newest_first}");
-        c.find(Locator::Id("page-earlier")).await.unwrap().click().await.unwrap();
+        by_id(c, "page-earlier").await.click().await.unwrap();
         eventually(Duration::from_secs(5), "the earlier page", || async {
             (first_position().await? == newest_first - 50).then_some(())
         })

@@ -113,6 +113,9 @@ const failed = (e) => ({
 
 function charge(input, exchanges) {
   if (input.amount <= 0n) throw new Failure('invalid-input', 'the amount must be positive');
+  if (!/^[A-Za-z]{3}$/.test(input.currency)) {
+    throw new Failure('invalid-input', 'the currency must be a three-letter ISO 4217 code');
+  }
   const pairs = [['amount', String(input.amount)], ['currency', input.currency.toLowerCase()], ['source', input.source]];
   if (input.description !== undefined) pairs.push(['description', input.description]);
   if (input.customer !== undefined) pairs.push(['customer', input.customer]);

@@ -173,6 +173,8 @@ class PaymentChargeV1Api(exports.PaymentChargeV1Api):
         try:
             if input.amount <= 0:
                 raise Failure(types.ErrorCode.INVALID_INPUT, "the amount must be positive")
+            if len(input.currency) != 3 or not (input.currency.isascii() and input.currency.isalpha()):
+                raise Failure(types.ErrorCode.INVALID_INPUT, "the currency must be a three-letter ISO 4217 code")
             form = [("amount", str(input.amount)), ("currency", input.currency.lower()), ("source", input.source)]
             if input.description is not None:
                 form.append(("description", input.description))

@@ -333,12 +333,16 @@ pub fn build_component(
     let parsed: Descriptor = serde_json::from_value(descriptor.clone()).map_err(LifecycleError::InvalidDescriptor)?;
     parsed.validate().map_err(ComponentError::from)?;
     validate_fixtures(&parsed, &contract)?;
-    loader.components()?.check(&upload.bytes, &spec)?;
     let canonical = serde_json_canonicalizer::to_vec(&parsed)
         .map_err(|source| LifecycleError::Canonicalize { what: "descriptor", source })?;
     let ComponentUpload { mut bytes, mut hasher } = upload;
     let section = descriptor::embed_in_place(&mut bytes, &canonical).map_err(ComponentError::from)?;
     sha2::Digest::update(&mut hasher, &bytes[section..]);
+    let content_hash = ContentHash::from_hasher(hasher);
+    // A refused rebuild is refused before the compile, and a compiled artifact is compiled once:
+    // the custom section changes nothing in the code, so the artifact is what is compiled and cached.
+    registry.read(|s| commands::check_rebuild(s, &id, &content_hash, &contract))?;
+    loader.components()?.check_and_cache(&content_hash, &bytes, &spec)?;
     record_artifact(
         registry,
         loader,
@@ -347,7 +351,7 @@ pub fn build_component(
         ImplementationSource::AuthoredComponent,
         contract,
         &bytes,
-        ContentHash::from_hasher(hasher),
+        content_hash,
         COMPONENT_MEDIA_TYPE,
     )
 }

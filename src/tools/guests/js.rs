@@ -29,34 +29,27 @@ const INSTALL_NODE: &str = "install Node.js 20 or later with npm (Debian: `apt-g
 /// A lock serialises concurrent installs; a marker written last says the install is complete.
 pub fn toolchain(toolchains: &Path) -> Result<PathBuf, GuestBuildError> {
     let dir = toolchains.join(format!("componentize-js-{COMPONENTIZE_JS_VERSION}"));
-    fs::create_dir_all(&dir).map_err(GuestBuildError::io("create the JavaScript toolchain directory", &dir))?;
-    let lock_path = dir.join(".vadyl-install.lock");
-    let lock = fs::File::create(&lock_path).map_err(GuestBuildError::io("create the install lock", &lock_path))?;
-    lock.lock().map_err(GuestBuildError::io("take the install lock", &lock_path))?;
-    let marker = dir.join(".vadyl-installed");
-    let stamp = super::stamp(&[PACKAGE_JSON, PACKAGE_LOCK]);
-    // The build script is ours and small: always current, even over a complete install.
+    super::install_once(&dir, &super::stamp(&[PACKAGE_JSON, PACKAGE_LOCK]), || {
+        for (name, text) in [("package.json", PACKAGE_JSON), ("package-lock.json", PACKAGE_LOCK)] {
+            let path = dir.join(name);
+            fs::write(&path, text).map_err(GuestBuildError::io("write the toolchain manifest", &path))?;
+        }
+        run_tool(
+            Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+                .current_dir(&dir)
+                .stdin(Stdio::null()),
+            INSTALL_NODE,
+            |stderr| {
+                (stderr.contains("ENOTFOUND") || stderr.contains("EAI_AGAIN"))
+                    .then(|| "npm could not reach its registry: the first build needs the npm registry".to_owned())
+            },
+        )
+        .map(drop)
+    })?;
+    // The build script is ours and small: always the current one.
     let script = dir.join("build.mjs");
     fs::write(&script, BUILD_SCRIPT).map_err(GuestBuildError::io("write the build script", &script))?;
-    if fs::read_to_string(&marker).is_ok_and(|s| s == stamp) {
-        return Ok(dir);
-    }
-    for (name, text) in [("package.json", PACKAGE_JSON), ("package-lock.json", PACKAGE_LOCK)] {
-        let path = dir.join(name);
-        fs::write(&path, text).map_err(GuestBuildError::io("write the toolchain manifest", &path))?;
-    }
-    run_tool(
-        Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(&dir)
-            .stdin(Stdio::null()),
-        INSTALL_NODE,
-        |stderr| {
-            (stderr.contains("ENOTFOUND") || stderr.contains("EAI_AGAIN"))
-                .then(|| "npm could not reach its registry: the first build needs the npm registry".to_owned())
-        },
-    )?;
-    fs::write(&marker, stamp).map_err(GuestBuildError::io("mark the toolchain installed", &marker))?;
     Ok(dir)
 }
 

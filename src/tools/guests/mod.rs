@@ -103,6 +103,26 @@ pub fn repository_toolchains_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("guest-toolchains")
 }
 
+/// Installs a toolchain into `dir` once per `stamp` (what it is installed from): under an exclusive
+/// lock, so concurrent builds wait for one install, `install` runs unless the marker already holds
+/// `stamp`; the marker is written last, so an interrupted install is redone.
+fn install_once(
+    dir: &Path,
+    stamp: &str,
+    install: impl FnOnce() -> Result<(), GuestBuildError>,
+) -> Result<(), GuestBuildError> {
+    std::fs::create_dir_all(dir).map_err(GuestBuildError::io("create the toolchain directory", dir))?;
+    let lock_path = dir.join(".vadyl-install.lock");
+    let lock = std::fs::File::create(&lock_path).map_err(GuestBuildError::io("create the install lock", &lock_path))?;
+    lock.lock().map_err(GuestBuildError::io("take the install lock", &lock_path))?;
+    let marker = dir.join(".vadyl-installed");
+    if std::fs::read_to_string(&marker).is_ok_and(|s| s == stamp) {
+        return Ok(());
+    }
+    install()?;
+    std::fs::write(&marker, stamp).map_err(GuestBuildError::io("mark the toolchain installed", &marker))
+}
+
 /// What an installed toolchain was installed from: a marker compares it to the pinned manifests.
 fn stamp(parts: &[&str]) -> String {
     use sha2::Digest;

@@ -30,36 +30,28 @@ pub const BUILD_CONFIG_MODULE: &str = "vadyl_build_config";
 /// installing the pinned release (from PyPI) on first use.
 pub fn toolchain(toolchains: &Path) -> Result<PathBuf, GuestBuildError> {
     let dir = toolchains.join(format!("componentize-py-{COMPONENTIZE_PY_VERSION}"));
-    fs::create_dir_all(&dir).map_err(GuestBuildError::io("create the Python toolchain directory", &dir))?;
-    let lock_path = dir.join(".vadyl-install.lock");
-    let lock = fs::File::create(&lock_path).map_err(GuestBuildError::io("create the install lock", &lock_path))?;
-    lock.lock().map_err(GuestBuildError::io("take the install lock", &lock_path))?;
     let venv = dir.join("venv");
-    let exe = venv.join("bin").join("componentize-py");
-    let marker = dir.join(".vadyl-installed");
-    let stamp = super::stamp(&[COMPONENTIZE_PY_VERSION]);
-    if exe.exists() && fs::read_to_string(&marker).is_ok_and(|s| s == stamp) {
-        return Ok(exe);
-    }
-    let python = std::env::var_os("PYTHON").unwrap_or_else(|| "python3".into());
-    run_tool(
-        Command::new(python).args(["-m", "venv", "--clear"]).arg(&venv).stdin(Stdio::null()),
-        INSTALL_PYTHON,
-        |e| e.contains("ensurepip").then(|| "the venv module lacks pip: `apt-get install python3-venv`".to_owned()),
-    )?;
-    run_tool(
-        Command::new(venv.join("bin").join("pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check"])
-            .arg(format!("componentize-py=={COMPONENTIZE_PY_VERSION}"))
-            .stdin(Stdio::null()),
-        INSTALL_PYTHON,
-        |e| {
-            (e.contains("No matching distribution") || e.contains("Failed to establish"))
-                .then(|| "pip could not fetch componentize-py: the first build needs PyPI".to_owned())
-        },
-    )?;
-    fs::write(&marker, stamp).map_err(GuestBuildError::io("mark the toolchain installed", &marker))?;
-    Ok(exe)
+    super::install_once(&dir, &super::stamp(&[COMPONENTIZE_PY_VERSION]), || {
+        let python = std::env::var_os("PYTHON").unwrap_or_else(|| "python3".into());
+        run_tool(
+            Command::new(python).args(["-m", "venv", "--clear"]).arg(&venv).stdin(Stdio::null()),
+            INSTALL_PYTHON,
+            |e| e.contains("ensurepip").then(|| "the venv module lacks pip: `apt-get install python3-venv`".to_owned()),
+        )?;
+        run_tool(
+            Command::new(venv.join("bin").join("pip"))
+                .args(["install", "--quiet", "--disable-pip-version-check"])
+                .arg(format!("componentize-py=={COMPONENTIZE_PY_VERSION}"))
+                .stdin(Stdio::null()),
+            INSTALL_PYTHON,
+            |e| {
+                (e.contains("No matching distribution") || e.contains("Failed to establish"))
+                    .then(|| "pip could not fetch componentize-py: the first build needs PyPI".to_owned())
+            },
+        )
+        .map(drop)
+    })?;
+    Ok(venv.join("bin").join("componentize-py"))
 }
 
 /// Builds the module `module` of `app_dir` (e.g. `app` for `app.py`, defining the class named after
