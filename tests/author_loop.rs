@@ -179,6 +179,7 @@ fn guest_new_then_guest_build_then_connector_test_passes_in_every_language() {
         ("rust", "payment.charge@1"),
         ("c", "webhook.deliver@1"),
         ("python", "payment.charge@1"),
+        ("python", "webhook.deliver@1"),
         ("js", "webhook.deliver@1"),
         ("js", "payment.charge@1"),
     ];

@@ -151,6 +151,13 @@ const TEMPLATES: &[Template] = &[
         ],
     },
     Template {
+        lang: Lang::Python,
+        contract: "webhook.deliver@1",
+        world: "webhook-deliver-v1",
+        entry: Some("app.py"),
+        files: &[guest_file!("webhook-python", "app.py"), guest_file!("webhook-python", "vadyl-descriptor.json")],
+    },
+    Template {
         lang: Lang::Js,
         contract: "webhook.deliver@1",
         world: "webhook-deliver-v1",
