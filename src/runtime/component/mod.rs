@@ -282,11 +282,7 @@ impl ComponentRuntime {
     /// within the closed set, exports matching the contract world. Used at build.
     pub fn check(&self, bytes: &[u8], contract: &crate::contracts::ContractSpec) -> Result<(), ComponentError> {
         let component = self.compile(bytes)?;
-        let forbidden = self.forbidden_imports(&component);
-        if !forbidden.is_empty() {
-            return Err(ComponentError::ForbiddenImports(forbidden));
-        }
-        self.check_exports(&component, contract)
+        self.accept(&component, contract)
     }
 
     fn compile(&self, bytes: &[u8]) -> Result<Component, ComponentError> {
@@ -304,11 +300,17 @@ impl ComponentRuntime {
         contract: &crate::contracts::ContractSpec,
     ) -> Result<(), ComponentError> {
         let component = self.compiled(hash, artifact)?;
-        let forbidden = self.forbidden_imports(&component);
+        self.accept(&component, contract)
+    }
+
+    /// What every compiled component must satisfy: imports within the closed set, exports matching
+    /// the contract world.
+    fn accept(&self, component: &Component, contract: &crate::contracts::ContractSpec) -> Result<(), ComponentError> {
+        let forbidden = self.forbidden_imports(component);
         if !forbidden.is_empty() {
             return Err(ComponentError::ForbiddenImports(forbidden));
         }
-        self.check_exports(&component, contract)
+        self.check_exports(component, contract)
     }
 
     fn check_exports(
@@ -356,11 +358,7 @@ impl ComponentRuntime {
     ) -> Result<ComponentAdapter, ComponentError> {
         let descriptor = descriptor::extract(verified_bytes)?;
         let component = self.compiled(content_hash, verified_bytes)?;
-        let forbidden = self.forbidden_imports(&component);
-        if !forbidden.is_empty() {
-            return Err(ComponentError::ForbiddenImports(forbidden));
-        }
-        self.check_exports(&component, contract)?;
+        self.accept(&component, contract)?;
         let pre = self.linker.instantiate_pre(&component).map_err(|e| ComponentError::Instantiate(format!("{e:#}")))?;
         let (interface, ops) = self.wit.contract(contract)?;
         let iface = component.get_export_index(None, &interface).ok_or_else(|| ComponentError::ExportMismatch {

@@ -1,10 +1,12 @@
 //! `vadyl bench invoke`: declarative invocation through the full path (binding resolution, artifact
 //! by content hash, input check, host loop, egress with host-attached auth, response mapping,
 //! invocation record) against a loopback upstream, beside a direct call of the same upstream with
-//! the same HTTP client stack, in the same run; and component invocation through the full path
-//! (binding resolution, pooled pre-instantiated instance, bridge, call, record; no egress) beside a
-//! raw Wasmtime instantiate-and-call of the same component with the same engine configuration.
-//! Latencies are per call; medians and p99.
+//! the same HTTP client stack, in the same run; and, for one guest per language (Rust, C, Python,
+//! JavaScript, built from `guests/`), its size, compile, cached load, instantiation, and invocation
+//! through the full path (binding resolution, pooled pre-instantiated instance, bridge, call,
+//! record; no egress) beside a raw Wasmtime instantiate-and-call of the same component with the
+//! same engine configuration. `component` is the Rust guest's row. Latencies are per call; medians
+//! and p99.
 
 use std::time::Instant;
 
@@ -203,11 +205,20 @@ pub fn run_invoke_bench(opts: &InvokeBenchOptions) -> BenchResult<InvokeBenchRep
             Ok(())
         })
         .await?;
-        let component = component_bench(&app, dir.path(), &meta, &project, n).await?;
         let mut languages = Vec::new();
         for guest in LANGUAGE_GUESTS {
             languages.push(language_bench(&app, dir.path(), &meta, &project, guest, n).await?);
         }
+        // The component figure is the Rust guest's row: the same guest, input and raw baseline.
+        let rust = languages.iter().find(|l| l.language == "rust").ok_or("the Rust guest was not measured")?;
+        let component = ComponentLatency {
+            median_us: rust.invoke_median_us,
+            p99_us: rust.invoke_p99_us,
+            raw_median_us: rust.raw_median_us,
+            raw_p99_us: rust.raw_p99_us,
+            ratio: rust.ratio,
+            invocations: rust.invocations,
+        };
         Ok(InvokeBenchReport {
             component,
             languages,
@@ -265,67 +276,6 @@ impl crate::runtime::adapter::StepHost for NoHost {
     ) -> Result<crate::runtime::adapter::MemoryAnswer, crate::runtime::adapter::MemoryFailure> {
         Err(crate::runtime::adapter::MemoryFailure::Denied("no host in the raw baseline".into()))
     }
-}
-
-/// The Rust Stripe component (built from `guests/` for this run), invoked with an input it refuses
-/// before any host call (a currency that is not three letters): the path without egress.
-async fn component_bench(
-    app: &App,
-    data_dir: &std::path::Path,
-    meta: &EventMetadata,
-    project: &crate::ids::ProjectId,
-    n: usize,
-) -> BenchResult<ComponentLatency> {
-    let guest = crate::tools::guests::guests_dir().join("stripe-charge-rust");
-    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("guests");
-    let wasm = crate::tools::guests::rust::build_rust_component(&guest, &[], &[], &target)?;
-    let descriptor: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(guest.join("vadyl-descriptor.json"))?)?;
-    let id: crate::ids::ImplementationId = "bench-component:1.0.0".parse()?;
-    let contract: crate::ids::ContractRef = "payment.charge@1".parse()?;
-    app.build_component(meta, id.clone(), contract, &descriptor, ComponentUpload::new(wasm))?;
-    let report = app.run_conformance(meta, &id).await?;
-    let registry = app.registry();
-    ensure!(report.passed, "the bench component failed conformance: {:?}", report.checks);
-    let target: crate::ids::BindingTarget = id.to_string().parse()?;
-    registry.execute(meta, |s| {
-        crate::commands::bind(s, project.clone(), "bench-wasm".parse().expect("valid alias"), target.clone())
-    })?;
-    let input = json!({"amount": 2000, "currency": "u5d", "source": "tok_visa", "metadata": []});
-    let request = || InvokeRequest {
-        project: project.clone(),
-        target: InvokeTarget::Alias("bench-wasm".parse().expect("valid alias")),
-        operation: "charge".into(),
-        input: input.clone(),
-    };
-    let ours = Samples::of(n, async || {
-        let r = app.invoke(request()).await?;
-        ensure!(r.error.as_ref().is_some_and(|e| e["code"] == "invalid-input"), "unexpected answer {r:?}");
-        Ok(())
-    })
-    .await?;
-
-    // Raw: the same component, engine configuration, limits and pre-instantiation; a new store,
-    // instantiate, call with ready-made values. No binding, bridge, host loop or record.
-    let view = registry.read(|s| s.implementation(&id).cloned()).ok_or("the bench component vanished")?;
-    // The raw baseline reads the artifact and compiles it itself, beside the registry's runtime.
-    let artifacts = crate::storage::artifacts::FileArtifacts::open(&data_dir.join("artifacts"))?;
-    let bytes = artifacts.get(&view.content_hash)?.ok_or("the bench artifact vanished")?;
-    let spec = crate::contracts::load_embedded()?
-        .contract("payment.charge", 1)
-        .cloned()
-        .ok_or("payment.charge@1 is missing")?;
-    let raw_runtime = crate::runtime::component::ComponentRuntime::new(&data_dir.join("bench-compiled"), [7u8; 32])?;
-    let adapter = raw_runtime.load(&view.content_hash, &bytes, &spec)?;
-    let raw = raw_calls(&adapter, "charge", &input, n).await?;
-    Ok(ComponentLatency {
-        median_us: ours.median().round(),
-        p99_us: ours.p99().round(),
-        raw_median_us: raw.median().round(),
-        raw_p99_us: raw.p99().round(),
-        ratio: ours.ratio_to(&raw),
-        invocations: n,
-    })
 }
 
 /// Raw Wasmtime: the same component, engine configuration, limits and pre-instantiation; a new
